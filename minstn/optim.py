@@ -1,0 +1,445 @@
+"""Optimisers, gradient clipping, learning-rate schedules and early stopping.
+
+Everything here works on a dict of parameters {name: array} (NumPy or CuPy, float32 or
+float64): the model's own arrays, which an optimiser updates in place. Gradients come in as a
+dict of the same names and shapes and are never modified.
+
+Shape legend: every parameter array P has its own shape; the optimiser's per-parameter
+state (moments, velocities) has the same shape and dtype as P.
+
+    opt = Adam(model.params, lr=1e-3, lr_mult={'loc_w1': 0.1, ...})
+    grads, norm = clip_by_global_norm(model.grads, 5.0)
+    opt.step(grads)                       # params[k] -= lr * lr_mult[k] * update_k
+
+Per-parameter learning-rate multipliers let a group of parameters learn slower: the trainer
+gives every parameter of the model's 'loc' group (localisation net, LSTM, affine regressor)
+the multiplier --loc-lr-mult (0.1 by default), as the spatial-transformer literature does.
+
+State: every object here has state() -> dict and load_state(dict). Optimiser state holds
+host NumPy arrays (copied from the device) and plain Python scalars; schedules and early
+stopping hold scalars only. Saved in a checkpoint and loaded back, a run continues exactly.
+
+Update rules (g = gradient plus weight_decay * p, lr_k = lr * lr_mult[k], t = step count):
+    SGD      buf = mu * buf + g;  d = g + mu * buf (nesterov) or buf;  p -= lr_k * d
+    RMSprop  s = rho * s + (1 - rho) * g^2;  p -= lr_k * g / (sqrt(s) + eps)
+    Adam     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+             p -= lr_k * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from minstn.backend import to_numpy, xp_of
+
+__all__ = [
+    "Optimizer",
+    "SGD",
+    "RMSprop",
+    "Adam",
+    "OPTIMIZERS",
+    "build_optimizer",
+    "clip_by_value",
+    "clip_by_global_norm",
+    "global_norm",
+    "ConstantLR",
+    "StepDecay",
+    "ReduceOnPlateau",
+    "build_schedule",
+    "EarlyStopping",
+]
+
+
+# ----------------------------------------------------------------------------- optimisers
+
+
+class Optimizer:
+    """Base class: holds the parameters, the base learning rate and per-parameter multipliers.
+
+    params:        {name: array} updated in place by step()
+    lr:            base learning rate (> 0); a schedule may change it between steps (opt.lr = ...)
+    lr_mult:       {name: float} multiplier per parameter, 1.0 for names not listed
+    weight_decay:  L2 coefficient added to the gradient (g + weight_decay * p), 0 = off
+    """
+
+    #: names of the per-parameter state arrays, e.g. ('m', 'v') for Adam
+    slots: tuple = ()
+
+    def __init__(self, params: dict, lr: float, lr_mult: dict | None = None, weight_decay: float = 0.0):
+        if not isinstance(params, dict) or not params:
+            raise TypeError("params must be a non-empty dict {name: array} (the model's .params)")
+        _check_positive("lr", lr)
+        if weight_decay < 0 or not math.isfinite(weight_decay):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+        lr_mult = dict(lr_mult or {})
+        unknown = sorted(set(lr_mult) - set(params))
+        if unknown:
+            raise ValueError(f"lr_mult names parameters the model does not have: {unknown}; known: {sorted(params)}")
+        for name, r in lr_mult.items():
+            if not (r >= 0 and math.isfinite(r)):
+                raise ValueError(f"lr_mult[{name!r}] must be a finite number >= 0, got {r!r}")
+        self.params = params
+        self.lr = float(lr)
+        self.lr_mult = {name: float(lr_mult.get(name, 1.0)) for name in params}
+        self.weight_decay = float(weight_decay)
+        self.t = 0  # number of step() calls so far
+        # per-parameter state, zeros like each parameter: self.state_arrays[slot][name]
+        self.state_arrays = {slot: {name: xp_of(p).zeros_like(p) for name, p in params.items()} for slot in self.slots}
+
+    def step(self, grads: dict) -> None:
+        """Apply one update to every parameter, in place. grads: {name: array} like params (not modified)."""
+        missing = sorted(set(self.params) - set(grads))
+        if missing:
+            raise ValueError(f"grads is missing gradients for parameters {missing}")
+        self.t += 1
+        for name, p in self.params.items():
+            g = grads[name]
+            if g.shape != p.shape:
+                raise ValueError(f"gradient for {name!r} has shape {g.shape}, the parameter has {p.shape}")
+            if self.weight_decay:
+                g = g + self.weight_decay * p  # a new array: the incoming gradient stays untouched
+            self._update(name, p, g, self.lr * self.lr_mult[name])
+
+    def _update(self, name, p, g, lr):  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    # -- state ------------------------------------------------------------------
+    def hyperparams(self) -> dict:
+        """The scalar settings of this optimiser (saved with its state, checked on load)."""
+        return {"weight_decay": self.weight_decay}
+
+    def state(self) -> dict:
+        """{'kind', 't', 'lr', 'lr_mult', 'hyper', 'arrays': {'slot/name': np.ndarray}} on the host."""
+        arrays = {f"{slot}/{name}": to_numpy(a).copy() for slot, d in self.state_arrays.items() for name, a in d.items()}
+        return {
+            "kind": type(self).__name__,
+            "t": self.t,
+            "lr": self.lr,
+            "lr_mult": dict(self.lr_mult),
+            "hyper": self.hyperparams(),
+            "arrays": arrays,
+        }
+
+    def load_state(self, state: dict) -> None:
+        """Restore what state() returned (arrays are copied onto the parameters' device)."""
+        kind = state.get("kind")
+        if kind != type(self).__name__:
+            raise ValueError(f"optimiser state is for {kind!r}, this optimiser is {type(self).__name__!r}")
+        arrays = state["arrays"]
+        expected = {f"{slot}/{name}" for slot in self.slots for name in self.params}
+        if set(arrays) != expected:
+            raise ValueError(
+                f"optimiser state does not match the parameters: missing {sorted(expected - set(arrays))}, "
+                f"unexpected {sorted(set(arrays) - expected)}"
+            )
+        for key, a in arrays.items():
+            slot, name = key.split("/", 1)
+            p = self.params[name]
+            if a.shape != p.shape:
+                raise ValueError(f"optimiser state {key!r} has shape {a.shape}, the parameter has {p.shape}")
+            self.state_arrays[slot][name] = xp_of(p).asarray(a, dtype=p.dtype).copy()
+        self.t = int(state["t"])
+        self.lr = float(state["lr"])
+        self.lr_mult = {name: float(state["lr_mult"].get(name, 1.0)) for name in self.params}
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with (optional Nesterov) momentum.
+
+    buf = momentum * buf + g;  d = g + momentum * buf if nesterov else buf;  p -= lr_k * d.
+    momentum = 0 gives plain SGD (p -= lr_k * g).
+    """
+
+    slots = ("buf",)
+
+    def __init__(self, params, lr, lr_mult=None, weight_decay=0.0, momentum=0.9, nesterov=False):
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if nesterov and momentum == 0.0:
+            raise ValueError("nesterov=True needs a momentum > 0")
+        super().__init__(params, lr, lr_mult, weight_decay)
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+
+    def hyperparams(self):
+        return {**super().hyperparams(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+    def _update(self, name, p, g, lr):
+        buf = self.state_arrays["buf"][name]
+        buf *= self.momentum
+        buf += g
+        d = g + self.momentum * buf if self.nesterov else buf
+        p -= lr * d
+
+
+class RMSprop(Optimizer):
+    """RMSprop: divide the gradient by a running root mean square of its recent values.
+
+    s = rho * s + (1 - rho) * g^2;  p -= lr_k * g / (sqrt(s) + eps).  rho = 0.9, eps = 1e-8.
+    """
+
+    slots = ("s",)
+
+    def __init__(self, params, lr, lr_mult=None, weight_decay=0.0, rho=0.9, eps=1e-8):
+        if not 0.0 <= rho < 1.0:
+            raise ValueError(f"rho must be in [0, 1), got {rho!r}")
+        _check_positive("eps", eps)
+        super().__init__(params, lr, lr_mult, weight_decay)
+        self.rho = float(rho)
+        self.eps = float(eps)
+
+    def hyperparams(self):
+        return {**super().hyperparams(), "rho": self.rho, "eps": self.eps}
+
+    def _update(self, name, p, g, lr):
+        xp = xp_of(p)
+        s = self.state_arrays["s"][name]
+        s *= self.rho
+        s += (1.0 - self.rho) * (g * g)
+        p -= lr * g / (xp.sqrt(s) + self.eps)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with bias correction. beta1 = 0.9, beta2 = 0.999, eps = 1e-8.
+
+    m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  m_hat = m / (1 - b1^t);  v_hat = v / (1 - b2^t);
+    p -= lr_k * m_hat / (sqrt(v_hat) + eps).
+    """
+
+    slots = ("m", "v")
+
+    def __init__(self, params, lr, lr_mult=None, weight_decay=0.0, beta1=0.9, beta2=0.999, eps=1e-8):
+        for nm, b in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= b < 1.0:
+                raise ValueError(f"{nm} must be in [0, 1), got {b!r}")
+        _check_positive("eps", eps)
+        super().__init__(params, lr, lr_mult, weight_decay)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+
+    def hyperparams(self):
+        return {**super().hyperparams(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+    def _update(self, name, p, g, lr):
+        xp = xp_of(p)
+        m = self.state_arrays["m"][name]
+        v = self.state_arrays["v"][name]
+        m *= self.beta1
+        m += (1.0 - self.beta1) * g
+        v *= self.beta2
+        v += (1.0 - self.beta2) * (g * g)
+        m_hat_scale = 1.0 / (1.0 - self.beta1**self.t)  # bias corrections (scalars)
+        v_hat_scale = 1.0 / (1.0 - self.beta2**self.t)
+        p -= lr * (m * m_hat_scale) / (xp.sqrt(v * v_hat_scale) + self.eps)
+
+
+OPTIMIZERS = {"adam": Adam, "sgd": SGD, "rmsprop": RMSprop}
+
+
+def build_optimizer(name: str, params: dict, lr: float, lr_mult=None, weight_decay=0.0, momentum=0.9, nesterov=False):
+    """Make an optimiser by name: 'adam', 'sgd' (uses momentum, nesterov) or 'rmsprop'."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}: choose one of {sorted(OPTIMIZERS)}")
+    if name == "sgd":
+        return SGD(params, lr, lr_mult, weight_decay, momentum=momentum, nesterov=nesterov)
+    return OPTIMIZERS[name](params, lr, lr_mult, weight_decay)
+
+
+# ----------------------------------------------------------------------------- clipping
+
+
+def clip_by_value(grads: dict, limit: float) -> dict:
+    """New gradients with every element clipped to [-limit, limit] (Sonderby et al. 2015 use 1).
+
+    grads: {name: array}; returns {name: new array}; the input is not modified.
+    """
+    _check_positive("limit", limit)
+    return {name: xp_of(g).clip(g, -limit, limit) for name, g in grads.items()}
+
+
+def global_norm(grads: dict) -> float:
+    """sqrt(sum over all arrays of sum(g^2)) as a Python float (accumulated in float64)."""
+    total = 0.0
+    for g in grads.values():
+        total += float((g.astype(np.float64, copy=False) ** 2).sum())
+    return math.sqrt(total)
+
+
+def clip_by_global_norm(grads: dict, max_norm: float) -> tuple[dict, float]:
+    """Scale all gradients together so that their global norm is at most max_norm.
+
+    Returns (clipped, norm): norm is the global norm *before* clipping (a Python float; inf or
+    nan if a gradient is not finite, in which case the gradients are returned unscaled so the
+    caller can see and report it). When norm <= max_norm the same arrays come back (in a new
+    dict); otherwise new arrays g * max_norm / norm. The input is never modified.
+    """
+    _check_positive("max_norm", max_norm)
+    norm = global_norm(grads)
+    if not math.isfinite(norm) or norm <= max_norm:
+        return dict(grads), norm
+    scale = max_norm / norm
+    return {name: g * g.dtype.type(scale) for name, g in grads.items()}, norm
+
+
+# ----------------------------------------------------------------------------- schedules
+#
+# A schedule owns the base learning rate between epochs. The trainer calls
+#     lr = schedule.end_epoch(epoch, val_digit_error)
+# after each epoch's validation, and sets optimizer.lr = lr. epoch counts from 1.
+
+
+class ConstantLR:
+    """No schedule: the learning rate stays where it started."""
+
+    def __init__(self, lr: float):
+        _check_positive("lr", lr)
+        self.lr = float(lr)
+
+    def end_epoch(self, epoch: int, metric: float) -> float:
+        return self.lr
+
+    def state(self) -> dict:
+        return {"kind": "none", "lr": self.lr}
+
+    def load_state(self, state: dict) -> None:
+        _check_kind(state, "none")
+        self.lr = float(state["lr"])
+
+
+class StepDecay:
+    """Multiply the learning rate by `factor` every `step_epochs` epochs: lr = lr0 * factor^(epoch // step_epochs)."""
+
+    def __init__(self, lr: float, step_epochs: int = 10, factor: float = 0.1):
+        _check_positive("lr", lr)
+        if int(step_epochs) != step_epochs or step_epochs < 1:
+            raise ValueError(f"step_epochs must be an integer >= 1, got {step_epochs!r}")
+        if not 0.0 < factor <= 1.0:
+            raise ValueError(f"factor must be in (0, 1], got {factor!r}")
+        self.lr0 = float(lr)
+        self.lr = float(lr)
+        self.step_epochs = int(step_epochs)
+        self.factor = float(factor)
+
+    def end_epoch(self, epoch: int, metric: float) -> float:
+        self.lr = self.lr0 * self.factor ** (epoch // self.step_epochs)
+        return self.lr
+
+    def state(self) -> dict:
+        return {"kind": "step", "lr0": self.lr0, "lr": self.lr}
+
+    def load_state(self, state: dict) -> None:
+        _check_kind(state, "step")
+        self.lr0, self.lr = float(state["lr0"]), float(state["lr"])
+
+
+class ReduceOnPlateau:
+    """Multiply the learning rate by `factor` when the metric (lower is better) has not improved
+    for more than `patience` epochs; never below `min_lr`.
+
+    An epoch improves when metric < best - threshold (absolute, in the metric's units). After a
+    reduction the count of epochs without improvement starts again from 0.
+    """
+
+    def __init__(self, lr: float, factor: float = 0.5, patience: int = 2, min_lr: float = 1e-6, threshold: float = 0.0):
+        _check_positive("lr", lr)
+        if not 0.0 < factor < 1.0:
+            raise ValueError(f"factor must be in (0, 1) for a plateau schedule, got {factor!r}")
+        if int(patience) != patience or patience < 0:
+            raise ValueError(f"patience must be an integer >= 0, got {patience!r}")
+        if min_lr < 0 or threshold < 0:
+            raise ValueError(f"min_lr and threshold must be >= 0, got {min_lr!r}, {threshold!r}")
+        self.lr = float(lr)
+        self.factor, self.patience = float(factor), int(patience)
+        self.min_lr, self.threshold = float(min_lr), float(threshold)
+        self.best = math.inf
+        self.bad_epochs = 0
+
+    def end_epoch(self, epoch: int, metric: float) -> float:
+        if metric < self.best - self.threshold:
+            self.best = float(metric)
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+            if self.bad_epochs > self.patience:
+                self.lr = max(self.lr * self.factor, self.min_lr)
+                self.bad_epochs = 0
+        return self.lr
+
+    def state(self) -> dict:
+        return {"kind": "plateau", "lr": self.lr, "best": _json_float(self.best), "bad_epochs": self.bad_epochs}
+
+    def load_state(self, state: dict) -> None:
+        _check_kind(state, "plateau")
+        self.lr = float(state["lr"])
+        self.best = float(state["best"])
+        self.bad_epochs = int(state["bad_epochs"])
+
+
+def build_schedule(kind: str, lr: float, step_epochs: int = 10, factor: float = 0.5, patience: int = 2, min_lr: float = 1e-6):
+    """'none' -> ConstantLR, 'step' -> StepDecay(step_epochs, factor), 'plateau' -> ReduceOnPlateau(factor, patience, min_lr)."""
+    if kind == "none":
+        return ConstantLR(lr)
+    if kind == "step":
+        return StepDecay(lr, step_epochs, factor)
+    if kind == "plateau":
+        return ReduceOnPlateau(lr, factor, patience, min_lr)
+    raise ValueError(f"unknown learning-rate schedule {kind!r}: choose 'none', 'step' or 'plateau'")
+
+
+# ----------------------------------------------------------------------------- early stopping
+
+
+class EarlyStopping:
+    """Stop when the validation metric (lower is better) has not improved for `patience` epochs.
+
+    update(epoch, metric) -> True when this epoch is a new best. should_stop becomes True after
+    `patience` epochs in a row without a new best. patience = 0 turns early stopping off.
+    """
+
+    def __init__(self, patience: int):
+        if int(patience) != patience or patience < 0:
+            raise ValueError(f"patience must be an integer >= 0 (0 = off), got {patience!r}")
+        self.patience = int(patience)
+        self.best = math.inf
+        self.best_epoch = 0
+        self.bad_epochs = 0
+
+    def update(self, epoch: int, metric: float) -> bool:
+        if metric < self.best:
+            self.best, self.best_epoch, self.bad_epochs = float(metric), int(epoch), 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.bad_epochs >= self.patience
+
+    def state(self) -> dict:
+        return {"patience": self.patience, "best": _json_float(self.best), "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state(self, state: dict) -> None:
+        self.patience = int(state["patience"])
+        self.best = float(state["best"])
+        self.best_epoch = int(state["best_epoch"])
+        self.bad_epochs = int(state["bad_epochs"])
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _check_positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _check_kind(state, kind):
+    if state.get("kind") != kind:
+        raise ValueError(f"schedule state is for {state.get('kind')!r}, this schedule is {kind!r}")
+
+
+def _json_float(x: float) -> float | str:
+    """inf is not valid JSON: store it as the string 'inf' (float('inf') reads it back)."""
+    return x if math.isfinite(x) else str(x)
