@@ -1,0 +1,274 @@
+// minstn/ops/kernels/stn.cu -- CUDA kernels for the spatial transformer:
+// the affine grid (forward, backward) and the bilinear sampler (forward, backward).
+//
+// Version 1 of each kernel is a port of the NumPy reference in minstn/ops/stn.py:
+// the same coordinate formula, the same corner order, the same weights; the comments
+// say where a kernel departs from the array code and why.  The Python launch code is
+// minstn/ops/cuda.py (CuPy RawModule); the CPU emulation that runs these very lines
+// with g++ is tests/cuda_emulation/ (see tests/test_cuda_source.py).
+//
+// Shape legend (every array is C-contiguous, row-major):
+//   N        batch size
+//   C        channels of the input image
+//   H, W     input image height, width
+//   Ho, Wo   output grid height, width
+//   P        N * Ho * Wo, the number of output points
+//   theta    (N, 2, 3)       maps target to source: [x_s, y_s] = theta @ [x_t, y_t, 1]
+//   grid     (N, Ho, Wo, 2)  last axis (x_s, y_s), normalised to [-1, 1]
+//   U        (N, C, H, W)    the input image
+//   V        (N, C, Ho, Wo)  the sampled output
+//
+// Conventions (SPEC section 1, PyTorch align_corners=False):
+//   target points   x_t[j] = (2 j + 1) / Wo - 1,   y_t[i] = (2 i + 1) / Ho - 1
+//   pixel coords    x = ((x_s + 1) * W - 1) / 2,   y = ((y_s + 1) * H - 1) / 2
+//   corners         x0 = floor(x), x1 = x0 + 1 (never ceil), same for y
+//   weights         wx1 = x - x0, wx0 = 1 - wx1,   wy1 = y - y0, wy0 = 1 - wy1
+//   zero padding    a corner outside [0, W-1] x [0, H-1] reads as 0 and takes no gradient
+//
+// Gradient rule ("=" versus "+="): dtheta, dgrid and V are written with "=" by the one
+// thread (or block) that owns the element; dU is accumulated with atomicAdd ("+=") because
+// several output points read the same input pixel, so the caller passes dU zero-filled.
+// Floating-point atomics add in an order that changes from run to run: dU is not
+// bit-for-bit repeatable (it is within rounding).  Double atomicAdd needs sm_60 or newer.
+//
+// Every kernel is a template over T = float or double.  The explicit instantiations at
+// the end of the file are the names CuPy looks up (name_expressions), e.g.
+// "bilinear_sample_forward<float>".
+//
+// This file includes no header: under NVRTC (what CuPy uses) the CUDA built-ins are
+// always there, and under g++ the emulation shim provides them.
+
+// Threads per block of affine_grid_backward; minstn/ops/cuda.py launches with the same
+// number (a test checks the two agree).  Must be a power of two.
+#define STN_REDUCE_BLOCK 256
+
+// floor for each precision (floorf for float keeps float arithmetic on the GPU).
+__device__ __forceinline__ float stn_floor(float v) { return floorf(v); }
+__device__ __forceinline__ double stn_floor(double v) { return floor(v); }
+
+// The integer index of a floored coordinate, clamped to [-2, size].
+// Departure from the array code: NumPy casts floor(x) straight to int64.  A sample point
+// far off the image (a theta that ran away) would overflow that cast, which is undefined
+// behaviour in C++.  Clamping to [-2, size] keeps every in-range index unchanged and keeps
+// every out-of-range index (and its +1 neighbour) out of range, so the result is the same.
+template <typename T>
+__device__ __forceinline__ long long stn_index(T floored, long long size) {
+    if (!(floored >= T(-2))) return -2;  // also catches NaN: a NaN point reads only zeros
+    if (floored > T(size)) return size;
+    return (long long)floored;
+}
+
+// ---------------------------------------------------------------------------------------
+// Affine grid, forward.  One thread per output point p = (n, i, j), grid-stride loop.
+//   theta (N, 2, 3) -> grid (N, Ho, Wo, 2)
+// Array code: grid = base @ theta[n].T with base (Ho*Wo, 3) rows [x_t, y_t, 1].
+// ---------------------------------------------------------------------------------------
+template <typename T>
+__global__ void affine_grid_forward(const T* __restrict__ theta,  // (N, 2, 3)
+                                    T* __restrict__ grid,          // (N, Ho, Wo, 2)
+                                    long long N, long long Ho, long long Wo) {
+    const long long P = N * Ho * Wo;
+    const long long step = (long long)blockDim.x * gridDim.x;
+    for (long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x; p < P; p += step) {
+        const long long n = p / (Ho * Wo);
+        const long long r = p - n * (Ho * Wo);  // i * Wo + j
+        const long long i = r / Wo;
+        const long long j = r - i * Wo;
+        const T xt = T(2 * j + 1) / T(Wo) - T(1);
+        const T yt = T(2 * i + 1) / T(Ho) - T(1);
+        const T* t = theta + n * 6;  // theta[n], row-major (2, 3)
+        grid[2 * p + 0] = t[0] * xt + t[1] * yt + t[2];  // x_s
+        grid[2 * p + 1] = t[3] * xt + t[4] * yt + t[5];  // y_s
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Affine grid, backward.  dtheta[n] = sum over points of dgrid[n, i, j, :]^T [x_t, y_t, 1].
+//   dgrid (N, Ho, Wo, 2) -> dtheta (N, 2, 3)
+// One block per batch item (grid = N blocks of STN_REDUCE_BLOCK threads).  Each thread sums
+// its strided share of the Ho*Wo points into six registers, then the block adds the six
+// partial sums in shared memory by a tree reduction.  No atomics: dtheta is deterministic.
+// Array code: dtheta[n] = dgrid[n].reshape(Ho*Wo, 2).T @ base (the same sum, other order).
+// ---------------------------------------------------------------------------------------
+template <typename T>
+__global__ void affine_grid_backward(const T* __restrict__ dgrid,  // (N, Ho, Wo, 2)
+                                     T* __restrict__ dtheta,       // (N, 2, 3)
+                                     long long Ho, long long Wo) {
+    __shared__ T partial[6][STN_REDUCE_BLOCK];  // (6, threads): one column per thread
+    const long long n = blockIdx.x;
+    const unsigned tid = threadIdx.x;
+    const T* dg = dgrid + n * Ho * Wo * 2;  // dgrid[n], (Ho*Wo, 2)
+
+    T acc[6] = {T(0), T(0), T(0), T(0), T(0), T(0)};
+    for (long long r = tid; r < Ho * Wo; r += blockDim.x) {
+        const long long i = r / Wo;
+        const long long j = r - i * Wo;
+        const T xt = T(2 * j + 1) / T(Wo) - T(1);
+        const T yt = T(2 * i + 1) / T(Ho) - T(1);
+        const T gx = dg[2 * r + 0];
+        const T gy = dg[2 * r + 1];
+        acc[0] += gx * xt;  // d theta[0, 0]
+        acc[1] += gx * yt;  // d theta[0, 1]
+        acc[2] += gx;       // d theta[0, 2]
+        acc[3] += gy * xt;  // d theta[1, 0]
+        acc[4] += gy * yt;  // d theta[1, 1]
+        acc[5] += gy;       // d theta[1, 2]
+    }
+    for (int k = 0; k < 6; ++k) partial[k][tid] = acc[k];
+    __syncthreads();
+
+    // Tree reduction: halve the active threads each round (blockDim.x is a power of two).
+    for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
+        if (tid < half) {
+            for (int k = 0; k < 6; ++k) partial[k][tid] += partial[k][tid + half];
+        }
+        __syncthreads();
+    }
+    if (tid < 6) dtheta[n * 6 + tid] = partial[tid][0];
+}
+
+// ---------------------------------------------------------------------------------------
+// Bilinear sampler, forward.  One thread per output point p = (n, i, j), looping over the
+// C channels: the coordinates, corners and weights are computed once per point and reused
+// for every channel (the array code computes them once too, then gathers all channels at
+// once).  Adjacent threads hold adjacent j, so the writes to V are coalesced.
+//   U (N, C, H, W), grid (N, Ho, Wo, 2) -> V (N, C, Ho, Wo)
+// ---------------------------------------------------------------------------------------
+template <typename T>
+__global__ void bilinear_sample_forward(const T* __restrict__ U,     // (N, C, H, W)
+                                        const T* __restrict__ grid,  // (N, Ho, Wo, 2)
+                                        T* __restrict__ V,           // (N, C, Ho, Wo)
+                                        long long N, long long C, long long H, long long W,
+                                        long long Ho, long long Wo) {
+    const long long P = N * Ho * Wo;
+    const long long step = (long long)blockDim.x * gridDim.x;
+    for (long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x; p < P; p += step) {
+        const long long n = p / (Ho * Wo);
+        const long long r = p - n * (Ho * Wo);  // i * Wo + j, the point within its image
+
+        // Normalised source coordinate -> pixel coordinate (align_corners=False).
+        const T x = ((grid[2 * p + 0] + T(1)) * T(W) - T(1)) / T(2);
+        const T y = ((grid[2 * p + 1] + T(1)) * T(H) - T(1)) / T(2);
+        const T x0f = stn_floor(x);
+        const T y0f = stn_floor(y);
+        const long long x0 = stn_index(x0f, W);
+        const long long y0 = stn_index(y0f, H);
+        const long long x1 = x0 + 1;  // never ceil(x)
+        const long long y1 = y0 + 1;
+        const T wx1 = x - x0f;
+        const T wx0 = T(1) - wx1;
+        const T wy1 = y - y0f;
+        const T wy0 = T(1) - wy1;
+        // Zero padding: which of the four corners lie inside the image.
+        const bool in_x0 = (x0 >= 0) && (x0 < W);
+        const bool in_x1 = (x1 >= 0) && (x1 < W);
+        const bool in_y0 = (y0 >= 0) && (y0 < H);
+        const bool in_y1 = (y1 >= 0) && (y1 < H);
+        const bool in00 = in_y0 && in_x0;  // corner (y0, x0)
+        const bool in01 = in_y0 && in_x1;  // corner (y0, x1)
+        const bool in10 = in_y1 && in_x0;  // corner (y1, x0)
+        const bool in11 = in_y1 && in_x1;  // corner (y1, x1)
+
+        for (long long c = 0; c < C; ++c) {
+            const T* u = U + (n * C + c) * H * W;  // U[n, c], (H, W)
+            // A corner outside the image reads as 0 (zero padding).
+            const T u00 = in00 ? u[y0 * W + x0] : T(0);
+            const T u01 = in01 ? u[y0 * W + x1] : T(0);
+            const T u10 = in10 ? u[y1 * W + x0] : T(0);
+            const T u11 = in11 ? u[y1 * W + x1] : T(0);
+            V[(n * C + c) * Ho * Wo + r] =
+                wy0 * wx0 * u00 + wy0 * wx1 * u01 + wy1 * wx0 * u10 + wy1 * wx1 * u11;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Bilinear sampler, backward.  One thread per output point p = (n, i, j), looping over the
+// C channels, as in the forward.
+//   dV (N, C, Ho, Wo), U, grid -> dU (N, C, H, W) (+= by atomicAdd; pass it zero-filled),
+//                                 dgrid (N, Ho, Wo, 2) (= by the thread that owns the point)
+// dU: several output points can read the same input pixel, so the four corner contributions
+//   are scattered with atomicAdd (the array code uses a bincount over flat indices).
+// dgrid: the channel sum for a point stays in this thread's registers, so no atomics.
+//   dV/dx = sum_c dV[c] * (wy0 * (u01 - u00) + wy1 * (u11 - u10))
+//   dV/dy = sum_c dV[c] * (wx0 * (u10 - u00) + wx1 * (u11 - u01))
+//   dgrid_x = dV/dx * W / 2,  dgrid_y = dV/dy * H / 2   (chain rule through x = ((x_s+1)W-1)/2)
+// ---------------------------------------------------------------------------------------
+template <typename T>
+__global__ void bilinear_sample_backward(const T* __restrict__ dV,    // (N, C, Ho, Wo)
+                                         const T* __restrict__ U,     // (N, C, H, W)
+                                         const T* __restrict__ grid,  // (N, Ho, Wo, 2)
+                                         T* __restrict__ dU,          // (N, C, H, W), zero-filled
+                                         T* __restrict__ dgrid,       // (N, Ho, Wo, 2)
+                                         long long N, long long C, long long H, long long W,
+                                         long long Ho, long long Wo) {
+    const long long P = N * Ho * Wo;
+    const long long step = (long long)blockDim.x * gridDim.x;
+    for (long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x; p < P; p += step) {
+        const long long n = p / (Ho * Wo);
+        const long long r = p - n * (Ho * Wo);  // i * Wo + j
+
+        // The forward's coordinates, corners and weights, recomputed (cheaper than storing).
+        const T x = ((grid[2 * p + 0] + T(1)) * T(W) - T(1)) / T(2);
+        const T y = ((grid[2 * p + 1] + T(1)) * T(H) - T(1)) / T(2);
+        const T x0f = stn_floor(x);
+        const T y0f = stn_floor(y);
+        const long long x0 = stn_index(x0f, W);
+        const long long y0 = stn_index(y0f, H);
+        const long long x1 = x0 + 1;
+        const long long y1 = y0 + 1;
+        const T wx1 = x - x0f;
+        const T wx0 = T(1) - wx1;
+        const T wy1 = y - y0f;
+        const T wy0 = T(1) - wy1;
+        const bool in_x0 = (x0 >= 0) && (x0 < W);
+        const bool in_x1 = (x1 >= 0) && (x1 < W);
+        const bool in_y0 = (y0 >= 0) && (y0 < H);
+        const bool in_y1 = (y1 >= 0) && (y1 < H);
+        const bool in00 = in_y0 && in_x0;
+        const bool in01 = in_y0 && in_x1;
+        const bool in10 = in_y1 && in_x0;
+        const bool in11 = in_y1 && in_x1;
+
+        T dx = T(0);  // d loss / d x (pixel units), summed over channels
+        T dy = T(0);  // d loss / d y
+        for (long long c = 0; c < C; ++c) {
+            const T g = dV[(n * C + c) * Ho * Wo + r];  // dV[n, c, i, j]
+            const T* u = U + (n * C + c) * H * W;       // U[n, c]
+            T* du = dU + (n * C + c) * H * W;           // dU[n, c]
+            const T u00 = in00 ? u[y0 * W + x0] : T(0);
+            const T u01 = in01 ? u[y0 * W + x1] : T(0);
+            const T u10 = in10 ? u[y1 * W + x0] : T(0);
+            const T u11 = in11 ? u[y1 * W + x1] : T(0);
+            // dU: the forward's weights times the upstream gradient, corner by corner.
+            if (in00) atomicAdd(&du[y0 * W + x0], g * wy0 * wx0);
+            if (in01) atomicAdd(&du[y0 * W + x1], g * wy0 * wx1);
+            if (in10) atomicAdd(&du[y1 * W + x0], g * wy1 * wx0);
+            if (in11) atomicAdd(&du[y1 * W + x1], g * wy1 * wx1);
+            // d/dx of the weights: d wx1/dx = 1, d wx0/dx = -1 (same for y).
+            dx += g * (wy0 * (u01 - u00) + wy1 * (u11 - u10));
+            dy += g * (wx0 * (u10 - u00) + wx1 * (u11 - u01));
+        }
+        dgrid[2 * p + 0] = dx * T(W) / T(2);  // dx/dx_s = W / 2
+        dgrid[2 * p + 1] = dy * T(H) / T(2);  // dy/dy_s = H / 2
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The float and double kernels, instantiated so that nvcc compiles them and so that CuPy
+// finds them by these names (RawModule name_expressions).
+// ---------------------------------------------------------------------------------------
+template __global__ void affine_grid_forward<float>(const float*, float*, long long, long long, long long);
+template __global__ void affine_grid_forward<double>(const double*, double*, long long, long long, long long);
+template __global__ void affine_grid_backward<float>(const float*, float*, long long, long long);
+template __global__ void affine_grid_backward<double>(const double*, double*, long long, long long);
+template __global__ void bilinear_sample_forward<float>(const float*, const float*, float*, long long, long long,
+                                                        long long, long long, long long, long long);
+template __global__ void bilinear_sample_forward<double>(const double*, const double*, double*, long long, long long,
+                                                         long long, long long, long long, long long);
+template __global__ void bilinear_sample_backward<float>(const float*, const float*, const float*, float*, float*,
+                                                         long long, long long, long long, long long, long long,
+                                                         long long);
+template __global__ void bilinear_sample_backward<double>(const double*, const double*, const double*, double*,
+                                                          double*, long long, long long, long long, long long,
+                                                          long long, long long);
