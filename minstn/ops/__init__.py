@@ -1,0 +1,87 @@
+"""minstn.ops: every layer of the LSTM-STN as an explicit pair of functions.
+
+    out, cache = op_forward(inputs...)
+    dinputs... = op_backward(dout, cache)
+
+Forward functions return (out, cache); backward functions take (dout, cache) and return the
+gradients of the forward's array inputs, in order. Caches are opaque tuples. Every function
+works on NumPy and CuPy arrays (found with minstn.backend.xp_of), in float32 and float64, and
+keeps the input dtype. See docs/ops.md for the table of shapes and formulas.
+
+    conv2d_forward(x, w, b, padding)            conv2d_backward -> (dx, dw, db)
+    maxpool2d_forward(x)                        maxpool2d_backward -> dx
+    avgpool2d_forward(x, d)                     avgpool2d_backward -> dx
+    linear_forward(x, w, b)                     linear_backward -> (dx, dw, db)
+    relu_forward(x)                             relu_backward -> dx
+    dropout_forward(x, p, rng)                  dropout_backward -> dx
+    softmax_cross_entropy(logits, labels) -> (loss, dlogits)
+    lstm_cell_forward(x, h_prev, c_prev, Wx, Wh, b) -> (h, c, cache)
+    lstm_cell_backward(dh, dc, cache) -> (dx, dh_prev, dc_prev, dWx, dWh, db)
+    lstm_forward(xs, h0, c0, Wx, Wh, b) -> (hs, cache)
+    lstm_backward(dhs, cache) -> (dxs, dh0, dc0, dWx, dWh, db)
+    affine_grid_forward(theta, out_hw, impl='auto')      affine_grid_backward -> dtheta
+    bilinear_sample_forward(U, grid, impl='auto')        bilinear_sample_backward -> (dU, dgrid)
+
+Loop-based references for testing and teaching: minstn.ops.naive (also re-exported here).
+"""
+from minstn.ops.conv import conv2d_backward, conv2d_forward
+from minstn.ops.linear import (
+    dropout_backward,
+    dropout_forward,
+    linear_backward,
+    linear_forward,
+    relu_backward,
+    relu_forward,
+)
+from minstn.ops.loss import softmax_cross_entropy
+from minstn.ops.lstm import lstm_backward, lstm_cell_backward, lstm_cell_forward, lstm_forward, sigmoid
+from minstn.ops.naive import (
+    avgpool2d_backward_naive,
+    avgpool2d_forward_naive,
+    bilinear_sample_backward_naive,
+    bilinear_sample_forward_naive,
+    conv2d_backward_naive,
+    conv2d_forward_naive,
+    maxpool2d_backward_naive,
+    maxpool2d_forward_naive,
+)
+from minstn.ops.pool import avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward
+from minstn.ops.stn import (
+    affine_grid_backward,
+    affine_grid_forward,
+    bilinear_sample_backward,
+    bilinear_sample_forward,
+)
+
+__all__ = [
+    "conv2d_forward",
+    "conv2d_backward",
+    "maxpool2d_forward",
+    "maxpool2d_backward",
+    "avgpool2d_forward",
+    "avgpool2d_backward",
+    "linear_forward",
+    "linear_backward",
+    "relu_forward",
+    "relu_backward",
+    "dropout_forward",
+    "dropout_backward",
+    "softmax_cross_entropy",
+    "sigmoid",
+    "lstm_cell_forward",
+    "lstm_cell_backward",
+    "lstm_forward",
+    "lstm_backward",
+    "affine_grid_forward",
+    "affine_grid_backward",
+    "bilinear_sample_forward",
+    "bilinear_sample_backward",
+    "conv2d_forward_naive",
+    "conv2d_backward_naive",
+    "maxpool2d_forward_naive",
+    "maxpool2d_backward_naive",
+    "avgpool2d_forward_naive",
+    "avgpool2d_backward_naive",
+    "bilinear_sample_forward_naive",
+    "bilinear_sample_backward_naive",
+]

@@ -1,0 +1,152 @@
+"""2-D convolution (stride 1, zero padding, bias) as im2col + one batched matrix product.
+
+Shape legend
+    N        batch size
+    C        input channels            F       output channels (filters)
+    H, W     input height, width       kh, kw  kernel height, width
+    p        zero padding on each side (the same on all four sides)
+    Hp, Wp   padded size: H + 2p, W + 2p
+    H_out    H + 2p - kh + 1           W_out   W + 2p - kw + 1
+    K        C * kh * kw (one column of im2col)
+    P        H_out * W_out (output pixels per image)
+
+Forward (cross-correlation, as in every deep-learning library):
+
+    out[n, f, i, j] = b[f] + sum_{c, u, v} w[f, c, u, v] * xpad[n, c, i + u, j + v]
+
+im2col gathers, for every output pixel, the K input values it sees, into
+cols (N, K, P). Then the whole convolution is a single batched matrix product
+
+    out (N, F, P) = w (F, K) @ cols (N, K, P)
+
+whose result is already in NCHW order (no transpose of the output).
+
+Backward (the `=` / `+=` rule: every gradient is assigned once, except the
+col2im scatter, which adds the kh*kw shifted windows into one buffer with `+=`
+because neighbouring output pixels read overlapping input pixels):
+
+    db    = sum over n, i, j of dout
+    dw    = sum_n dout[n] (F, P) @ cols[n]^T (P, K)
+    dcols = w^T (K, F) @ dout[n] (F, P)
+    dx    = col2im(dcols): for each kernel offset (u, v), dxpad[..., u:u+H_out, v:v+W_out] += dcols[:, :, u, v]
+
+The loops run over the kh*kw kernel offsets only (9 for a 3x3 kernel), never over pixels.
+"""
+from __future__ import annotations
+
+import numbers
+
+from minstn.backend import xp_of
+from minstn.ops._validate import check_float_array, check_same_dtype, check_same_module
+
+__all__ = ["conv2d_forward", "conv2d_backward", "resolve_padding"]
+
+
+def resolve_padding(padding, kh: int, kw: int, op: str = "conv2d_forward") -> int:
+    """Turn 'same' | 'valid' | int into the number of zero rows/columns added on each side.
+
+    'valid' -> 0.  'same' -> (k - 1) // 2, which keeps H_out = H only for odd square
+    kernels, so 'same' with an even or non-square kernel is an error.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return 0
+        if padding == "same":
+            if kh != kw or kh % 2 == 0:
+                raise ValueError(
+                    f"{op}: padding='same' needs an odd square kernel (1x1, 3x3, 5x5, ...), got {kh}x{kw}; "
+                    "use an int padding instead"
+                )
+            return (kh - 1) // 2
+        raise ValueError(f"{op}: padding must be 'same', 'valid' or an int >= 0, got {padding!r}")
+    if isinstance(padding, bool) or not isinstance(padding, numbers.Integral):
+        raise TypeError(f"{op}: padding must be 'same', 'valid' or an int >= 0, got {type(padding).__name__} {padding!r}")
+    if padding < 0:
+        raise ValueError(f"{op}: padding must be 'same', 'valid' or an int >= 0, got {padding}")
+    return int(padding)
+
+
+def _check_conv_inputs(x, w, b, padding):
+    op = "conv2d_forward"
+    check_float_array(op, "x", x, 4, "(N, C, H, W)")
+    check_float_array(op, "w", w, 4, "(F, C, kh, kw)")
+    check_float_array(op, "b", b, 1, "(F,)")
+    check_same_module(op, x=x, w=w, b=b)
+    check_same_dtype(op, x=x, w=w, b=b)
+    N, C, H, W = x.shape
+    F, Cw, kh, kw = w.shape
+    if Cw != C:
+        raise ValueError(f"{op}: x has {C} channels but w expects {Cw} (w is (F, C, kh, kw) = {tuple(w.shape)})")
+    if b.shape[0] != F:
+        raise ValueError(f"{op}: b must have shape (F,) = ({F},) to match w, got {tuple(b.shape)}")
+    p = resolve_padding(padding, kh, kw, op)
+    H_out, W_out = H + 2 * p - kh + 1, W + 2 * p - kw + 1
+    if H_out < 1 or W_out < 1:
+        raise ValueError(
+            f"{op}: kernel {kh}x{kw} is larger than the padded input {H + 2 * p}x{W + 2 * p} "
+            f"(padding={padding!r}); use a smaller kernel or more padding"
+        )
+    return p, H_out, W_out
+
+
+def _im2col(x, kh: int, kw: int, p: int, H_out: int, W_out: int):
+    """x (N, C, H, W) -> cols (N, C*kh*kw, H_out*W_out), rows ordered (c, u, v)."""
+    xp = xp_of(x)
+    N, C, H, W = x.shape
+    if p > 0:
+        xpad = xp.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))  # (N, C, Hp, Wp)
+    else:
+        xpad = x
+    cols = xp.empty((N, C, kh, kw, H_out, W_out), dtype=x.dtype)
+    for u in range(kh):  # loop over kernel offsets only
+        for v in range(kw):
+            cols[:, :, u, v] = xpad[:, :, u : u + H_out, v : v + W_out]  # (N, C, H_out, W_out)
+    return cols.reshape(N, C * kh * kw, H_out * W_out)  # (N, K, P)
+
+
+def _col2im(dcols, x_shape, kh: int, kw: int, p: int, H_out: int, W_out: int):
+    """Adjoint of _im2col: dcols (N, K, P) -> dx (N, C, H, W), overlapping windows summed."""
+    xp = xp_of(dcols)
+    N, C, H, W = x_shape
+    dcols = dcols.reshape(N, C, kh, kw, H_out, W_out)
+    dxpad = xp.zeros((N, C, H + 2 * p, W + 2 * p), dtype=dcols.dtype)  # (N, C, Hp, Wp)
+    for u in range(kh):
+        for v in range(kw):
+            dxpad[:, :, u : u + H_out, v : v + W_out] += dcols[:, :, u, v]  # += : windows overlap
+    if p > 0:
+        return xp.ascontiguousarray(dxpad[:, :, p : p + H, p : p + W])  # (N, C, H, W)
+    return dxpad
+
+
+def conv2d_forward(x, w, b, padding):
+    """Convolve x with F filters, stride 1, zero padding.
+
+    x (N, C, H, W), w (F, C, kh, kw), b (F,), padding 'same' | 'valid' | int p >= 0
+    ('valid' = 0, 'same' = (k-1)//2 for odd square kernels).
+    Returns out (N, F, H_out, W_out) with H_out = H + 2p - kh + 1, W_out = W + 2p - kw + 1,
+    and an opaque cache for conv2d_backward.
+    """
+    p, H_out, W_out = _check_conv_inputs(x, w, b, padding)
+    xp = xp_of(x)
+    N = x.shape[0]
+    F, C, kh, kw = w.shape
+    cols = _im2col(x, kh, kw, p, H_out, W_out)  # (N, K, P)
+    w2 = w.reshape(F, C * kh * kw)  # (F, K)
+    out = xp.matmul(w2, cols)  # (N, F, P), one GEMM per image inside matmul
+    out += b[:, None]  # fresh array: adding in place is safe
+    cache = (x.shape, w, cols, p, H_out, W_out)
+    return out.reshape(N, F, H_out, W_out), cache
+
+
+def conv2d_backward(dout, cache):
+    """dout (N, F, H_out, W_out) -> (dx (N, C, H, W), dw (F, C, kh, kw), db (F,))."""
+    x_shape, w, cols, p, H_out, W_out = cache
+    xp = xp_of(dout)
+    N = x_shape[0]
+    F, C, kh, kw = w.shape
+    dout2 = dout.reshape(N, F, H_out * W_out)  # (N, F, P)
+    db = dout2.sum(axis=(0, 2))  # (F,)
+    dw = xp.matmul(dout2, cols.transpose(0, 2, 1)).sum(axis=0)  # (F, K)
+    dcols = xp.matmul(w.reshape(F, C * kh * kw).T, dout2)  # (N, K, P)
+    dx = _col2im(dcols, x_shape, kh, kw, p, H_out, W_out)  # (N, C, H, W)
+    return dx, dw.reshape(F, C, kh, kw), db

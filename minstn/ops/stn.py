@@ -1,0 +1,222 @@
+"""The spatial transformer's two ops: the affine grid generator and the bilinear sampler.
+
+Shape legend
+    N            batch size
+    C            channels of the sampled image
+    H, W         input image height, width
+    H_out, W_out output grid height, width
+    P            H_out * W_out (sample points per image)
+
+Coordinates follow PyTorch's align_corners=False convention (SPEC section 1):
+    target grid   x_t[j] = (2j + 1) / W_out - 1,   y_t[i] = (2i + 1) / H_out - 1
+    affine map    [x_s, y_s] = theta @ [x_t, y_t, 1]            theta (N, 2, 3)
+    pixel coords  x = ((x_s + 1) * W - 1) / 2,  y = ((y_s + 1) * H - 1) / 2  (pixel centres at integers)
+
+Bilinear sampling (paper eq. 3), with zero padding outside the image:
+    V[n, c, p] = sum_{h, w} U[n, c, h, w] * max(0, 1 - |x_p - w|) * max(0, 1 - |y_p - h|)
+Only the four neighbours x0 = floor(x), x1 = x0 + 1 (never ceil), y0, y1 have nonzero weight:
+    wx1 = x - x0, wx0 = 1 - wx1, wy1 = y - y0, wy0 = 1 - wy1
+    V = wy0 wx0 U[y0, x0] + wy0 wx1 U[y0, x1] + wy1 wx0 U[y1, x0] + wy1 wx1 U[y1, x1]
+and a corner outside the image contributes 0.
+
+Backward:
+    dU        scatter-add of weight * dV into the four corners: one np.bincount over the flat
+              (n, c, pixel) index (`+=` semantics: several sample points may share a pixel)
+    dgrid_x   sum_c dV * (wy0 (U01 - U00) + wy1 (U11 - U10)) * W / 2   (`=`, one per point)
+    dgrid_y   sum_c dV * (wx0 (U10 - U00) + wx1 (U11 - U01)) * H / 2
+    dtheta    dgrid^T @ base: (N, 2, P) @ (P, 3)
+
+Two implementations (the `impl` argument): 'array' is the array code in this file, which runs
+on NumPy and CuPy arrays alike; 'kernel' is the CUDA raw kernel in minstn.ops.cuda (CuPy
+only); 'auto' picks 'kernel' for CuPy arrays and 'array' for NumPy. Every cache is a tuple
+whose first element is the tag 'array' or 'kernel', and the backward functions dispatch on it.
+"""
+from __future__ import annotations
+
+import numbers
+
+from minstn.backend import is_cupy, xp_of
+from minstn.ops._validate import check_float_array, check_same_dtype, check_same_module
+
+__all__ = [
+    "affine_grid_forward",
+    "affine_grid_backward",
+    "bilinear_sample_forward",
+    "bilinear_sample_backward",
+    "resolve_impl",
+]
+
+_IMPLS = ("auto", "array", "kernel")
+
+
+def resolve_impl(impl, a, op: str) -> str:
+    """'auto' -> 'kernel' for a CuPy array, 'array' for a NumPy array; check the explicit choices."""
+    if impl not in _IMPLS:
+        raise ValueError(f"{op}: impl must be one of 'auto', 'array', 'kernel', got {impl!r}")
+    if impl == "auto":
+        return "kernel" if is_cupy(a) else "array"
+    if impl == "kernel" and not is_cupy(a):
+        raise ValueError(
+            f"{op}: impl='kernel' needs CuPy arrays (the CUDA kernel runs on the GPU); "
+            "move the inputs with Device.asarray or use impl='array' / 'auto' for NumPy arrays"
+        )
+    return impl
+
+
+def _check_out_hw(op, out_hw):
+    if not isinstance(out_hw, (tuple, list)) or len(out_hw) != 2:
+        raise ValueError(f"{op}: out_hw must be a pair (H_out, W_out) of ints >= 1, got {out_hw!r}")
+    for v in out_hw:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{op}: out_hw must be a pair (H_out, W_out) of ints >= 1, got {out_hw!r}")
+        if v < 1:
+            raise ValueError(f"{op}: out_hw must be a pair (H_out, W_out) of ints >= 1, got {out_hw!r}")
+    return int(out_hw[0]), int(out_hw[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# affine grid
+
+
+def affine_grid_forward(theta, out_hw, impl="auto"):
+    """Sample positions of an affine transform, normalised to [-1, 1] (align_corners=False).
+
+    theta (N, 2, 3), out_hw = (H_out, W_out) -> grid (N, H_out, W_out, 2), last axis (x, y),
+    and a cache for affine_grid_backward.
+    """
+    op = "affine_grid_forward"
+    check_float_array(op, "theta", theta, 3, "(N, 2, 3)")
+    if tuple(theta.shape[1:]) != (2, 3):
+        raise ValueError(f"{op}: theta must have shape (N, 2, 3), got {tuple(theta.shape)}")
+    out_hw = _check_out_hw(op, out_hw)
+    impl = resolve_impl(impl, theta, op)
+    if impl == "kernel":
+        from minstn.ops import cuda as _cuda
+
+        return _cuda.affine_grid_forward(theta, out_hw)
+    return _affine_grid_array_forward(theta, out_hw)
+
+
+def base_grid(out_hw, xp, dtype):
+    """(H_out * W_out, 3) rows (x_t, y_t, 1), row index i * W_out + j, in `dtype`."""
+    H_out, W_out = out_hw
+    xt = (2.0 * xp.arange(W_out) + 1.0) / W_out - 1.0  # (W_out,), float64 then cast once
+    yt = (2.0 * xp.arange(H_out) + 1.0) / H_out - 1.0  # (H_out,)
+    base = xp.empty((H_out, W_out, 3), dtype=dtype)
+    base[:, :, 0] = xt[None, :]
+    base[:, :, 1] = yt[:, None]
+    base[:, :, 2] = 1.0
+    return base.reshape(H_out * W_out, 3)
+
+
+def _affine_grid_array_forward(theta, out_hw):
+    xp = xp_of(theta)
+    N = theta.shape[0]
+    H_out, W_out = out_hw
+    base = base_grid(out_hw, xp, theta.dtype)  # (P, 3)
+    grid = xp.matmul(base, theta.transpose(0, 2, 1))  # (P, 3) @ (N, 3, 2) -> (N, P, 2)
+    return grid.reshape(N, H_out, W_out, 2), ("array", base)
+
+
+def affine_grid_backward(dgrid, cache):
+    """dgrid (N, H_out, W_out, 2) -> dtheta (N, 2, 3)."""
+    if cache[0] == "kernel":
+        from minstn.ops import cuda as _cuda
+
+        return _cuda.affine_grid_backward(dgrid, cache)
+    _, base = cache
+    xp = xp_of(dgrid)
+    N = dgrid.shape[0]
+    dg = dgrid.reshape(N, -1, 2)  # (N, P, 2)
+    return xp.matmul(dg.transpose(0, 2, 1), base)  # (N, 2, P) @ (P, 3) -> (N, 2, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# bilinear sampler
+
+
+def bilinear_sample_forward(U, grid, impl="auto"):
+    """Sample U at the grid's positions with bilinear interpolation and zero padding.
+
+    U (N, C, H, W), grid (N, H_out, W_out, 2) with (x, y) in [-1, 1] for the image's extent
+    (points outside are allowed) -> V (N, C, H_out, W_out), cache.  Matches PyTorch's
+    grid_sample(mode='bilinear', padding_mode='zeros', align_corners=False).
+    """
+    op = "bilinear_sample_forward"
+    check_float_array(op, "U", U, 4, "(N, C, H, W)")
+    check_float_array(op, "grid", grid, 4, "(N, H_out, W_out, 2)")
+    check_same_module(op, U=U, grid=grid)
+    check_same_dtype(op, U=U, grid=grid)
+    if grid.shape[3] != 2:
+        raise ValueError(f"{op}: grid's last axis must hold (x, y), size 2; got shape {tuple(grid.shape)}")
+    if grid.shape[0] != U.shape[0]:
+        raise ValueError(f"{op}: U has batch size {U.shape[0]} but grid has {grid.shape[0]}; they must match")
+    impl = resolve_impl(impl, U, op)
+    if impl == "kernel":
+        from minstn.ops import cuda as _cuda
+
+        return _cuda.bilinear_sample_forward(U, grid)
+    return _bilinear_array_forward(U, grid)
+
+
+def _bilinear_array_forward(U, grid):
+    xp = xp_of(U)
+    N, C, H, W = U.shape
+    H_out, W_out = grid.shape[1], grid.shape[2]
+    P = H_out * W_out
+    g = grid.reshape(N, P, 2)
+    x = (g[:, :, 0] + 1.0) * (0.5 * W) - 0.5  # (N, P) pixel coordinates, = ((x_s + 1) W - 1) / 2
+    y = (g[:, :, 1] + 1.0) * (0.5 * H) - 0.5
+    x0f = xp.floor(x)
+    y0f = xp.floor(y)
+    wx1 = x - x0f  # (N, P) in [0, 1)
+    wx0 = 1.0 - wx1
+    wy1 = y - y0f
+    wy0 = 1.0 - wy1
+    x0 = x0f.astype(xp.int64)
+    y0 = y0f.astype(xp.int64)
+    x1 = x0 + 1  # the upper neighbour is floor + 1, never ceil
+    y1 = y0 + 1
+    # the four corners in the order 00 = (y0, x0), 01 = (y0, x1), 10 = (y1, x0), 11 = (y1, x1)
+    ys = (y0, y0, y1, y1)
+    xs = (x0, x1, x0, x1)
+    ws = (wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1)
+    Uflat = U.reshape(-1)  # (N*C*H*W,)
+    nc_offset = (xp.arange(N * C, dtype=xp.int64) * (H * W)).reshape(N, C, 1)  # (N, C, 1)
+    flat = xp.empty((4, N, C, P), dtype=xp.int64)  # flat (n, c, pixel) index per corner
+    wk = xp.empty((4, N, 1, P), dtype=U.dtype)  # corner weights, 0 for corners outside
+    vals = xp.empty((4, N, C, P), dtype=U.dtype)  # U at the corners, 0 outside
+    for k in range(4):  # the four corners, not pixels
+        inside = (xs[k] >= 0) & (xs[k] < W) & (ys[k] >= 0) & (ys[k] < H)  # (N, P)
+        pix = xp.where(inside, ys[k] * W + xs[k], 0)  # (N, P), a safe index where outside
+        flat[k] = nc_offset + pix[:, None, :]  # (N, C, P)
+        wk[k, :, 0] = ws[k] * inside
+        vals[k] = xp.take(Uflat, flat[k]) * inside[:, None, :]  # (N, C, P)
+    V = (wk * vals).sum(axis=0)  # (N, C, P)
+    cache = ("array", U.shape, flat, wk, vals, (wx0, wx1, wy0, wy1))
+    return V.reshape(N, C, H_out, W_out), cache
+
+
+def bilinear_sample_backward(dV, cache):
+    """dV (N, C, H_out, W_out) -> (dU (N, C, H, W), dgrid (N, H_out, W_out, 2))."""
+    if cache[0] == "kernel":
+        from minstn.ops import cuda as _cuda
+
+        return _cuda.bilinear_sample_backward(dV, cache)
+    _, U_shape, flat, wk, vals, (wx0, wx1, wy0, wy1) = cache
+    xp = xp_of(dV)
+    N, C, H, W = U_shape
+    H_out, W_out = dV.shape[2], dV.shape[3]
+    dV3 = dV.reshape(N, C, H_out * W_out)  # (N, C, P)
+    # dU: every corner k of every point adds wk * dV to its pixel: one bincount for all four
+    contrib = wk * dV3[None]  # (4, N, C, P)
+    dU = xp.bincount(flat.reshape(-1), weights=contrib.reshape(-1), minlength=N * C * H * W)
+    dU = dU.astype(dV.dtype, copy=False).reshape(N, C, H, W)  # bincount sums in float64
+    # dgrid: derivative of the weights in x and y, times the corner values
+    v00, v01, v10, v11 = vals[0], vals[1], vals[2], vals[3]  # (N, C, P)
+    dVdx = wy0[:, None] * (v01 - v00) + wy1[:, None] * (v11 - v10)  # (N, C, P), d V / d x
+    dVdy = wx0[:, None] * (v10 - v00) + wx1[:, None] * (v11 - v01)  # d V / d y
+    dgrid = xp.empty((N, H_out * W_out, 2), dtype=dV.dtype)  # (N, P, 2)
+    dgrid[:, :, 0] = (dV3 * dVdx).sum(axis=1) * (0.5 * W)  # dx / dx_s = W / 2
+    dgrid[:, :, 1] = (dV3 * dVdy).sum(axis=1) * (0.5 * H)  # dy / dy_s = H / 2
+    return dU, dgrid.reshape(N, H_out, W_out, 2)
