@@ -1,0 +1,155 @@
+"""What every model shares: parameters and gradients as dicts, the loss, batched prediction,
+host copies of the state, and input checks.
+
+Shape legend:
+    N   canvases in a batch
+    P   digit positions per canvas (4)
+    L   canvas side (100)
+
+A model holds only its parameters, their gradients and its settings; every forward returns
+a cache that the matching backward consumes, so calls can be interleaved freely (no hidden
+state, no call-order rules beyond "backward takes the cache of its own forward").
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from minstn import ops
+from minstn.backend import Device, resolve_device, to_numpy
+from minstn.models.layers import ModelError, check_images, check_labels
+
+__all__ = ["Model", "CANVAS", "POSITIONS"]
+
+CANVAS = 100    # canvas side in pixels (SPEC section 3)
+POSITIONS = 4   # digits per canvas
+
+
+class Model:
+    """Base class of CNN, FFNSTN and LSTMSTN.
+
+    Attributes:
+        name        'cnn', 'ffn-stn' or 'lstm-stn'
+        downsample  d, the glimpse down-sampling factor (1 for the CNN)
+        options     the model options, all resolved: build_model(name, downsample, **options) rebuilds it
+        dtype       numpy dtype of parameters and activations (float32 to train, float64 for checks)
+        device      minstn.backend.Device
+        params      {name: array} on the device
+        grads       {name: array}, same keys and shapes; every backward replaces each entry
+        groups      {name: 'loc' | 'cls'}: the localisation path (loc net, LSTM, theta regressor)
+                    or the classifier and its heads, for per-group learning rates
+    """
+
+    name = "model"
+
+    def __init__(self, downsample: int, options: dict, dtype="float32", device="cpu", seed: int = 0):
+        self.downsample = int(downsample)
+        self.options = dict(options)
+        self.dtype = np.dtype(dtype)
+        self.device = device if isinstance(device, Device) else resolve_device(device)
+        self.xp = self.device.xp
+        host = self._init_params(np.random.default_rng(seed))   # {name: float64 host array}
+        self.params = {k: self.device.asarray(v, dtype=self.dtype) for k, v in host.items()}
+        self.grads = {k: self.xp.zeros_like(v) for k, v in self.params.items()}
+        self.groups = {k: ("cls" if k.startswith("cls.") else "loc") for k in self.params}
+
+    # ----- to be provided by each model -------------------------------------------------------
+    def _init_params(self, rng: np.random.Generator) -> dict:
+        raise NotImplementedError
+
+    def forward(self, images, train: bool = True, rng=None):
+        """images (N, 1, 100, 100) -> (logits (N, 4, 10), cache)."""
+        raise NotImplementedError
+
+    def backward(self, dlogits, cache) -> None:
+        """dlogits (N, 4, 10) and the forward's cache -> fills self.grads."""
+        raise NotImplementedError
+
+    # ----- shared -------------------------------------------------------------------------------
+    def _images(self, images):
+        """Move host images to the model's device and check shape and dtype."""
+        if isinstance(images, np.ndarray) and self.device.kind != "cpu":
+            images = self.device.asarray(images)
+        check_images(images, CANVAS, self.dtype, self.xp)
+        return images
+
+    def _dropout_rng(self, train: bool, rng):
+        if train and self.options.get("dropout", 0.0) > 0 and rng is None:
+            raise ModelError(
+                f"{self.name}: training with dropout {self.options['dropout']} needs rng, a np.random.Generator "
+                "(e.g. rng=np.random.default_rng(0)); use train=False for evaluation"
+            )
+        if rng is not None and not hasattr(rng, "random"):
+            raise TypeError(f"rng must be a random Generator such as np.random.default_rng(0), got {type(rng).__name__}")
+        return rng
+
+    def loss_and_grads(self, images, labels, rng=None):
+        """One training step's worth of work: forward (train=True), softmax cross-entropy, backward.
+
+        images (N, 1, 100, 100), labels (N, 4) ints. Returns (loss: float, logits (N, 4, 10));
+        the gradients of the mean loss are in self.grads.
+        """
+        images = self._images(images)
+        check_labels(labels, images.shape[0], POSITIONS)
+        labels = self.device.asarray(labels)
+        logits, cache = self.forward(images, train=True, rng=rng)      # (N, 4, 10)
+        loss, dlogits = ops.softmax_cross_entropy(logits, labels)
+        self.backward(dlogits, cache)
+        return float(loss), logits
+
+    def predict(self, images, batch_size: int = 256):
+        """Evaluation-mode logits (no dropout), computed in batches: images (N, 1, 100, 100) ->
+        host NumPy logits (N, 4, 10). images may be a host array; each batch is moved to the device."""
+        if batch_size < 1:
+            raise ModelError(f"batch_size must be at least 1, got {batch_size}")
+        out = []
+        for i in range(0, images.shape[0], batch_size):
+            logits, _ = self.forward(self._images(images[i:i + batch_size]), train=False)
+            out.append(to_numpy(logits))
+        if not out:
+            raise ModelError("predict got no images (N = 0)")
+        return np.concatenate(out, axis=0)
+
+    def attend(self, images, batch_size: int = 256):
+        """Transforms and glimpses of the spatial transformer (STN models only)."""
+        raise ModelError(
+            f"the {self.name!r} model has no spatial transformer, so it has no thetas or glimpses to show; "
+            "use an 'ffn-stn' or 'lstm-stn' model"
+        )
+
+    def state(self) -> dict:
+        """Host (NumPy) copies of all parameters, {name: np.ndarray}."""
+        return {k: np.array(to_numpy(v), copy=True) for k, v in self.params.items()}
+
+    def load_state(self, state: dict) -> None:
+        """Copy parameters from `state` ({name: array}, host or device) into the model.
+
+        Names and shapes must match exactly (a ModelError lists what differs); values are cast
+        to the model's dtype and moved to its device.
+        """
+        if not isinstance(state, dict):
+            raise TypeError(f"load_state needs a dict {{name: array}}, got {type(state).__name__}")
+        missing = sorted(set(self.params) - set(state))
+        unexpected = sorted(set(state) - set(self.params))
+        if missing or unexpected:
+            raise ModelError(
+                f"load_state: parameter names do not match the {self.name!r} model "
+                f"(d={self.downsample}, options={self.options}); missing: {missing}; unexpected: {unexpected}. "
+                "Build the model with the same name, downsample and options as the saved one."
+            )
+        bad = [f"{k}: model {tuple(v.shape)} vs state {tuple(np.shape(state[k]))}"
+               for k, v in self.params.items() if tuple(np.shape(state[k])) != tuple(v.shape)]
+        if bad:
+            raise ModelError(
+                "load_state: parameter shapes do not match (was the state saved with another downsample or "
+                "options?): " + "; ".join(bad)
+            )
+        for k, v in self.params.items():
+            v[...] = self.device.asarray(state[k], dtype=self.dtype)  # in place: arrays keep their identity
+
+    def num_params(self) -> int:
+        """Number of scalar parameters."""
+        return int(sum(int(np.prod(v.shape)) for v in self.params.values()))
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, downsample={self.downsample}, options={self.options}, "
+                f"dtype={self.dtype.name}, device={self.device}, params={self.num_params():,})")

@@ -1,0 +1,105 @@
+"""The classifier CNN shared by all three models (SPEC section 4, "96 filters in total").
+
+    [conv 3x3 'same' 32, ReLU, maxpool 2] x 2, conv 3x3 'same' 32, ReLU, dropout p,
+    FC 400 + ReLU, FC 400 -> 10 * heads
+
+Shape legend:
+    B        images entering the classifier (N canvases, or N*T glimpses for the LSTM-STN)
+    S        side of the (square) input: 100 (CNN), or floor(100 / d) for a glimpse
+    S2       side after two max-pools: floor(floor(S / 2) / 2)   (100 -> 25, 50 -> 12, 33 -> 8, 25 -> 6)
+    K        10 * heads logits (heads = 4 for the CNN and FFN-STN, 1 for the LSTM-STN)
+
+Four separate 10-way heads (one per digit position) are stored as one FC 400 -> 40 whose
+output is reshaped to (B, 4, 10): column block 10k .. 10k+9 is head k. This is exactly four
+independent linear layers side by side, computed in one matrix product.
+
+Parameters (names in the model's dict):
+    cls.conv1.w (32, 1, 3, 3)   cls.conv1.b (32,)
+    cls.conv2.w (32, 32, 3, 3)  cls.conv2.b (32,)
+    cls.conv3.w (32, 32, 3, 3)  cls.conv3.b (32,)
+    cls.fc.w    (32*S2*S2, 400) cls.fc.b    (400,)
+    cls.head.w  (400, K)        cls.head.b  (K,)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from minstn import ops
+from minstn.models.layers import ModelError, he_conv, he_linear, pooled_size
+
+__all__ = ["FILTERS", "HIDDEN", "init_classifier", "classifier_forward", "classifier_backward"]
+
+FILTERS = 32   # filters of each of the three conv layers
+HIDDEN = 400   # units of the fully connected layer
+
+
+def init_classifier(rng: np.random.Generator, side: int, heads: int) -> dict:
+    """He-initialised classifier parameters (host float64) for S x S inputs and `heads` 10-way heads."""
+    s2 = pooled_size(side, 2)
+    if s2 < 1:
+        raise ModelError(f"the classifier needs inputs of at least 4x4 pixels, got {side}x{side}")
+    p = {}
+    p["cls.conv1.w"], p["cls.conv1.b"] = he_conv(rng, FILTERS, 1)
+    p["cls.conv2.w"], p["cls.conv2.b"] = he_conv(rng, FILTERS, FILTERS)
+    p["cls.conv3.w"], p["cls.conv3.b"] = he_conv(rng, FILTERS, FILTERS)
+    p["cls.fc.w"], p["cls.fc.b"] = he_linear(rng, FILTERS * s2 * s2, HIDDEN)
+    p["cls.head.w"], p["cls.head.b"] = he_linear(rng, HIDDEN, 10 * heads)
+    return p
+
+
+def classifier_forward(params: dict, x, dropout: float, train: bool, rng):
+    """Classify images x (B, 1, S, S) -> (logits (B, K), cache).
+
+    Dropout (inverted, probability `dropout`) acts after the third conv's ReLU when `train`
+    is true; it then needs `rng`, a np.random.Generator.
+    """
+    a1, c_conv1 = ops.conv2d_forward(x, params["cls.conv1.w"], params["cls.conv1.b"], "same")  # (B, 32, S, S)
+    r1, c_relu1 = ops.relu_forward(a1)
+    p1, c_pool1 = ops.maxpool2d_forward(r1)                                                    # (B, 32, S/2, S/2)
+    a2, c_conv2 = ops.conv2d_forward(p1, params["cls.conv2.w"], params["cls.conv2.b"], "same")
+    r2, c_relu2 = ops.relu_forward(a2)
+    p2, c_pool2 = ops.maxpool2d_forward(r2)                                                    # (B, 32, S2, S2)
+    a3, c_conv3 = ops.conv2d_forward(p2, params["cls.conv3.w"], params["cls.conv3.b"], "same")
+    r3, c_relu3 = ops.relu_forward(a3)
+    use_dropout = train and dropout > 0
+    if use_dropout:
+        if rng is None:
+            raise ModelError(
+                f"training with dropout {dropout} needs a random generator: pass rng=np.random.default_rng(seed) "
+                "(or call with train=False for evaluation)"
+            )
+        d3, c_drop = ops.dropout_forward(r3, dropout, rng)
+    else:
+        d3, c_drop = r3, None
+    B = x.shape[0]
+    flat = d3.reshape(B, -1)                                                                   # (B, 32*S2*S2)
+    f, c_fc = ops.linear_forward(flat, params["cls.fc.w"], params["cls.fc.b"])                 # (B, 400)
+    rf, c_relu4 = ops.relu_forward(f)
+    out, c_head = ops.linear_forward(rf, params["cls.head.w"], params["cls.head.b"])           # (B, K)
+    cache = (c_conv1, c_relu1, c_pool1, c_conv2, c_relu2, c_pool2, c_conv3, c_relu3, c_drop,
+             d3.shape, c_fc, c_relu4, c_head)
+    return out, cache
+
+
+def classifier_backward(dout, cache, grads: dict, need_dx: bool = True):
+    """Backward of classifier_forward: writes the parameter gradients into `grads`.
+
+    dout (B, K). Returns dx (B, 1, S, S) when need_dx, else None (the CNN and the models'
+    first layers have nothing upstream to feed). Mirrors the forward in reverse.
+    """
+    (c_conv1, c_relu1, c_pool1, c_conv2, c_relu2, c_pool2, c_conv3, c_relu3, c_drop,
+     d3_shape, c_fc, c_relu4, c_head) = cache
+    drf, grads["cls.head.w"], grads["cls.head.b"] = ops.linear_backward(dout, c_head)  # (B, 400)
+    df = ops.relu_backward(drf, c_relu4)
+    dflat, grads["cls.fc.w"], grads["cls.fc.b"] = ops.linear_backward(df, c_fc)         # (B, 32*S2*S2)
+    dd3 = dflat.reshape(d3_shape)                                                      # (B, 32, S2, S2)
+    dr3 = ops.dropout_backward(dd3, c_drop) if c_drop is not None else dd3
+    da3 = ops.relu_backward(dr3, c_relu3)
+    dp2, grads["cls.conv3.w"], grads["cls.conv3.b"] = ops.conv2d_backward(da3, c_conv3)
+    dr2 = ops.maxpool2d_backward(dp2, c_pool2)
+    da2 = ops.relu_backward(dr2, c_relu2)
+    dp1, grads["cls.conv2.w"], grads["cls.conv2.b"] = ops.conv2d_backward(da2, c_conv2)
+    dr1 = ops.maxpool2d_backward(dp1, c_pool1)
+    da1 = ops.relu_backward(dr1, c_relu1)
+    dx, grads["cls.conv1.w"], grads["cls.conv1.b"] = ops.conv2d_backward(da1, c_conv1)
+    return dx if need_dx else None

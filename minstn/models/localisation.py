@@ -1,0 +1,62 @@
+"""The localisation net of both spatial transformers (SPEC section 4).
+
+    4 x [conv 3x3 'same' 20 filters, ReLU, maxpool 2]:  100 -> 50 -> 25 -> 12 -> 6,
+    flattened to 20 * 6 * 6 = 720 features.
+
+Shape legend:
+    N   canvases
+    L   side of the canvas (100), L_k = floor(L / 2^k) after k blocks
+
+Parameters: loc.conv{1,2,3,4}.w (20, C, 3, 3) with C = 1 for the first block and 20 after,
+loc.conv{1,2,3,4}.b (20,).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from minstn import ops
+from minstn.models.layers import he_conv, pooled_size
+
+__all__ = ["LOC_FILTERS", "LOC_BLOCKS", "loc_features", "init_localisation", "localisation_forward", "localisation_backward"]
+
+LOC_FILTERS = 20
+LOC_BLOCKS = 4
+
+
+def loc_features(canvas: int) -> int:
+    """Length of the flattened feature vector: 20 * floor(L / 16)^2 (720 for L = 100)."""
+    return LOC_FILTERS * pooled_size(canvas, LOC_BLOCKS) ** 2
+
+
+def init_localisation(rng: np.random.Generator) -> dict:
+    """He-initialised localisation parameters (host float64)."""
+    p = {}
+    c = 1
+    for k in range(1, LOC_BLOCKS + 1):
+        p[f"loc.conv{k}.w"], p[f"loc.conv{k}.b"] = he_conv(rng, LOC_FILTERS, c)
+        c = LOC_FILTERS
+    return p
+
+
+def localisation_forward(params: dict, x):
+    """Canvases x (N, 1, L, L) -> (features (N, 20 * L_4 * L_4), cache)."""
+    caches = []
+    h = x
+    for k in range(1, LOC_BLOCKS + 1):
+        a, c_conv = ops.conv2d_forward(h, params[f"loc.conv{k}.w"], params[f"loc.conv{k}.b"], "same")  # (N, 20, L_{k-1}, L_{k-1})
+        r, c_relu = ops.relu_forward(a)
+        h, c_pool = ops.maxpool2d_forward(r)                                                         # (N, 20, L_k, L_k)
+        caches.append((c_conv, c_relu, c_pool))
+    feats = h.reshape(x.shape[0], -1)                                                                # (N, 720)
+    return feats, (caches, h.shape)
+
+
+def localisation_backward(dfeats, cache, grads: dict) -> None:
+    """Backward of localisation_forward: writes loc.* gradients into `grads` (the canvas gets none)."""
+    caches, h_shape = cache
+    dh = dfeats.reshape(h_shape)                                                                     # (N, 20, L_4, L_4)
+    for k in range(LOC_BLOCKS, 0, -1):
+        c_conv, c_relu, c_pool = caches[k - 1]
+        dr = ops.maxpool2d_backward(dh, c_pool)
+        da = ops.relu_backward(dr, c_relu)
+        dh, grads[f"loc.conv{k}.w"], grads[f"loc.conv{k}.b"] = ops.conv2d_backward(da, c_conv)

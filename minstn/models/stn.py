@@ -1,0 +1,232 @@
+"""The two spatial transformer models (SPEC section 4): FFN-STN-CNN and LSTM-STN-CNN.
+
+Shape legend:
+    N   canvases in the batch
+    T   glimpses per canvas: 1 (FFN-STN), 4 (LSTM-STN, one per digit)
+    F   localisation features (720 = 20 * 6 * 6)
+    H   LSTM cells (256)
+    E   LSTM input size: F, or F + 6 when the previous theta is fed back
+    d   down-sampling factor (1..4)
+    G   sampling grid side = d * floor(100 / d)        (100, 100, 99, 100)
+    S   glimpse side after average pooling = G / d     (100, 50, 33, 25)
+
+Both models share one glimpse pipeline:
+
+    theta (N*T, 2, 3) -> affine grid (N*T, G, G, 2) -> bilinear sample from the canvas
+    -> (N*T, 1, G, G) -> average pool d -> glimpses (N*T, 1, S, S) -> classifier
+
+The T grids of a canvas are stacked along the grid's height, (N, T*G, G, 2), so the sampler
+reads each canvas once for all its glimpses and no copy of the canvas is made; the samples
+(N, 1, T*G, G) then reshape for free to (N*T, 1, G, G). The sampler's canvas gradient dU is
+not needed (the canvas is data) and is discarded: only dgrid flows on, into theta.
+
+LSTM-STN (per canvas, the same features every step):
+
+    f = loc(canvas)                         (N, F)
+    theta_0 = the regressor's initial bias  (N, 6)   (used only with feedback='theta')
+    for t = 1..T:
+        x_t = [f, theta_{t-1}]  (feedback='theta')  or  f  (feedback='none')    (N, E)
+        h_t, c_t = LSTM(x_t, h_{t-1}, c_{t-1})                                (N, H)
+        theta_t = h_t @ W_reg + b_reg                                          (N, 6)
+    glimpse t = avgpool_d(sample(canvas, grid(theta_t)));  logits t = classifier(glimpse t)
+
+With feedback='theta' the gradient flows through the fed-back theta_{t-1} into the regressor
+and the LSTM of step t-1 (full BPTT, what the finite-difference check measures); theta_0 is a
+constant (it equals the initial bias, not the live parameter).
+
+Back-propagation order (LSTM-STN): classifier -> avgpool -> sampler (dgrid only) -> affine grid
+-> for t = T..1: regressor, LSTM cell (BPTT, with dtheta_{t-1} from the fed-back input) ->
+localisation net.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from minstn import ops
+from minstn.backend import to_numpy
+from minstn.models.base import CANVAS, POSITIONS, Model
+from minstn.models.classifier import classifier_backward, classifier_forward, init_classifier
+from minstn.models.layers import ModelError, uniform_lstm
+from minstn.models.localisation import init_localisation, loc_features, localisation_backward, localisation_forward
+
+__all__ = ["FFNSTN", "LSTMSTN"]
+
+
+def _identity_bias(scale: float) -> np.ndarray:
+    """theta bias [[s, 0, 0], [0, s, 0]] flattened to (6,): a centred zoom by 1/s (s = 1: identity)."""
+    return np.array([scale, 0.0, 0.0, 0.0, scale, 0.0])
+
+
+class _STN(Model):
+    """Shared pieces: the regressor init and the glimpse pipeline."""
+
+    steps = 1  # T
+
+    @property
+    def grid_side(self) -> int:
+        """G = d * floor(100 / d)."""
+        return self.downsample * (CANVAS // self.downsample)
+
+    @property
+    def glimpse_side(self) -> int:
+        """S = floor(100 / d)."""
+        return CANVAS // self.downsample
+
+    def _init_regressor(self, rng, d_in: int) -> dict:
+        """reg.w (d_in, 6) ~ N(0, regressor_std) (zeros when 0), reg.b = [s, 0, 0, 0, s, 0]."""
+        std = self.options["regressor_std"]
+        w = rng.normal(0.0, std, size=(d_in, 6)) if std > 0 else np.zeros((d_in, 6))
+        return {"reg.w": w, "reg.b": _identity_bias(self.options["init_scale"])}
+
+    def _glimpses_forward(self, images, thetas):
+        """images (N, 1, L, L), thetas (N*T, 2, 3) -> (glimpses (N*T, 1, S, S), cache)."""
+        N, T, G, d = images.shape[0], self.steps, self.grid_side, self.downsample
+        impl = self.options["sampler_impl"]
+        grid, c_grid = ops.affine_grid_forward(thetas, (G, G), impl=impl)     # (N*T, G, G, 2)
+        grid = grid.reshape(N, T * G, G, 2)                                    # the T grids of a canvas stacked
+        V, c_samp = ops.bilinear_sample_forward(images, grid, impl=impl)       # (N, 1, T*G, G)
+        V = V.reshape(N * T, 1, G, G)                                          # (N*T, 1, G, G)
+        glimpses, c_pool = ops.avgpool2d_forward(V, d)                         # (N*T, 1, S, S)
+        return glimpses, (c_grid, c_samp, c_pool, N)
+
+    def _glimpses_backward(self, dglimpses, cache):
+        """dglimpses (N*T, 1, S, S) -> dthetas (N*T, 2, 3). The canvas gradient is discarded."""
+        c_grid, c_samp, c_pool, N = cache
+        T, G = self.steps, self.grid_side
+        dV = ops.avgpool2d_backward(dglimpses, c_pool)                         # (N*T, 1, G, G)
+        _dU, dgrid = ops.bilinear_sample_backward(dV.reshape(N, 1, T * G, G), c_samp)  # dgrid (N, T*G, G, 2)
+        dthetas = ops.affine_grid_backward(dgrid.reshape(N * T, G, G, 2), c_grid)      # (N*T, 2, 3)
+        return dthetas
+
+    def _thetas_forward(self, images):
+        """images -> (thetas (N, T, 6), cache of the localisation path)."""
+        raise NotImplementedError
+
+    def _thetas_backward(self, dthetas, cache) -> None:
+        """dthetas (N, T, 6) -> writes the 'loc' group's gradients."""
+        raise NotImplementedError
+
+    def forward(self, images, train: bool = True, rng=None):
+        """images (N, 1, 100, 100) -> (logits (N, 4, 10), cache). rng: dropout generator (train only)."""
+        images = self._images(images)
+        rng = self._dropout_rng(train, rng)
+        N, T = images.shape[0], self.steps
+        thetas, c_theta = self._thetas_forward(images)                                      # (N, T, 6)
+        glimpses, c_glimpse = self._glimpses_forward(images, thetas.reshape(N * T, 2, 3))   # (N*T, 1, S, S)
+        out, c_cls = classifier_forward(self.params, glimpses, self.options["dropout"], train, rng)  # (N*T, 40 / T)
+        logits = out.reshape(N, POSITIONS, 10)                                              # (N, 4, 10)
+        return logits, (c_theta, c_glimpse, c_cls, N)
+
+    def backward(self, dlogits, cache) -> None:
+        """Fills self.grads from dlogits (N, 4, 10), in the reverse order of forward."""
+        c_theta, c_glimpse, c_cls, N = cache
+        T = self.steps
+        dout = dlogits.reshape(N * T, POSITIONS * 10 // T)                                  # (N*T, 40 / T)
+        dglimpses = classifier_backward(dout, c_cls, self.grads, need_dx=True)              # (N*T, 1, S, S)
+        dthetas = self._glimpses_backward(dglimpses, c_glimpse)                             # (N*T, 2, 3)
+        self._thetas_backward(dthetas.reshape(N, T, 6), c_theta)
+
+    def attend(self, images, batch_size: int = 256):
+        """Evaluation-mode transforms and glimpses, as host NumPy arrays:
+        {'thetas': (N, T, 2, 3), 'glimpses': (N, T, 1, S, S)} (T = 4 for the LSTM-STN, 1 for the FFN-STN)."""
+        if batch_size < 1:
+            raise ModelError(f"batch_size must be at least 1, got {batch_size}")
+        thetas, glimpses = [], []
+        T, S = self.steps, self.glimpse_side
+        for i in range(0, images.shape[0], batch_size):
+            x = self._images(images[i:i + batch_size])
+            n = x.shape[0]
+            th, _ = self._thetas_forward(x)                                        # (n, T, 6)
+            g, _ = self._glimpses_forward(x, th.reshape(n * T, 2, 3))              # (n*T, 1, S, S)
+            thetas.append(to_numpy(th).reshape(n, T, 2, 3))
+            glimpses.append(to_numpy(g).reshape(n, T, 1, S, S))
+        if not thetas:
+            raise ModelError("attend got no images (N = 0)")
+        return {"thetas": np.concatenate(thetas), "glimpses": np.concatenate(glimpses)}
+
+
+class FFNSTN(_STN):
+    """The classic spatial transformer: loc net -> FC -> theta; one glimpse; classifier with 4 heads.
+
+    Options: dropout (0.5), init_scale (1.0: identity), regressor_std (0.0: zero weights), sampler_impl ('auto').
+    """
+
+    name = "ffn-stn"
+    steps = 1
+
+    def _init_params(self, rng):
+        p = init_localisation(rng)
+        p.update(init_classifier(rng, self.glimpse_side, heads=POSITIONS))
+        p.update(self._init_regressor(rng, loc_features(CANVAS)))
+        return p
+
+    def _thetas_forward(self, images):
+        feats, c_loc = localisation_forward(self.params, images)                             # (N, F)
+        theta, c_reg = ops.linear_forward(feats, self.params["reg.w"], self.params["reg.b"])  # (N, 6)
+        return theta.reshape(-1, 1, 6), (c_loc, c_reg)                                       # (N, 1, 6)
+
+    def _thetas_backward(self, dthetas, cache) -> None:
+        c_loc, c_reg = cache
+        dfeats, self.grads["reg.w"], self.grads["reg.b"] = ops.linear_backward(dthetas.reshape(-1, 6), c_reg)  # (N, F)
+        localisation_backward(dfeats, c_loc, self.grads)
+
+
+class LSTMSTN(_STN):
+    """LSTM-STN-CNN: the loc features drive an LSTM for T = 4 steps; h_t -> theta_t -> glimpse t.
+
+    Options: dropout (0.5), hidden_size (256), init_scale (0.5), regressor_std (1e-3),
+    feedback ('theta'), sampler_impl ('auto'). See docs/models.md for why.
+    """
+
+    name = "lstm-stn"
+    steps = POSITIONS
+
+    def _init_params(self, rng):
+        F, H = loc_features(CANVAS), self.options["hidden_size"]
+        E = F + 6 if self.options["feedback"] == "theta" else F
+        p = init_localisation(rng)
+        p.update(init_classifier(rng, self.glimpse_side, heads=1))
+        p["lstm.Wx"], p["lstm.Wh"], p["lstm.b"] = uniform_lstm(rng, E, H)   # (E, 4H), (H, 4H), (4H,)
+        p.update(self._init_regressor(rng, H))
+        return p
+
+    def _thetas_forward(self, images):
+        P, xp = self.params, self.xp
+        N, T, H = images.shape[0], self.steps, self.options["hidden_size"]
+        feedback = self.options["feedback"] == "theta"
+        feats, c_loc = localisation_forward(P, images)                                  # (N, F)
+        h = xp.zeros((N, H), dtype=self.dtype)                                          # (N, H)
+        c = xp.zeros((N, H), dtype=self.dtype)                                          # (N, H)
+        theta = xp.broadcast_to(xp.asarray(_identity_bias(self.options["init_scale"]), dtype=self.dtype), (N, 6))
+        c_cells, c_regs, thetas = [], [], []
+        for _t in range(T):
+            x = xp.concatenate([feats, theta], axis=1) if feedback else feats          # (N, E)
+            h, c, c_cell = ops.lstm_cell_forward(x, h, c, P["lstm.Wx"], P["lstm.Wh"], P["lstm.b"])  # (N, H) each
+            theta, c_reg = ops.linear_forward(h, P["reg.w"], P["reg.b"])                 # (N, 6)
+            c_cells.append(c_cell)
+            c_regs.append(c_reg)
+            thetas.append(theta)
+        return xp.stack(thetas, axis=1), (c_loc, c_cells, c_regs, feats.shape[1])       # (N, T, 6)
+
+    def _thetas_backward(self, dthetas, cache) -> None:
+        c_loc, c_cells, c_regs, F = cache
+        feedback = self.options["feedback"] == "theta"
+        N, T = dthetas.shape[0], self.steps
+        H = self.options["hidden_size"]
+        xp = self.xp
+        dh_next = xp.zeros((N, H), dtype=self.dtype)    # gradient into h_t from step t+1
+        dc_next = xp.zeros((N, H), dtype=self.dtype)    # gradient into c_t from step t+1
+        dfed = xp.zeros((N, 6), dtype=self.dtype)       # gradient into theta_t through the input of step t+1
+        dfeats = dWx = dWh = db = dWr = dbr = 0
+        for t in range(T - 1, -1, -1):
+            dtheta = dthetas[:, t] + dfed                                                    # (N, 6)
+            dh_reg, dWr_t, dbr_t = ops.linear_backward(dtheta, c_regs[t])                    # (N, H)
+            dh = dh_reg + dh_next
+            dx, dh_next, dc_next, dWx_t, dWh_t, db_t = ops.lstm_cell_backward(dh, dc_next, c_cells[t])  # dx (N, E)
+            dfeats = dfeats + dx[:, :F]                                                      # (N, F)
+            dfed = dx[:, F:] if feedback else dfed                                           # (N, 6); theta_0 is a constant
+            dWx, dWh, db = dWx + dWx_t, dWh + dWh_t, db + db_t
+            dWr, dbr = dWr + dWr_t, dbr + dbr_t
+        self.grads["reg.w"], self.grads["reg.b"] = dWr, dbr
+        self.grads["lstm.Wx"], self.grads["lstm.Wh"], self.grads["lstm.b"] = dWx, dWh, db
+        localisation_backward(dfeats, c_loc, self.grads)
