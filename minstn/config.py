@@ -1,0 +1,236 @@
+"""Every training setting in one place: the TrainConfig dataclass and its command line.
+
+Each field has a typed default and a help text (field metadata); build_parser() turns the
+fields into argparse options (model -> --model, batch_size -> --batch-size), so the command
+line, the defaults and the saved config.json can never disagree.
+
+    cfg = TrainConfig(model='ffn-stn', epochs=3)      # in code
+    cfg = parse_args(['--model', 'ffn-stn'])           # from the command line (exit 2 on errors)
+    cfg.validate()                                     # ConfigError with a clear message
+
+Conventions: 0 turns a limit or a clipping option off (--clip-value 0, --time-budget 0,
+--patience 0); None for the model options means "the model's own default"
+(minstn.models.DEFAULT_OPTIONS) and is filled in by resolve_model_options().
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+__all__ = [
+    "TrainConfig",
+    "ConfigError",
+    "MODEL_NAMES",
+    "MODEL_OPTION_FIELDS",
+    "RESUME_OVERRIDABLE",
+    "build_parser",
+    "parse_args",
+    "given_options",
+    "config_from_dict",
+    "resolve_model_options",
+]
+
+#: the model names (checked against minstn.models.MODEL_NAMES by the tests)
+MODEL_NAMES = ("cnn", "ffn-stn", "lstm-stn")
+
+#: TrainConfig fields that are model options, passed to build_model(name, d, **options)
+MODEL_OPTION_FIELDS = ("dropout", "init_scale", "regressor_std", "feedback", "hidden_size", "sampler_impl")
+
+#: settings that may differ from the saved ones when continuing a run with --resume
+RESUME_OVERRIDABLE = (
+    "epochs", "time_budget", "max_steps", "device", "log_every", "eval_batch_size",
+    "data_dir", "data", "cache_dir", "resume", "out", "progress",
+)
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot work (the message says which and what to use)."""
+
+
+def _opt(default, help, type=None, choices=None, flag=None):
+    """A dataclass field with its command-line type, choices and help in the metadata."""
+    return field(default=default, metadata={"help": help, "type": type, "choices": choices, "flag": flag})
+
+
+@dataclass
+class TrainConfig:
+    """All settings of one training run (defaults as used by `python -m minstn.train`)."""
+
+    # -- what to train
+    model: str = _opt("lstm-stn", "model to train", str, MODEL_NAMES)
+    downsample: int = _opt(2, "down-sampling factor d of the glimpse before the classifier (1..4; the CNN ignores it)", int)
+    device: str = _opt("cpu", "where to compute: cpu, gpu or gpu:N (GPU needs CuPy)", str)
+    dtype: str = _opt("float32", "floating-point type of parameters and activations", str, ("float32", "float64"))
+    seed: int = _opt(0, "seed of the model init, the data order and dropout", int)
+
+    # -- model options (None = the model's default from minstn.models.DEFAULT_OPTIONS)
+    dropout: float = _opt(None, "dropout probability before the classifier's FC layer (default 0.5)", float)
+    init_scale: float = _opt(None, "STN models: initial zoom of the affine regressor bias (1 = whole canvas; LSTM-STN default 0.5)", float)
+    regressor_std: float = _opt(None, "STN models: std of the regressor's initial weights (0 = zeros; LSTM-STN default 1e-3)", float)
+    feedback: str = _opt(None, "LSTM-STN: feed the previous theta back into the LSTM ('theta', default) or not ('none')", str, ("none", "theta"))
+    hidden_size: int = _opt(None, "LSTM-STN: number of LSTM cells (default 256)", int)
+    sampler_impl: str = _opt(None, "STN models: affine-grid/sampler code, 'auto' (CUDA kernel on the GPU), 'array' or 'kernel'", str, ("auto", "array", "kernel"))
+
+    # -- data
+    data: str = _opt(None, "folder with pre-generated train.npz, val.npz, test.npz (python -m minstn.data.generate); overrides the sizes below", str)
+    data_dir: str = _opt(None, "MNIST IDX folder to generate canvases from (default: $MINSTN_DATA_DIR or the usual places)", str)
+    cache_dir: str = _opt(None, "folder to cache generated canvases in (default: no cache)", str)
+    data_seed: int = _opt(0, "seed of the generated data set (kept apart from --seed so runs share data)", int)
+    train_size: int = _opt(70000, "number of training canvases to generate", int)
+    val_size: int = _opt(20000, "number of validation canvases to generate", int)
+    test_size: int = _opt(2000, "number of test canvases to generate", int)
+
+    # -- optimisation
+    epochs: int = _opt(30, "maximum number of passes over the training set", int)
+    batch_size: int = _opt(64, "canvases per optimiser step", int)
+    optimizer: str = _opt("adam", "optimiser", str, ("adam", "sgd", "rmsprop"))
+    lr: float = _opt(1e-3, "base learning rate", float)
+    loc_lr_mult: float = _opt(0.1, "learning-rate multiplier of the localisation path (the model's 'loc' group: localisation net, LSTM, affine regressor)", float)
+    momentum: float = _opt(0.9, "SGD momentum (only --optimizer sgd)", float)
+    nesterov: bool = _opt(False, "SGD: Nesterov momentum (only --optimizer sgd)", bool)
+    weight_decay: float = _opt(0.0, "L2 weight decay added to every gradient (0 = off)", float)
+    clip_value: float = _opt(0.0, "clip every gradient element to [-v, v] before the norm clip (Sonderby et al. use 1; 0 = off)", float)
+    clip_norm: float = _opt(5.0, "rescale the gradients when their global norm exceeds this (0 = off)", float)
+    lr_schedule: str = _opt("plateau", "learning-rate schedule on the validation per-digit error", str, ("plateau", "step", "none"))
+    lr_factor: float = _opt(0.5, "factor by which a schedule multiplies the learning rate", float)
+    lr_step: int = _opt(10, "step schedule: epochs between decays", int)
+    lr_patience: int = _opt(2, "plateau schedule: epochs without improvement before a decay", int)
+    min_lr: float = _opt(1e-6, "plateau schedule: lower bound of the learning rate", float)
+    patience: int = _opt(8, "early stopping: epochs without a better validation per-digit error (0 = off)", int)
+
+    # -- running
+    out: str = _opt(None, "run folder (default runs/<model>-d<downsample>)", str)
+    resume: bool = _opt(False, "continue the run in --out from its last.npz", bool)
+    time_budget: float = _opt(0.0, "stop cleanly after this many minutes of training, then test (0 = no limit)", float)
+    max_steps: int = _opt(0, "stop cleanly after this many optimiser steps in total, then test (0 = no limit)", int)
+    eval_batch_size: int = _opt(256, "canvases per batch when evaluating", int)
+    theta_batch: int = _opt(64, "STN models: validation canvases used for the per-epoch theta statistics", int)
+    log_every: int = _opt(50, "steps between progress lines when stderr is not a terminal", int)
+    progress: bool = _opt(True, "show the progress bar on stderr", bool)
+
+    # ------------------------------------------------------------------------------ checks
+    def validate(self) -> "TrainConfig":
+        """Raise ConfigError for a value that cannot work; returns self."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            choices = f.metadata.get("choices")
+            if choices and value is not None and value not in choices:
+                raise ConfigError(f"--{_flag(f.name)} {value!r} is not one of {', '.join(choices)}")
+        if self.downsample not in (1, 2, 3, 4):
+            raise ConfigError(f"--downsample must be 1, 2, 3 or 4 (the paper's d), got {self.downsample}")
+        for name in ("epochs", "batch_size", "train_size", "val_size", "test_size", "eval_batch_size", "log_every", "lr_step", "theta_batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{_flag(name)} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "lr_factor"):
+            v = getattr(self, name)
+            if not (v > 0 and math.isfinite(v)):
+                raise ConfigError(f"--{_flag(name)} must be a finite number > 0, got {v}")
+        if self.lr_schedule == "plateau" and not self.lr_factor < 1:
+            raise ConfigError(f"--lr-factor must be below 1 for the plateau schedule, got {self.lr_factor}")
+        for name in ("loc_lr_mult", "weight_decay", "clip_value", "clip_norm", "time_budget", "min_lr"):
+            v = getattr(self, name)
+            if not (v >= 0 and math.isfinite(v)):
+                raise ConfigError(f"--{_flag(name)} must be a finite number >= 0 (0 = off), got {v}")
+        for name in ("max_steps", "patience", "lr_patience"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ConfigError("--nesterov needs --optimizer sgd and a --momentum above 0")
+        if self.init_scale is not None and not (self.init_scale > 0 and math.isfinite(self.init_scale)):
+            raise ConfigError(f"--init-scale must be a finite number > 0, got {self.init_scale}")
+        if self.regressor_std is not None and not (self.regressor_std >= 0 and math.isfinite(self.regressor_std)):
+            raise ConfigError(f"--regressor-std must be a finite number >= 0, got {self.regressor_std}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ConfigError(f"--dropout must be in [0, 1) (0 = off), got {self.dropout}")
+        if self.hidden_size is not None and self.hidden_size < 1:
+            raise ConfigError(f"--hidden-size must be at least 1, got {self.hidden_size}")
+        if self.resume and not self.out:
+            raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
+        return self
+
+    def run_dir(self) -> str:
+        """The run folder: --out, or runs/<model>-d<downsample> (runs/cnn-d1 for the CNN, which has no glimpse)."""
+        d = 1 if self.model == "cnn" else self.downsample
+        return self.out or os.path.join("runs", f"{self.model}-d{d}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+
+def config_from_dict(d: dict) -> TrainConfig:
+    """A TrainConfig from a dict (e.g. a saved config.json); unknown keys are an error."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"unknown settings {unknown}: this minstn knows {sorted(names)}")
+    return TrainConfig(**d)
+
+
+def resolve_model_options(cfg: TrainConfig, default_options: dict) -> dict:
+    """The options to pass to build_model: the model's defaults, overridden by the config's non-None values.
+
+    default_options: minstn.models.DEFAULT_OPTIONS (name -> {option: default}).
+    """
+    options = dict(default_options.get(cfg.model, {}))
+    for name in MODEL_OPTION_FIELDS:
+        value = getattr(cfg, name)
+        if value is None:
+            continue
+        if name not in options:
+            raise ConfigError(f"--{_flag(name)} is not an option of the {cfg.model} model (its options: {sorted(options)})")
+        options[name] = value
+    return options
+
+
+# ---------------------------------------------------------------------------------- argparse
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def build_parser(prog: str = "python -m minstn.train") -> argparse.ArgumentParser:
+    """The command line of TrainConfig: one --option per field (bools get --x / --no-x).
+
+    Options not given on the command line are absent from the parsed namespace
+    (argparse.SUPPRESS), so given_options() can tell what the user set.
+    """
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Train a CNN, FFN-STN or LSTM-STN on the MNIST-sequence data set (see docs/training.md).",
+        argument_default=argparse.SUPPRESS,
+        allow_abbrev=False,
+    )
+    for f in dataclasses.fields(TrainConfig):
+        md = f.metadata
+        help_text = f"{md['help']} (default: {f.default})"
+        if md["type"] is bool:
+            p.add_argument(f"--{_flag(f.name)}", dest=f.name, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            p.add_argument(f"--{_flag(f.name)}", dest=f.name, type=md["type"], choices=md["choices"], help=help_text,
+                           metavar=None if md["choices"] else f.name.upper())
+    return p
+
+
+def given_options(argv) -> dict:
+    """Parse argv into {field: value} for the options actually given (argparse exits 2 on errors)."""
+    return vars(build_parser().parse_args(argv))
+
+
+def parse_args(argv=None) -> TrainConfig:
+    """argv -> a validated TrainConfig; a bad option or value exits with argparse's code 2 and a message."""
+    parser = build_parser()
+    given = vars(parser.parse_args(argv))
+    try:
+        return TrainConfig(**given).validate()
+    except ConfigError as e:
+        parser.error(str(e))

@@ -1,0 +1,107 @@
+"""TrainConfig and its command line (minstn.config)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from minstn import config
+from minstn.config import ConfigError, TrainConfig
+
+
+def test_model_names_and_options_match_the_models():
+    from minstn.models import DEFAULT_OPTIONS, MODEL_NAMES
+
+    assert config.MODEL_NAMES == MODEL_NAMES
+    every_option = set().union(*DEFAULT_OPTIONS.values())
+    assert set(config.MODEL_OPTION_FIELDS) == every_option
+
+
+def test_parser_has_one_option_per_field_with_the_dataclass_defaults():
+    parser = config.build_parser()
+    text = parser.format_help()
+    for f in dataclasses.fields(TrainConfig):
+        assert f"--{f.name.replace('_', '-')}" in text
+    assert config.parse_args([]) == TrainConfig()
+    cfg = config.parse_args(["--model", "ffn-stn", "--downsample", "3", "--lr", "0.01", "--clip-value", "1",
+                             "--no-progress", "--nesterov", "--optimizer", "sgd"])
+    assert (cfg.model, cfg.downsample, cfg.lr, cfg.clip_value, cfg.progress, cfg.nesterov) == ("ffn-stn", 3, 0.01, 1.0, False, True)
+    assert config.given_options(["--lr", "0.5"]) == {"lr": 0.5}  # only what was given
+
+
+def test_json_round_trip():
+    cfg = TrainConfig(model="cnn", epochs=3, out="x")
+    back = config.config_from_dict(json.loads(cfg.to_json()))
+    assert back == cfg
+    with pytest.raises(ConfigError, match=r"unknown settings \['colour'\]"):
+        config.config_from_dict({"colour": "red"})
+
+
+def test_run_dir_default():
+    assert TrainConfig(model="ffn-stn", downsample=3).run_dir().endswith("ffn-stn-d3")
+    assert TrainConfig(model="cnn", downsample=3).run_dir().endswith("cnn-d1")
+    assert TrainConfig(out="somewhere").run_dir() == "somewhere"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--downsample", "5"], "--downsample must be 1, 2, 3 or 4"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--lr", "-1"], "--lr must be a finite number > 0"),
+        (["--lr", "nan"], "--lr must be a finite number > 0"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--train-size", "0"], "--train-size must be at least 1"),
+        (["--clip-norm", "-5"], "--clip-norm must be a finite number >= 0"),
+        (["--loc-lr-mult", "-0.1"], "--loc-lr-mult must be a finite number >= 0"),
+        (["--time-budget", "-1"], "--time-budget must be a finite number >= 0"),
+        (["--patience", "-1"], "--patience must be >= 0"),
+        (["--momentum", "1"], "--momentum must be in"),
+        (["--nesterov"], "--nesterov needs --optimizer sgd"),
+        (["--lr-factor", "1.5"], "--lr-factor must be below 1"),
+        (["--init-scale", "0"], "--init-scale must be a finite number > 0"),
+        (["--regressor-std", "-1"], "--regressor-std must be a finite number >= 0"),
+        (["--dropout", "1"], "--dropout must be in"),
+        (["--hidden-size", "0"], "--hidden-size must be at least 1"),
+        (["--resume"], "--resume needs --out DIR"),
+    ],
+)
+def test_bad_values_exit_2_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        config.parse_args(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--colour", "red"], "unrecognized arguments: --colour"),
+        (["--model", "rnn"], "invalid choice: 'rnn'"),
+        (["--batch-size", "many"], "invalid int value: 'many'"),
+        (["--epoch", "3"], "unrecognized arguments"),  # no abbreviations
+    ],
+)
+def test_unknown_options_and_types_are_argparse_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        config.parse_args(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_validate_checks_choices_set_in_code():
+    with pytest.raises(ConfigError, match="--optimizer 'lbfgs' is not one of adam, sgd, rmsprop"):
+        TrainConfig(optimizer="lbfgs").validate()
+
+
+def test_resolve_model_options():
+    from minstn.models import DEFAULT_OPTIONS
+
+    opts = config.resolve_model_options(TrainConfig(model="lstm-stn", init_scale=0.7), DEFAULT_OPTIONS)
+    assert opts == {**DEFAULT_OPTIONS["lstm-stn"], "init_scale": 0.7}
+    assert config.resolve_model_options(TrainConfig(model="cnn"), DEFAULT_OPTIONS) == DEFAULT_OPTIONS["cnn"]
+    with pytest.raises(ConfigError, match="--init-scale is not an option of the cnn model"):
+        config.resolve_model_options(TrainConfig(model="cnn", init_scale=0.5), DEFAULT_OPTIONS)
+    with pytest.raises(ConfigError, match="--feedback is not an option of the ffn-stn model"):
+        config.resolve_model_options(TrainConfig(model="ffn-stn", feedback="none"), DEFAULT_OPTIONS)
