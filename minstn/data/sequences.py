@@ -1,0 +1,522 @@
+"""The MNIST-sequence data set of the LSTM-STN paper (section IV; SPEC section 3).
+
+Each canvas is 100x100, one channel, values in [0, 1]: four MNIST digits in a row, all
+rotated by one angle, somewhere on the canvas, plus ten 6x6 noise blocks cut from other
+digits. The label is the four digits in reading order.
+
+Shape legend:
+    N        canvases
+    K = 4    digits per canvas, in reading order
+    B        noise blocks per canvas (default 10), S their side (default 6)
+    P        digits in the split's pool (the MNIST digits a split may draw from)
+    SH, SW   height and width of a block's "strips" (the four digits laid side by side)
+    100      canvas side
+
+How one canvas is made (all steps run on a whole block of canvases at once):
+    1. Draw an angle (uniform in [-angle, angle] degrees) and four digits from the pool.
+    2. Lay the digits side by side in a horizontal strip, left to right in reading order:
+       with ``crop`` each is cut to its ink box (the bounding box of its non-zero pixels),
+       the ink boxes are centred on one horizontal line and ``gap`` blank columns separate
+       neighbours. Without ``crop`` each digit keeps its 28x28 cell and cells are ``gap``
+       columns apart (a negative gap overlaps the blank margins of the cells).
+    3. Pick a random position where the rotated strip fits inside the canvas and draw it
+       there: every canvas pixel is mapped back into the strip (rotation by -angle about
+       the centre of the strip's ink) and reads it by bilinear interpolation (zero outside).
+       The whole ink of the sequence is inside the canvas by construction.
+    4. Paste B noise blocks at random positions, combined with the canvas by max.
+
+Guarantees (each checked by tests/test_data_sequences.py):
+    - No canvas pixel carries ink of two digits. A canvas pixel reads the 2x2 strip
+      pixels around its source point, so it can touch two digits only if their ink
+      columns are adjacent in the strip; the layout keeps at least one blank strip
+      column between any two digits (with ``crop``, gap >= 1 ensures it; without, a
+      canvas whose digits come closer is redrawn).
+    - "Ink" of a digit on the canvas = the pixels where its own bilinear rendering is > 0;
+      its box is the axis-aligned bounding box of those pixels, (x0, y0, x1, y1),
+      end-exclusive, in canvas pixels, so 0 <= x0 < x1 <= 100.
+    - Noise blocks are max-combined: they may lie on digits (as in the paper's Fig. 2)
+      and brighten them, but never erase digit ink; boxes describe the digits only.
+    - A noise block is cut "from a place with ink": a SxS window of a pool digit holding
+      at least ``noise_min_ink`` pixels >= 128 (of 255). Digits with no such window are
+      never used as noise sources.
+    - Canvases whose sequence would not fit (only possible with unusual options) get new
+      digits (the angle is kept, so its distribution stays exact); after 100 rounds a
+      ValueError says which options to change.
+
+Determinism: canvases are made in blocks of BLOCK; block b of split s draws from
+np.random.default_rng(SeedSequence([seed, SPLIT_IDS[s], b])). The same (seed, split, count,
+options, MNIST files) always give the same canvases; splits use independent streams.
+
+Disjoint pools: 'train' canvases draw digits (and noise) from MNIST training digits
+[0, val_start), 'val' from [val_start, N_train), 'test' from the MNIST test digits.
+With the 22,699-image training file here and val_start=20000 that is 0..19,999 and
+20,000..22,698; for the full 60,000 file, e.g. val_start=50000.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .mnist import load_mnist
+
+__all__ = [
+    "CANVAS",
+    "DIGITS",
+    "BLOCK",
+    "SPLIT_IDS",
+    "SequenceOptions",
+    "DigitPool",
+    "make_pool",
+    "split_pool",
+    "generate_canvases",
+    "generate_split",
+    "empty_split",
+]
+
+CANVAS = 100          # canvas side in pixels
+DIGITS = 4            # digits per canvas
+BLOCK = 1024          # canvases per random-stream block (fixes the data for a seed; do not change)
+SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+INK_LEVEL = 128       # a pixel counts towards a noise window's ink when >= this (of 255)
+MAX_REDRAWS = 100     # rounds of redrawing digits for canvases whose sequence cannot be laid out
+
+
+@dataclass(frozen=True)
+class SequenceOptions:
+    """The free choices of the data set (SPEC section 3), with their defaults.
+
+    angle          rotation drawn uniformly in [-angle, angle] degrees (0 <= angle <= 180)
+    crop           cut each digit to its ink box before laying out (else keep the 28x28 cell)
+    gap            blank strip columns between neighbouring digits' ink boxes (crop), or
+                   between 28x28 cells (no crop, may be negative down to -27)
+    noise_blocks   number of noise blocks per canvas
+    noise_size     side S of a noise block (1..28)
+    noise_min_ink  a noise block's source window holds at least this many pixels >= 128
+    val_start      training digits [0, val_start) feed 'train', [val_start, N_train) feed 'val'
+    """
+
+    angle: float = 45.0
+    crop: bool = True
+    gap: int = 2
+    noise_blocks: int = 10
+    noise_size: int = 6
+    noise_min_ink: int = 6
+    val_start: int = 20000
+
+    def __post_init__(self):
+        def need(cond, msg):
+            if not cond:
+                raise ValueError(f"SequenceOptions: {msg}")
+
+        for name in ("gap", "noise_blocks", "noise_size", "noise_min_ink", "val_start"):
+            v = getattr(self, name)
+            need(isinstance(v, (int, np.integer)) and not isinstance(v, bool),
+                 f"{name} must be an int, got {v!r}")
+        need(isinstance(self.crop, (bool, np.bool_)), f"crop must be True or False, got {self.crop!r}")
+        need(isinstance(self.angle, (int, float, np.number)) and math.isfinite(self.angle)
+             and 0 <= self.angle <= 180, f"angle must be a number in [0, 180] degrees, got {self.angle!r}")
+        if self.crop:
+            need(self.gap >= 1, f"gap must be >= 1 with crop=True (one blank column keeps digits' "
+                                f"ink apart after rotation), got {self.gap}")
+        else:
+            need(self.gap >= -27, f"gap must be >= -27 with crop=False, got {self.gap}")
+        need(self.noise_blocks >= 0, f"noise_blocks must be >= 0, got {self.noise_blocks}")
+        need(1 <= self.noise_size <= 28, f"noise_size must be in 1..28, got {self.noise_size}")
+        need(0 <= self.noise_min_ink <= self.noise_size ** 2,
+             f"noise_min_ink must be in 0..noise_size**2 = {self.noise_size ** 2}, got {self.noise_min_ink}")
+        need(self.val_start >= 1, f"val_start must be >= 1, got {self.val_start}")
+
+    def to_dict(self):
+        """Plain JSON-able dict of the options (for parameter records and cache keys)."""
+        d = dataclasses.asdict(self)
+        d["angle"] = float(d["angle"])
+        d["crop"] = bool(d["crop"])
+        return {k: (int(v) if k not in ("angle", "crop") else v) for k, v in d.items()}
+
+    @classmethod
+    def from_kwargs(cls, **kwargs):
+        """Build from keyword options, rejecting unknown names with the list of known ones."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"unknown generator option(s) {unknown}; known options: {sorted(known)}")
+        return cls(**kwargs)
+
+
+@dataclass
+class DigitPool:
+    """The digits one split draws from, with what the generator precomputes about them.
+
+    images (P, 28, 28) uint8, labels (P,) uint8, index (P,) int64 = position in the MNIST
+    file of ``mnist_split``; ink (P, 4) int64 = top, left, height, width of each ink box;
+    noise_digits (D,) pool digits having a window with ink, noise_count (P,) and
+    noise_offset (P,) index into noise_windows (flat y * G + x of each window with ink,
+    G = 28 - S + 1, grouped by digit).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    index: np.ndarray
+    mnist_split: str
+    ink: np.ndarray
+    noise_digits: np.ndarray
+    noise_count: np.ndarray
+    noise_offset: np.ndarray
+    noise_windows: np.ndarray
+    noise_size: int
+
+
+def _ink_boxes(images):
+    """(P, 28, 28) uint8 -> (P, 4) int64 top, left, height, width of the non-zero pixels."""
+    rows = images.any(axis=2)                                   # (P, 28)
+    cols = images.any(axis=1)                                   # (P, 28)
+    top = rows.argmax(axis=1)
+    bottom = 28 - rows[:, ::-1].argmax(axis=1)                  # end-exclusive
+    left = cols.argmax(axis=1)
+    right = 28 - cols[:, ::-1].argmax(axis=1)
+    return np.stack([top, left, bottom - top, right - left], axis=1).astype(np.int64)
+
+
+def make_pool(images, labels, index, mnist_split, options):
+    """Precompute ink boxes and the noise-window table for a pool of digits."""
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise ValueError(f"make_pool: images must be uint8 (P, 28, 28), got shape {images.shape}")
+    if len(images) == 0:
+        raise ValueError("make_pool: the digit pool is empty; check val_start against the training file size")
+    if not images.reshape(len(images), -1).any(axis=1).all():
+        raise ValueError("make_pool: some pool images are blank (no ink); MNIST digits always have ink")
+    S = options.noise_size
+    G = 28 - S + 1
+    inked = (images >= INK_LEVEL).astype(np.int32)              # (P, 28, 28)
+    integral = np.zeros((len(images), 29, 29), dtype=np.int32)
+    integral[:, 1:, 1:] = inked.cumsum(axis=1).cumsum(axis=2)
+    window = (integral[:, S:, S:] - integral[:, :G, S:]
+              - integral[:, S:, :G] + integral[:, :G, :G])       # (P, G, G) ink pixels per window
+    valid = (window >= options.noise_min_ink).reshape(len(images), G * G)
+    count = valid.sum(axis=1)                                   # (P,)
+    offset = np.concatenate([[0], np.cumsum(count)[:-1]])
+    digit_of, where = np.nonzero(valid)                         # grouped by digit, ascending
+    noise_digits = np.flatnonzero(count)
+    if options.noise_blocks > 0 and len(noise_digits) == 0:
+        raise ValueError(
+            f"make_pool: no {S}x{S} window of any pool digit has >= {options.noise_min_ink} ink pixels; "
+            "lower noise_min_ink or noise_size"
+        )
+    return DigitPool(images=images, labels=np.asarray(labels, dtype=np.uint8),
+                     index=np.asarray(index, dtype=np.int64), mnist_split=mnist_split,
+                     ink=_ink_boxes(images), noise_digits=noise_digits, noise_count=count,
+                     noise_offset=offset, noise_windows=where.astype(np.int64), noise_size=S)
+
+
+def split_pool(split, options=None, data_dir=None):
+    """The DigitPool of split 'train' | 'val' | 'test' (see the module docstring)."""
+    options = options or SequenceOptions()
+    if split not in SPLIT_IDS:
+        raise ValueError(f"split must be one of {list(SPLIT_IDS)}, got {split!r}")
+    mnist_split = "test" if split == "test" else "train"
+    images, labels = load_mnist(mnist_split, data_dir)
+    n = len(images)
+    if split == "test":
+        sel = np.arange(n)
+    else:
+        if options.val_start >= n:
+            raise ValueError(
+                f"val_start={options.val_start} leaves no validation digits: the MNIST training file "
+                f"has {n} images; pass a val_start below {n} (e.g. {int(n * 0.88)})"
+            )
+        sel = np.arange(0, options.val_start) if split == "train" else np.arange(options.val_start, n)
+    return make_pool(images[sel], labels[sel], sel, mnist_split, options)
+
+
+# ----------------------------------------------------------------------------------------
+# Layout: where each digit goes in the strip
+# ----------------------------------------------------------------------------------------
+
+def _layout(ink, gap, crop):
+    """Place four digits per canvas in a strip.
+
+    ink: (N, K, 4) top, left, height, width of each digit's ink box.
+    Returns X, Y (N, K) strip position of each 28x28 image's top-left pixel, ink_left,
+    ink_right (N, K) inclusive strip columns of each digit's ink, and the inclusive ink
+    rectangle of the whole strip (x_lo, x_hi, y_lo, y_hi), each (N,).
+    """
+    top, left, h, w = ink[..., 0], ink[..., 1], ink[..., 2], ink[..., 3]    # (N, K) each
+    if crop:
+        starts = np.concatenate([np.zeros_like(w[:, :1]), np.cumsum(w[:, :-1] + gap, axis=1)], axis=1)
+        X = starts - left                                        # ink box k starts at column starts[k]
+        Hs = h.max(axis=1, keepdims=True)                        # (N, 1) strip height
+        Y = (Hs - h) // 2 - top                                  # centre each ink box vertically
+        y_lo, y_hi = np.zeros(len(ink), dtype=np.int64), Hs[:, 0] - 1
+    else:
+        X = np.broadcast_to(np.arange(DIGITS) * (28 + gap), left.shape).astype(np.int64)
+        Y = np.zeros_like(top)
+        y_lo, y_hi = top.min(axis=1), (top + h).max(axis=1) - 1
+    ink_left = X + left                                          # (N, K)
+    ink_right = X + left + w - 1
+    return X, Y, ink_left, ink_right, ink_left[:, 0], ink_right[:, -1], y_lo, y_hi
+
+
+def _extent(x_lo, x_hi, y_lo, y_hi, cos, sin):
+    """Half-extents (ex, ey) on the canvas of the rotated support of the strip's ink.
+
+    A canvas point reads strip pixels within distance < 1 of its source point, so the
+    support of the ink rectangle is the rectangle grown by one pixel on every side.
+    """
+    a = (x_hi - x_lo) / 2 + 1                                    # half-length along the reading direction
+    b = (y_hi - y_lo) / 2 + 1                                    # half-height across it
+    return a * np.abs(cos) + b * np.abs(sin), a * np.abs(sin) + b * np.abs(cos)
+
+
+def _fits(ink_left, ink_right, ex, ey):
+    """(N,) bool: a blank strip column between neighbours and the whole support inside the canvas."""
+    apart = (ink_left[:, 1:] - ink_right[:, :-1] >= 2).all(axis=1)
+    return apart & (2 * ex <= CANVAS - 1) & (2 * ey <= CANVAS - 1)
+
+
+# ----------------------------------------------------------------------------------------
+# Drawing
+# ----------------------------------------------------------------------------------------
+
+def _paste_strip(images, X, Y, shape, only=None):
+    """Strips (N, SH, SW) float32 holding images (N, K, 28, 28) uint8 at X, Y (N, K).
+
+    Sums the K placements (their ink never shares a pixel; zeros elsewhere). ``only``:
+    paste just that digit position (for per-digit masks).
+    """
+    N = images.shape[0]
+    SH, SW = shape
+    strip = np.zeros((N, SH, SW), dtype=np.float32)
+    flat = strip.reshape(-1)
+    r = np.arange(28)
+    for k in range(DIGITS) if only is None else (only,):
+        rows = Y[:, k, None, None] + r[None, :, None]            # (N, 28, 1)
+        cols = X[:, k, None, None] + r[None, None, :]            # (N, 1, 28)
+        idx = (np.arange(N)[:, None, None] * SH + rows) * SW + cols   # (N, 28, 28), distinct
+        flat[idx] += images[:, k].astype(np.float32) * np.float32(1 / 255)
+    return strip
+
+
+def _render(strip, cid, sx, sy):
+    """Bilinear reads of strips at points (sx, sy), already clipped to [0, SW-2] x [0, SH-2].
+
+    strip (N, SH, SW) float32 with zero borders; cid (T,) int64 canvas of each point;
+    sx, sy (T,) float32. Returns (values (T,) float32, x0 (T,) int64 = floor(sx)).
+    """
+    N, SH, SW = strip.shape
+    x0 = np.floor(sx)
+    y0 = np.floor(sy)
+    fx = sx - x0                                                 # (T,) in [0, 1)
+    fy = sy - y0
+    x0 = x0.astype(np.int64)
+    base = (cid * SH + y0.astype(np.int64)) * SW + x0            # (T,) flat index of the upper-left neighbour
+    flat = strip.reshape(-1)
+    a, b = np.take(flat, base), np.take(flat, base + 1)          # upper-left, upper-right
+    c, d = np.take(flat, base + SW), np.take(flat, base + SW + 1)  # lower-left, lower-right
+    top = a + fx * (b - a)
+    bottom = c + fx * (d - c)
+    return top + fy * (bottom - top), x0
+
+
+def _window_points(rx0, rx1, ry0, ry1):
+    """All canvas pixels of each canvas's window [rx0, rx1) x [ry0, ry1), flattened.
+
+    rx0, ... (N,) int64. Returns cid, row, col, each (T,) int64, T = sum of window areas,
+    row-major within each canvas. Built row by row (R = total window rows) with repeats.
+    """
+    w, h = rx1 - rx0, ry1 - ry0                                  # (N,)
+    row_cid = np.repeat(np.arange(len(h), dtype=np.int64), h)   # (R,) canvas of each window row
+    row_y = np.arange(row_cid.size, dtype=np.int64) - np.repeat(np.cumsum(h) - h - ry0, h)  # (R,)
+    row_w = w[row_cid]                                           # (R,) points in that row
+    row_first = np.cumsum(row_w) - row_w                         # (R,) index of its first point
+    cid = np.repeat(row_cid, row_w)                              # (T,)
+    row = np.repeat(row_y, row_w)
+    col = np.arange(cid.size, dtype=np.int64) - np.repeat(row_first - rx0[row_cid], row_w)
+    return cid, row, col
+
+
+def _boxes(n, cid, row, col, owner):
+    """Boxes (n, K, 4) float32 (x0, y0, x1, y1) end-exclusive of the points of each owner.
+
+    cid, row, col, owner (T,) with owner 0 = no digit, k + 1 = digit k. Uses presence
+    tables (n * K, 100) from np.bincount, then the first and last present row / column.
+    """
+    inked = owner > 0
+    key = cid[inked] * DIGITS + (owner[inked] - 1)               # (T_ink,) canvas-digit group
+    cols = np.bincount(key * CANVAS + col[inked], minlength=n * DIGITS * CANVAS).reshape(n, DIGITS, CANVAS) > 0
+    rows = np.bincount(key * CANVAS + row[inked], minlength=n * DIGITS * CANVAS).reshape(n, DIGITS, CANVAS) > 0
+    boxes = np.stack([cols.argmax(axis=2), rows.argmax(axis=2),
+                      CANVAS - cols[..., ::-1].argmax(axis=2), CANVAS - rows[..., ::-1].argmax(axis=2)],
+                     axis=-1)                                    # (n, K, 4)
+    return boxes.astype(np.float32)
+
+
+def generate_canvases(pool, n, rng, options=None, return_masks=False):
+    """Make n canvases from one DigitPool with one np.random.Generator.
+
+    Returns a dict:
+        images   (n, 1, 100, 100) float32 in [0, 1]
+        labels   (n, 4) int64, reading order
+        angles   (n,) float32 degrees (positive: the reading direction turns counter-clockwise
+                 on screen, i.e. the sequence rises to the right)
+        boxes    (n, 4, 4) float32 (x0, y0, x1, y1) end-exclusive canvas pixels of each digit's ink
+        indices  (n, 4) int64 positions of the digits in the MNIST file pool.mnist_split
+        noise_positions (n, B, 2) int64 (y, x) canvas top-left of each noise block
+        noise_sources   (n, B, 3) int64 (MNIST index, y, x) of the window each block was cut from
+        masks    (n, 4, 100, 100) bool, each digit's own ink (only with return_masks)
+    """
+    options = options or SequenceOptions()
+    P = len(pool.images)
+    rad = np.deg2rad(rng.uniform(-options.angle, options.angle, size=n))     # (n,)
+    cos, sin = np.cos(rad), np.sin(rad)
+    pick = rng.integers(0, P, size=(n, DIGITS))                             # (n, K) pool indices
+    todo = np.ones(n, dtype=bool)
+    for _ in range(MAX_REDRAWS):
+        X, Y, ink_left, ink_right, x_lo, x_hi, y_lo, y_hi = _layout(pool.ink[pick], options.gap, options.crop)
+        ex, ey = _extent(x_lo, x_hi, y_lo, y_hi, cos, sin)
+        todo = ~_fits(ink_left, ink_right, ex, ey)
+        if not todo.any():
+            break
+        pick[todo] = rng.integers(0, P, size=(int(todo.sum()), DIGITS))
+    else:
+        worst = float(np.rad2deg(rad[todo][0]))
+        raise ValueError(
+            f"{int(todo.sum())} canvases could not be laid out in {MAX_REDRAWS} rounds (e.g. angle "
+            f"{worst:.1f} degrees): the four digits do not fit on the {CANVAS}x{CANVAS} canvas or their "
+            f"ink touches. Lower gap, set crop=True, or narrow the angle range."
+        )
+    # A random position where the rotated support fits: canvas centre of the strip's ink.
+    tx = rng.uniform(ex, CANVAS - 1 - ex)                                   # (n,)
+    ty = rng.uniform(ey, CANVAS - 1 - ey)
+
+    # Strip coordinates: shift so every image lies inside, with zero borders (1 before, 2 after).
+    ox, oy = 1 - X.min(), 1 - Y.min()
+    SW, SH = int(X.max() + ox + 28 + 2), int(Y.max() + oy + 28 + 2)
+    X, Y, ink_left = X + ox, Y + oy, ink_left + ox
+    cx = (x_lo + x_hi) / 2 + ox                                             # (n,) rotation centre in the strip
+    cy = (y_lo + y_hi) / 2 + oy
+    digits = pool.images[pick]                                              # (n, K, 28, 28) uint8
+
+    # Only canvas pixels within the rotated support's bounding box can receive ink: the
+    # "window" of each canvas. All windows' pixels are processed as one flat list of points.
+    rx0, rx1 = np.ceil(tx - ex).astype(np.int64), np.floor(tx + ex).astype(np.int64) + 1   # (n,)
+    ry0, ry1 = np.ceil(ty - ey).astype(np.int64), np.floor(ty + ey).astype(np.int64) + 1
+    cid, row, col = _window_points(rx0, rx1, ry0, ry1)                    # (T,) each
+
+    # Inverse map: canvas (px, py) -> strip (sx, sy) = c + R(-angle) (p - t), written as
+    # sx = cx + (px - tx) cos - (py - ty) sin and sy = cy + (px - tx) sin + (py - ty) cos
+    # (image y points down, so this turns the reading direction counter-clockwise on screen).
+    ax = (cx - tx * cos + ty * sin).astype(np.float32)                      # (n,) sx at p = (0, 0)
+    ay = (cy - tx * sin - ty * cos).astype(np.float32)
+    cos32, sin32 = cos.astype(np.float32), sin.astype(np.float32)
+    colf, rowf = col.astype(np.float32), row.astype(np.float32)
+    c_, s_ = cos32[cid], sin32[cid]                                         # (T,)
+    sx = ax[cid] + colf * c_ - rowf * s_                                    # (T,)
+    sy = ay[cid] + colf * s_ + rowf * c_
+    np.clip(sx, 0, SW - 2, out=sx)
+    np.clip(sy, 0, SH - 2, out=sy)
+
+    strip = _paste_strip(digits, X, Y, (SH, SW))                            # (n, SH, SW)
+    value, x0 = _render(strip, cid, sx, sy)                                 # (T,)
+    # Which digit a pixel's ink comes from: digits are separated by blank strip columns,
+    # so the column of the upper-left neighbour decides (k = number of ink starts passed).
+    owner = (x0 >= ink_left[cid, 1] - 1).astype(np.int8)                   # (T,)
+    owner += x0 >= ink_left[cid, 2] - 1
+    owner += x0 >= ink_left[cid, 3] - 1
+    owner += 1
+    owner *= value > 0
+    boxes = _boxes(n, cid, row, col, owner)                                 # (n, K, 4)
+
+    flat_index = (cid * CANVAS + row) * CANVAS + col                        # (T,) distinct
+    canvas = np.zeros((n, CANVAS, CANVAS), dtype=np.float32)
+    canvas.reshape(-1)[flat_index] = value
+    out = {}
+    if return_masks:
+        masks = np.zeros((n, DIGITS, CANVAS, CANVAS), dtype=bool)
+        for k in range(DIGITS):
+            own, _ = _render(_paste_strip(digits, X, Y, (SH, SW), only=k), cid, sx, sy)
+            masks.reshape(n, DIGITS, -1)[cid, k, row * CANVAS + col] = own > 0
+        out["masks"] = masks
+
+    # Noise: B blocks per canvas, each an SxS window with ink of a random pool digit.
+    B, S = options.noise_blocks, options.noise_size
+    G = 28 - S + 1
+    src = pool.noise_digits[rng.integers(0, len(pool.noise_digits), size=(n, B))]   # (n, B)
+    u = rng.random(size=(n, B))
+    which = pool.noise_offset[src] + np.minimum((u * pool.noise_count[src]).astype(np.int64),
+                                                pool.noise_count[src] - 1)
+    wy, wx = np.divmod(pool.noise_windows[which], G)                        # (n, B) window top-left
+    py = rng.integers(0, CANVAS - S + 1, size=(n, B))                       # (n, B) canvas top-left
+    px = rng.integers(0, CANVAS - S + 1, size=(n, B))
+    r = np.arange(S)
+    flat = canvas.reshape(-1)
+    for j in range(B):
+        block = pool.images[src[:, j, None, None], wy[:, j, None, None] + r[:, None],
+                            wx[:, j, None, None] + r[None, :]]              # (n, S, S) uint8
+        idx = (np.arange(n)[:, None, None] * CANVAS + py[:, j, None, None] + r[:, None]) * CANVAS \
+            + px[:, j, None, None] + r[None, :]                             # (n, S, S), distinct
+        flat[idx] = np.maximum(flat[idx], block.astype(np.float32) * np.float32(1 / 255))
+    np.clip(canvas, 0.0, 1.0, out=canvas)
+
+    out.update(
+        images=canvas[:, None],
+        labels=pool.labels[pick].astype(np.int64),
+        angles=np.rad2deg(rad).astype(np.float32),
+        boxes=boxes,
+        indices=pool.index[pick],
+        noise_positions=np.stack([py, px], axis=-1).astype(np.int64),
+        noise_sources=np.stack([pool.index[src], wy, wx], axis=-1).astype(np.int64),
+    )
+    return out
+
+
+def empty_split(n=0):
+    """Zero-filled arrays of a split of n canvases with the right dtypes and trailing shapes."""
+    return {
+        "images": np.zeros((n, 1, CANVAS, CANVAS), dtype=np.float32),
+        "labels": np.zeros((n, DIGITS), dtype=np.int64),
+        "angles": np.zeros((n,), dtype=np.float32),
+        "boxes": np.zeros((n, DIGITS, 4), dtype=np.float32),
+    }
+
+
+def generate_split(split, n, seed=0, data_dir=None, options=None, pool=None, debug=False,
+                   return_masks=False, progress=None):
+    """Make the n canvases of split 'train' | 'val' | 'test' for ``seed``.
+
+    Works in blocks of BLOCK canvases (bounding memory to a few hundred MB besides the
+    result). ``pool``: a DigitPool to use instead of loading MNIST (it must be the split's
+    pool for the data to match). Returns images, labels, angles, boxes (see
+    :func:`generate_canvases`); with ``debug`` also indices, noise_positions, noise_sources
+    (and masks with ``return_masks``). ``progress``: called with (done, n) after each block.
+    """
+    options = options or SequenceOptions()
+    if split not in SPLIT_IDS:
+        raise ValueError(f"split must be one of {list(SPLIT_IDS)}, got {split!r}")
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"the size of split {split!r} must be an int >= 0, got {n!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    out = empty_split(n)
+    if debug:
+        B = options.noise_blocks
+        out.update(indices=np.zeros((n, DIGITS), np.int64), noise_positions=np.zeros((n, B, 2), np.int64),
+                   noise_sources=np.zeros((n, B, 3), np.int64))
+        if return_masks:
+            out["masks"] = np.zeros((n, DIGITS, CANVAS, CANVAS), dtype=bool)
+    if n == 0:
+        return out
+    if pool is None:
+        pool = split_pool(split, options, data_dir)
+    for b, start in enumerate(range(0, n, BLOCK)):
+        stop = min(start + BLOCK, n)
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), SPLIT_IDS[split], b]))
+        part = generate_canvases(pool, stop - start, rng, options, return_masks=debug and return_masks)
+        for key in out:
+            out[key][start:stop] = part[key]
+        if progress is not None:
+            progress(stop, n)
+    return out
