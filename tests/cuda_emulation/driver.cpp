@@ -5,85 +5,64 @@
 //   g++ -std=c++17 -O1 -shared -fPIC -pthread -I tests/cuda_emulation -I minstn/ops/kernels
 //       tests/cuda_emulation/driver.cpp -o libstn_emu.so
 //
-// Each function takes the same pointers and sizes as the kernel, plus the launch
-// configuration (blocks, threads), and returns 0.  Arrays are C-contiguous, float32 (_f32)
-// or float64 (_f64); dU must be zero-filled, as on the GPU.
+// One function per kernel and precision, named emu_<kernel>_f32 / _f64.  Its arguments are
+// the launch configuration (blocks, threads) followed by exactly the kernel's own arguments,
+// in the kernel's order, so that a stand-in for CuPy's RawKernel can forward the argument
+// tuple that minstn/ops/cuda.py builds, unchanged.  Arrays are C-contiguous; dU must be
+// zero-filled, as on the GPU.  Each returns 0.
 #include "cuda_shim.h"
 
 #include "stn.cu"
 
-template <typename T>
-static int run_affine_grid_forward(const T* theta, T* grid, long long N, long long Ho, long long Wo,
-                                   unsigned blocks, unsigned threads) {
-    launch_serial(blocks, threads, [&] { affine_grid_forward<T>(theta, grid, N, Ho, Wo); });
-    return 0;
-}
-
-template <typename T>
-static int run_affine_grid_backward(const T* dgrid, T* dtheta, long long N, long long Ho, long long Wo,
-                                    unsigned threads) {
-    // One block per batch item, as in minstn/ops/cuda.py; the kernel uses __syncthreads.
-    launch_threads((unsigned)N, threads, [&] { affine_grid_backward<T>(dgrid, dtheta, Ho, Wo); });
-    return 0;
-}
-
-template <typename T>
-static int run_bilinear_sample_forward(const T* U, const T* grid, T* V, long long N, long long C, long long H,
-                                       long long W, long long Ho, long long Wo, unsigned blocks, unsigned threads) {
-    launch_serial(blocks, threads, [&] { bilinear_sample_forward<T>(U, grid, V, N, C, H, W, Ho, Wo); });
-    return 0;
-}
-
-template <typename T>
-static int run_bilinear_sample_backward(const T* dV, const T* U, const T* grid, T* dU, T* dgrid, long long N,
-                                        long long C, long long H, long long W, long long Ho, long long Wo,
-                                        unsigned blocks, unsigned threads) {
-    launch_serial(blocks, threads, [&] { bilinear_sample_backward<T>(dV, U, grid, dU, dgrid, N, C, H, W, Ho, Wo); });
-    return 0;
-}
-
 extern "C" {
 
+// The shared-memory size of affine_grid_backward: a block may have at most this many threads.
 int emu_reduce_block() { return STN_REDUCE_BLOCK; }
 
-int emu_affine_grid_forward_f32(const float* theta, float* grid, long long N, long long Ho, long long Wo,
-                                unsigned blocks, unsigned threads) {
-    return run_affine_grid_forward(theta, grid, N, Ho, Wo, blocks, threads);
-}
-int emu_affine_grid_forward_f64(const double* theta, double* grid, long long N, long long Ho, long long Wo,
-                                unsigned blocks, unsigned threads) {
-    return run_affine_grid_forward(theta, grid, N, Ho, Wo, blocks, threads);
-}
+// Point kernels: no __syncthreads, so the (block, thread) pairs run one after another.
+#define EMU_AFFINE_GRID_FORWARD(SUFFIX, T)                                                       \
+    int emu_affine_grid_forward_##SUFFIX(unsigned blocks, unsigned threads, const T* theta,      \
+                                         T* grid, long long N, long long Ho, long long Wo) {     \
+        launch_serial(blocks, threads, [&] { affine_grid_forward<T>(theta, grid, N, Ho, Wo); }); \
+        return 0;                                                                                \
+    }
+EMU_AFFINE_GRID_FORWARD(f32, float)
+EMU_AFFINE_GRID_FORWARD(f64, double)
 
-int emu_affine_grid_backward_f32(const float* dgrid, float* dtheta, long long N, long long Ho, long long Wo,
-                                 unsigned threads) {
-    return run_affine_grid_backward(dgrid, dtheta, N, Ho, Wo, threads);
-}
-int emu_affine_grid_backward_f64(const double* dgrid, double* dtheta, long long N, long long Ho, long long Wo,
-                                 unsigned threads) {
-    return run_affine_grid_backward(dgrid, dtheta, N, Ho, Wo, threads);
-}
+// The reduction kernel uses __syncthreads: one std::thread per CUDA thread of a block.
+#define EMU_AFFINE_GRID_BACKWARD(SUFFIX, T)                                                      \
+    int emu_affine_grid_backward_##SUFFIX(unsigned blocks, unsigned threads, const T* dgrid,     \
+                                          T* dtheta, long long Ho, long long Wo) {               \
+        if (threads > STN_REDUCE_BLOCK) return 1; /* would overrun the shared array */           \
+        launch_threads(blocks, threads, [&] { affine_grid_backward<T>(dgrid, dtheta, Ho, Wo); }); \
+        return 0;                                                                                \
+    }
+EMU_AFFINE_GRID_BACKWARD(f32, float)
+EMU_AFFINE_GRID_BACKWARD(f64, double)
 
-int emu_bilinear_sample_forward_f32(const float* U, const float* grid, float* V, long long N, long long C,
-                                    long long H, long long W, long long Ho, long long Wo, unsigned blocks,
-                                    unsigned threads) {
-    return run_bilinear_sample_forward(U, grid, V, N, C, H, W, Ho, Wo, blocks, threads);
-}
-int emu_bilinear_sample_forward_f64(const double* U, const double* grid, double* V, long long N, long long C,
-                                    long long H, long long W, long long Ho, long long Wo, unsigned blocks,
-                                    unsigned threads) {
-    return run_bilinear_sample_forward(U, grid, V, N, C, H, W, Ho, Wo, blocks, threads);
-}
+#define EMU_BILINEAR_SAMPLE_FORWARD(SUFFIX, T)                                                    \
+    int emu_bilinear_sample_forward_##SUFFIX(unsigned blocks, unsigned threads, const T* U,       \
+                                             const T* grid, T* V, long long N, long long C,       \
+                                             long long H, long long W, long long Ho,              \
+                                             long long Wo) {                                      \
+        launch_serial(blocks, threads,                                                            \
+                      [&] { bilinear_sample_forward<T>(U, grid, V, N, C, H, W, Ho, Wo); });       \
+        return 0;                                                                                 \
+    }
+EMU_BILINEAR_SAMPLE_FORWARD(f32, float)
+EMU_BILINEAR_SAMPLE_FORWARD(f64, double)
 
-int emu_bilinear_sample_backward_f32(const float* dV, const float* U, const float* grid, float* dU, float* dgrid,
-                                     long long N, long long C, long long H, long long W, long long Ho, long long Wo,
-                                     unsigned blocks, unsigned threads) {
-    return run_bilinear_sample_backward(dV, U, grid, dU, dgrid, N, C, H, W, Ho, Wo, blocks, threads);
-}
-int emu_bilinear_sample_backward_f64(const double* dV, const double* U, const double* grid, double* dU,
-                                     double* dgrid, long long N, long long C, long long H, long long W, long long Ho,
-                                     long long Wo, unsigned blocks, unsigned threads) {
-    return run_bilinear_sample_backward(dV, U, grid, dU, dgrid, N, C, H, W, Ho, Wo, blocks, threads);
-}
+#define EMU_BILINEAR_SAMPLE_BACKWARD(SUFFIX, T)                                                   \
+    int emu_bilinear_sample_backward_##SUFFIX(unsigned blocks, unsigned threads, const T* dV,     \
+                                              const T* U, const T* grid, T* dU, T* dgrid,         \
+                                              long long N, long long C, long long H, long long W, \
+                                              long long Ho, long long Wo) {                       \
+        launch_serial(blocks, threads, [&] {                                                      \
+            bilinear_sample_backward<T>(dV, U, grid, dU, dgrid, N, C, H, W, Ho, Wo);              \
+        });                                                                                       \
+        return 0;                                                                                 \
+    }
+EMU_BILINEAR_SAMPLE_BACKWARD(f32, float)
+EMU_BILINEAR_SAMPLE_BACKWARD(f64, double)
 
 }  // extern "C"

@@ -21,6 +21,8 @@
 // Conventions (SPEC section 1, PyTorch align_corners=False):
 //   target points   x_t[j] = (2 j + 1) / Wo - 1,   y_t[i] = (2 i + 1) / Ho - 1
 //   pixel coords    x = ((x_s + 1) * W - 1) / 2,   y = ((y_s + 1) * H - 1) / 2
+//                   computed as (x_s + 1) * (W / 2) - 1/2, the array code's form (the same
+//                   value: the two differ only by exact scalings by 2)
 //   corners         x0 = floor(x), x1 = x0 + 1 (never ceil), same for y
 //   weights         wx1 = x - x0, wx0 = 1 - wx1,   wy1 = y - y0, wy0 = 1 - wy1
 //   zero padding    a corner outside [0, W-1] x [0, H-1] reads as 0 and takes no gradient
@@ -58,6 +60,14 @@ __device__ __forceinline__ long long stn_index(T floored, long long size) {
     return (long long)floored;
 }
 
+// The normalised target coordinate of grid index k along an axis of `size` points:
+// (2 k + 1) / size - 1.  Computed in double and rounded once to T, as the array code does
+// (base_grid builds it in float64 and casts), so both give the same bits in float32 too.
+template <typename T>
+__device__ __forceinline__ T stn_target(long long k, long long size) {
+    return T((2.0 * (double)k + 1.0) / (double)size - 1.0);
+}
+
 // ---------------------------------------------------------------------------------------
 // Affine grid, forward.  One thread per output point p = (n, i, j), grid-stride loop.
 //   theta (N, 2, 3) -> grid (N, Ho, Wo, 2)
@@ -74,8 +84,8 @@ __global__ void affine_grid_forward(const T* __restrict__ theta,  // (N, 2, 3)
         const long long r = p - n * (Ho * Wo);  // i * Wo + j
         const long long i = r / Wo;
         const long long j = r - i * Wo;
-        const T xt = T(2 * j + 1) / T(Wo) - T(1);
-        const T yt = T(2 * i + 1) / T(Ho) - T(1);
+        const T xt = stn_target<T>(j, Wo);  // x_t[j]
+        const T yt = stn_target<T>(i, Ho);  // y_t[i]
         const T* t = theta + n * 6;  // theta[n], row-major (2, 3)
         grid[2 * p + 0] = t[0] * xt + t[1] * yt + t[2];  // x_s
         grid[2 * p + 1] = t[3] * xt + t[4] * yt + t[5];  // y_s
@@ -85,7 +95,8 @@ __global__ void affine_grid_forward(const T* __restrict__ theta,  // (N, 2, 3)
 // ---------------------------------------------------------------------------------------
 // Affine grid, backward.  dtheta[n] = sum over points of dgrid[n, i, j, :]^T [x_t, y_t, 1].
 //   dgrid (N, Ho, Wo, 2) -> dtheta (N, 2, 3)
-// One block per batch item (grid = N blocks of STN_REDUCE_BLOCK threads).  Each thread sums
+// One block per batch item (grid = N blocks of STN_REDUCE_BLOCK threads; any power of two up
+// to STN_REDUCE_BLOCK works, the emulation test tries several).  Each thread sums
 // its strided share of the Ho*Wo points into six registers, then the block adds the six
 // partial sums in shared memory by a tree reduction.  No atomics: dtheta is deterministic.
 // Array code: dtheta[n] = dgrid[n].reshape(Ho*Wo, 2).T @ base (the same sum, other order).
@@ -103,8 +114,8 @@ __global__ void affine_grid_backward(const T* __restrict__ dgrid,  // (N, Ho, Wo
     for (long long r = tid; r < Ho * Wo; r += blockDim.x) {
         const long long i = r / Wo;
         const long long j = r - i * Wo;
-        const T xt = T(2 * j + 1) / T(Wo) - T(1);
-        const T yt = T(2 * i + 1) / T(Ho) - T(1);
+        const T xt = stn_target<T>(j, Wo);  // x_t[j]
+        const T yt = stn_target<T>(i, Ho);  // y_t[i]
         const T gx = dg[2 * r + 0];
         const T gy = dg[2 * r + 1];
         acc[0] += gx * xt;  // d theta[0, 0]
@@ -124,7 +135,7 @@ __global__ void affine_grid_backward(const T* __restrict__ dgrid,  // (N, Ho, Wo
         }
         __syncthreads();
     }
-    if (tid < 6) dtheta[n * 6 + tid] = partial[tid][0];
+    for (unsigned k = tid; k < 6; k += blockDim.x) dtheta[n * 6 + k] = partial[k][0];  // (2, 3) row-major
 }
 
 // ---------------------------------------------------------------------------------------
@@ -147,8 +158,8 @@ __global__ void bilinear_sample_forward(const T* __restrict__ U,     // (N, C, H
         const long long r = p - n * (Ho * Wo);  // i * Wo + j, the point within its image
 
         // Normalised source coordinate -> pixel coordinate (align_corners=False).
-        const T x = ((grid[2 * p + 0] + T(1)) * T(W) - T(1)) / T(2);
-        const T y = ((grid[2 * p + 1] + T(1)) * T(H) - T(1)) / T(2);
+        const T x = (grid[2 * p + 0] + T(1)) * (T(0.5) * T(W)) - T(0.5);  // = ((x_s + 1) W - 1) / 2
+        const T y = (grid[2 * p + 1] + T(1)) * (T(0.5) * T(H)) - T(0.5);  // = ((y_s + 1) H - 1) / 2
         const T x0f = stn_floor(x);
         const T y0f = stn_floor(y);
         const long long x0 = stn_index(x0f, W);
@@ -192,7 +203,7 @@ __global__ void bilinear_sample_forward(const T* __restrict__ U,     // (N, C, H
 // dgrid: the channel sum for a point stays in this thread's registers, so no atomics.
 //   dV/dx = sum_c dV[c] * (wy0 * (u01 - u00) + wy1 * (u11 - u10))
 //   dV/dy = sum_c dV[c] * (wx0 * (u10 - u00) + wx1 * (u11 - u01))
-//   dgrid_x = dV/dx * W / 2,  dgrid_y = dV/dy * H / 2   (chain rule through x = ((x_s+1)W-1)/2)
+//   dgrid_x = dV/dx * W / 2,  dgrid_y = dV/dy * H / 2   (chain rule through x = (x_s+1) W/2 - 1/2)
 // ---------------------------------------------------------------------------------------
 template <typename T>
 __global__ void bilinear_sample_backward(const T* __restrict__ dV,    // (N, C, Ho, Wo)
@@ -209,8 +220,8 @@ __global__ void bilinear_sample_backward(const T* __restrict__ dV,    // (N, C, 
         const long long r = p - n * (Ho * Wo);  // i * Wo + j
 
         // The forward's coordinates, corners and weights, recomputed (cheaper than storing).
-        const T x = ((grid[2 * p + 0] + T(1)) * T(W) - T(1)) / T(2);
-        const T y = ((grid[2 * p + 1] + T(1)) * T(H) - T(1)) / T(2);
+        const T x = (grid[2 * p + 0] + T(1)) * (T(0.5) * T(W)) - T(0.5);  // = ((x_s + 1) W - 1) / 2
+        const T y = (grid[2 * p + 1] + T(1)) * (T(0.5) * T(H)) - T(0.5);  // = ((y_s + 1) H - 1) / 2
         const T x0f = stn_floor(x);
         const T y0f = stn_floor(y);
         const long long x0 = stn_index(x0f, W);
@@ -241,16 +252,16 @@ __global__ void bilinear_sample_backward(const T* __restrict__ dV,    // (N, C, 
             const T u10 = in10 ? u[y1 * W + x0] : T(0);
             const T u11 = in11 ? u[y1 * W + x1] : T(0);
             // dU: the forward's weights times the upstream gradient, corner by corner.
-            if (in00) atomicAdd(&du[y0 * W + x0], g * wy0 * wx0);
-            if (in01) atomicAdd(&du[y0 * W + x1], g * wy0 * wx1);
-            if (in10) atomicAdd(&du[y1 * W + x0], g * wy1 * wx0);
-            if (in11) atomicAdd(&du[y1 * W + x1], g * wy1 * wx1);
+            if (in00) atomicAdd(&du[y0 * W + x0], (wy0 * wx0) * g);
+            if (in01) atomicAdd(&du[y0 * W + x1], (wy0 * wx1) * g);
+            if (in10) atomicAdd(&du[y1 * W + x0], (wy1 * wx0) * g);
+            if (in11) atomicAdd(&du[y1 * W + x1], (wy1 * wx1) * g);
             // d/dx of the weights: d wx1/dx = 1, d wx0/dx = -1 (same for y).
             dx += g * (wy0 * (u01 - u00) + wy1 * (u11 - u10));
             dy += g * (wx0 * (u10 - u00) + wx1 * (u11 - u01));
         }
-        dgrid[2 * p + 0] = dx * T(W) / T(2);  // dx/dx_s = W / 2
-        dgrid[2 * p + 1] = dy * T(H) / T(2);  // dy/dy_s = H / 2
+        dgrid[2 * p + 0] = dx * (T(0.5) * T(W));  // dx/dx_s = W / 2
+        dgrid[2 * p + 1] = dy * (T(0.5) * T(H));  // dy/dy_s = H / 2
     }
 }
 

@@ -1,0 +1,425 @@
+"""The CUDA source (minstn/ops/kernels/stn.cu), checked on a machine without a GPU.
+
+Three layers:
+1. static checks of the .cu text against the launch code in minstn/ops/cuda.py;
+2. nvcc compiles the file for sm_80 and sm_90 (skipped where nvcc is not on PATH);
+3. CPU emulation: g++ compiles the very same .cu with tests/cuda_emulation/cuda_shim.h and
+   driver.cpp into a shared library; a stand-in for CuPy (arrays are NumPy arrays, a
+   RawModule's kernels call that library) lets minstn.ops.cuda's own Python code launch the
+   kernels, whose results are compared with the NumPy reference in minstn.ops.stn
+   (impl='array') in float64 and float32, on shapes with sample points outside the image.
+   Skipped where g++ is missing.
+
+Tolerances: float64 to 1e-12 (the kernel and the array code do the same arithmetic, summed in
+a different order, and the affine reduction adds in a tree); float32 to 2e-5 relative to the
+largest value (a few float32 roundings of values of order 1-10).
+"""
+from __future__ import annotations
+
+import ctypes
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minstn.ops import cuda
+from minstn.ops import stn
+
+ROOT = Path(__file__).resolve().parent.parent
+EMU_DIR = ROOT / "tests" / "cuda_emulation"
+DTYPES = [np.float64, np.float32]
+
+
+def _tol(dtype):
+    return 1e-12 if np.dtype(dtype) == np.float64 else 2e-5
+
+
+def assert_close(actual, expected, dtype, what):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == np.dtype(dtype), f"{what}: dtype {actual.dtype}, expected {np.dtype(dtype)}"
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    err = float(np.abs(actual - expected).max(initial=0.0)) / scale
+    assert err <= _tol(dtype), f"{what}: max error {err:.3g} (relative to {scale:.3g}) > {_tol(dtype)}"
+
+
+# ------------------------------------------------------------------------------------------
+# 1. static checks
+
+
+def test_kernel_source_is_found_and_includes_nothing():
+    src = cuda.kernel_source()
+    assert cuda.KERNEL_PATH.name == "stn.cu" and "bilinear_sample_backward" in src
+    # NVRTC (CuPy) has no host headers, and the g++ emulation provides everything via the shim.
+    includes = [ln for ln in src.splitlines() if ln.strip().startswith("#include")]
+    assert includes == [], f"stn.cu must include nothing, found {includes}"
+
+
+def test_reduce_block_matches_the_source():
+    m = re.search(r"#define\s+STN_REDUCE_BLOCK\s+(\d+)", cuda.kernel_source())
+    assert m is not None, "STN_REDUCE_BLOCK is not defined in stn.cu"
+    block = int(m.group(1))
+    assert block == cuda.REDUCE_BLOCK, f"stn.cu reduces over {block} threads but cuda.py launches {cuda.REDUCE_BLOCK}"
+    assert block & (block - 1) == 0, "the tree reduction needs a power-of-two block"
+
+
+def test_every_name_expression_is_instantiated():
+    src = re.sub(r"\s+", " ", cuda.kernel_source())
+    for name in cuda.NAME_EXPRESSIONS:
+        assert f"template __global__ void {name}(" in src, f"{name} is not explicitly instantiated in stn.cu"
+    assert len(cuda.NAME_EXPRESSIONS) == 8  # 4 kernels x (float, double)
+
+
+def test_launch_config():
+    assert cuda.launch_config(1) == (1, cuda.BLOCK)
+    assert cuda.launch_config(cuda.BLOCK + 1) == (2, cuda.BLOCK)
+    # The block count is capped; the kernels' grid-stride loops cover the remaining points.
+    assert cuda.launch_config(10**12) == (cuda.MAX_BLOCKS, cuda.BLOCK)
+    with pytest.raises(ValueError, match="at least one point"):
+        cuda.launch_config(0)
+
+
+def test_kernels_reject_numpy_arrays():
+    theta = np.zeros((1, 2, 3), np.float32)
+    with pytest.raises(TypeError, match="take CuPy arrays.*impl='array'"):
+        cuda.affine_grid_forward(theta, (4, 4))
+    with pytest.raises(TypeError, match="U is a numpy.ndarray.*CuPy arrays"):
+        cuda.bilinear_sample_forward(np.zeros((1, 1, 4, 4)), np.zeros((1, 2, 2, 2)))
+
+
+def test_backward_rejects_a_gradient_of_the_wrong_shape():
+    with pytest.raises(ValueError, match=r"dgrid has shape \(2, 3, 4, 2\), expected \(2, 3, 5, 2\)"):
+        cuda.affine_grid_backward(np.zeros((2, 3, 4, 2)), ("kernel", (2, 3, 5)))
+    cache = ("kernel", np.zeros((1, 2, 4, 4)), np.zeros((1, 3, 3, 2)))
+    with pytest.raises(ValueError, match=r"dV has shape \(1, 2, 3, 4\), expected \(1, 2, 3, 3\)"):
+        cuda.bilinear_sample_backward(np.zeros((1, 2, 3, 4)), cache)
+
+
+def test_ctype_rejects_other_dtypes():
+    assert cuda._ctype(np.float32) == "float" and cuda._ctype(np.float64) == "double"
+    with pytest.raises(TypeError, match="float32 or float64 arrays, got float16"):
+        cuda._ctype(np.float16)
+
+
+# ------------------------------------------------------------------------------------------
+# 2. nvcc
+
+
+def test_nvcc_compiles_for_sm80_and_sm90(tmp_path):
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not on PATH: the CUDA source is not compiled here")
+    out = tmp_path / "stn.fatbin"
+    cmd = [nvcc, "--fatbin", "-std=c++14",
+           "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
+           "-o", str(out), str(cuda.KERNEL_PATH)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, f"nvcc failed ({' '.join(cmd)}):\n{res.stderr}"
+    assert out.stat().st_size > 0
+
+
+# ------------------------------------------------------------------------------------------
+# 3. CPU emulation
+
+
+@pytest.fixture(scope="module")
+def emu_lib(tmp_path_factory):
+    """The kernels compiled for the CPU by g++ with the CUDA shim, loaded with ctypes."""
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("g++ is not on PATH: the CPU emulation of the CUDA kernels cannot be built")
+    lib_path = tmp_path_factory.mktemp("cuda_emulation") / "libstn_emu.so"
+    cmd = [gxx, "-std=c++17", "-O1", "-Wall", "-Wextra", "-shared", "-fPIC", "-pthread",
+           "-I", str(EMU_DIR), "-I", str(cuda.KERNEL_PATH.parent),
+           str(EMU_DIR / "driver.cpp"), "-o", str(lib_path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, f"g++ failed ({' '.join(cmd)}):\n{res.stderr}"
+    lib = ctypes.CDLL(str(lib_path))
+    assert lib.emu_reduce_block() == cuda.REDUCE_BLOCK
+    return lib
+
+
+class EmuArray(np.ndarray):
+    """A NumPy array that stands for a CuPy array in the emulation (it has .device)."""
+
+    @property
+    def device(self):
+        return EmuDevice(0)
+
+
+class EmuDevice:
+    """Stands for cupy.cuda.Device: a context manager with an id."""
+
+    def __init__(self, device_id=0):
+        self.id = device_id
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _emu(a):
+    return a.view(EmuArray)
+
+
+class EmuKernel:
+    """Stands for a cupy.RawKernel: calls the library's emu_<kernel>_<f32|f64>."""
+
+    def __init__(self, lib, name_expression):
+        m = re.fullmatch(r"(\w+)<(float|double)>", name_expression)
+        self.kernel, ctype = m.group(1), m.group(2)
+        self.dtype = np.dtype(np.float32 if ctype == "float" else np.float64)
+        self.fn = getattr(lib, f"emu_{self.kernel}_{'f32' if ctype == 'float' else 'f64'}")
+        self.launches = []
+
+    def __call__(self, grid, block, args):
+        assert len(grid) == 1 and len(block) == 1, "the kernels are launched on a 1-D grid"
+        c_args = [ctypes.c_uint(int(grid[0])), ctypes.c_uint(int(block[0]))]
+        for a in args:
+            if isinstance(a, np.ndarray):
+                assert isinstance(a, EmuArray), "a kernel argument was not a device array"
+                assert a.flags.c_contiguous, "a kernel argument was not C-contiguous"
+                assert a.dtype == self.dtype, f"{self.kernel}<{self.dtype}> got a {a.dtype} array"
+                c_args.append(ctypes.c_void_p(a.ctypes.data))
+            else:
+                assert isinstance(a, np.int64), f"sizes must be passed as np.int64 (long long), got {type(a)}"
+                c_args.append(ctypes.c_longlong(int(a)))
+        self.launches.append((tuple(grid), tuple(block)))
+        rc = self.fn(*c_args)
+        assert rc == 0, f"emulated {self.kernel} refused the launch (block {block} too large?)"
+
+
+class EmuModule:
+    """Stands for cupy.RawModule: checks the compile arguments, hands out EmuKernels."""
+
+    def __init__(self, lib, code, options, name_expressions):
+        assert code == cuda.kernel_source()
+        assert tuple(options) == cuda.COMPILE_OPTIONS
+        self.lib, self.names = lib, tuple(name_expressions)
+
+    def get_function(self, name):
+        assert name in self.names, f"{name} was not among the name expressions"
+        return EmuKernel(self.lib, name)
+
+
+class EmuCupy:
+    """The part of the CuPy namespace that minstn.ops.cuda uses."""
+
+    def __init__(self, lib):
+        self.lib = lib
+        self.cuda = type("cuda", (), {"Device": EmuDevice})
+
+    def RawModule(self, code, options=(), name_expressions=None):  # noqa: N802 (CuPy's name)
+        return EmuModule(self.lib, code, options, name_expressions)
+
+    def ascontiguousarray(self, a, dtype=None):
+        return _emu(np.ascontiguousarray(a, dtype=dtype))
+
+    def empty(self, shape, dtype):
+        # Filled with NaN, so that an element a kernel forgets to write shows up.
+        return _emu(np.full(shape, np.nan, dtype=dtype))
+
+    def empty_like(self, a):
+        return self.empty(a.shape, a.dtype)
+
+    def zeros(self, shape, dtype):
+        return _emu(np.zeros(shape, dtype=dtype))
+
+    def zeros_like(self, a):
+        return self.zeros(a.shape, a.dtype)
+
+
+@pytest.fixture
+def emu_cuda(emu_lib, monkeypatch):
+    """minstn.ops.cuda running on the emulated kernels (its caches cleared before and after)."""
+    fake = EmuCupy(emu_lib)
+    monkeypatch.setattr(cuda, "import_cupy", lambda: fake)
+    monkeypatch.setattr(cuda, "is_cupy", lambda a: isinstance(a, EmuArray))
+    cuda._module.cache_clear()
+    cuda._function.cache_clear()
+    yield cuda
+    cuda._module.cache_clear()
+    cuda._function.cache_clear()
+
+
+def _theta(rng, N, dtype):
+    """Transforms that zoom out, rotate and shift, so that many points fall outside the image."""
+    base = np.array([[1.3, 0.25, 0.2], [-0.3, 1.1, -0.35]])
+    return (base + 0.3 * rng.standard_normal((N, 2, 3))).astype(dtype)
+
+
+def _grid(rng, N, H_out, W_out, dtype):
+    """A random grid in [-1.6, 1.6]^2: points inside, on the border band, and outside."""
+    return rng.uniform(-1.6, 1.6, size=(N, H_out, W_out, 2)).astype(dtype)
+
+
+# (N, C, H, W, H_out, W_out): H != W, odd sizes, batch 1, one channel, more points than a block
+SHAPES = [(2, 3, 7, 9, 5, 6), (1, 1, 6, 5, 8, 3), (3, 2, 11, 4, 19, 23)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N, H_out, W_out", [(3, 5, 6), (1, 1, 1), (2, 19, 23)])
+def test_emulated_affine_grid_matches_numpy(emu_cuda, rng, dtype, N, H_out, W_out):
+    theta = _theta(rng, N, dtype)
+    ref_grid, ref_cache = stn.affine_grid_forward(theta, (H_out, W_out), impl="array")
+    grid, cache = emu_cuda.affine_grid_forward(_emu(theta), (H_out, W_out))
+    assert cache[0] == "kernel"
+    assert_close(grid, ref_grid, dtype, "grid")
+
+    dgrid = rng.standard_normal((N, H_out, W_out, 2)).astype(dtype)
+    ref_dtheta = stn.affine_grid_backward(dgrid, ref_cache)
+    dtheta = emu_cuda.affine_grid_backward(_emu(dgrid), cache)
+    assert_close(dtheta, ref_dtheta, dtype, "dtheta")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_emulated_sampler_matches_numpy(emu_cuda, rng, dtype, shape):
+    N, C, H, W, H_out, W_out = shape
+    U = rng.standard_normal((N, C, H, W)).astype(dtype)
+    grid = _grid(rng, N, H_out, W_out, dtype)
+    ref_V, ref_cache = stn.bilinear_sample_forward(U, grid, impl="array")
+    V, cache = emu_cuda.bilinear_sample_forward(_emu(U), _emu(grid))
+    assert cache[0] == "kernel"
+    assert_close(V, ref_V, dtype, "V")
+
+    dV = rng.standard_normal((N, C, H_out, W_out)).astype(dtype)
+    ref_dU, ref_dgrid = stn.bilinear_sample_backward(dV, ref_cache)
+    dU, dgrid = emu_cuda.bilinear_sample_backward(_emu(dV), cache)
+    assert_close(dU, ref_dU, dtype, "dU")
+    assert_close(dgrid, ref_dgrid, dtype, "dgrid")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_emulated_spatial_transformer_chain(emu_cuda, rng, dtype):
+    """theta -> grid -> V and back, as a model uses it: the zoomed-out theta puts points outside."""
+    N, C, H, W, H_out, W_out = 2, 2, 10, 12, 6, 7
+    theta = _theta(rng, N, dtype)
+    U = rng.standard_normal((N, C, H, W)).astype(dtype)
+    dV = rng.standard_normal((N, C, H_out, W_out)).astype(dtype)
+
+    g_ref, gc_ref = stn.affine_grid_forward(theta, (H_out, W_out), impl="array")
+    V_ref, vc_ref = stn.bilinear_sample_forward(U, g_ref, impl="array")
+    dU_ref, dg_ref = stn.bilinear_sample_backward(dV, vc_ref)
+    dtheta_ref = stn.affine_grid_backward(dg_ref, gc_ref)
+
+    g, gc = emu_cuda.affine_grid_forward(_emu(theta), (H_out, W_out))
+    V, vc = emu_cuda.bilinear_sample_forward(_emu(U), g)
+    dU, dg = emu_cuda.bilinear_sample_backward(_emu(dV), vc)
+    dtheta = emu_cuda.affine_grid_backward(dg, gc)
+
+    outside = (np.abs(g_ref) > 1).any(axis=-1).mean()
+    assert 0.1 < outside < 0.9, f"the test transform should put some points outside, got {outside:.2f}"
+    assert_close(V, V_ref, dtype, "V")
+    assert_close(dU, dU_ref, dtype, "dU")
+    assert_close(dtheta, dtheta_ref, dtype, "dtheta")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_emulated_sampler_identity_and_integer_points(emu_cuda, dtype):
+    """Identity theta at the input size reproduces U; at integer points the upper corner is floor + 1.
+
+    Sizes 8 x 4 make every coordinate exact in binary, so the points sit exactly on pixel
+    centres: x = j, x0 = j, x1 = j + 1 with weight 0.
+    """
+    U = np.arange(2 * 8 * 4, dtype=dtype).reshape(1, 2, 8, 4)  # U[.., y, x + 1] - U[.., y, x] = 1
+    g, _ = emu_cuda.affine_grid_forward(_emu(np.array([[[1, 0, 0], [0, 1, 0]]], dtype)), (8, 4))
+    V, cache = emu_cuda.bilinear_sample_forward(_emu(U), g)
+    np.testing.assert_array_equal(V, U)
+    dU, dgrid = emu_cuda.bilinear_sample_backward(_emu(np.ones_like(U)), cache)
+    np.testing.assert_array_equal(dU, np.ones_like(U))  # each pixel is the (y0, x0) corner of one point
+    # d V / d x summed over the two channels: U[x0 + 1] - U[x0] = 1 per channel (a ceil would
+    # give 0 here); in the last column the x0 + 1 corner lies outside and reads 0: 0 - U[x0].
+    expected = np.full((8, 4), 2.0)
+    expected[:, 3] = -U[0, :, :, 3].sum(axis=0)
+    np.testing.assert_array_equal(dgrid[0, :, :, 0], (expected * (0.5 * 4)).astype(dtype))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")  # the array code's int cast
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_emulated_far_away_and_nan_points(emu_cuda, dtype):
+    """Points far off the image (a runaway theta) would overflow an int cast: they read zeros.
+
+    A NaN point takes no corner (nothing is scattered into dU) and gives NaN, as the array code does.
+    """
+    U = np.ones((1, 2, 4, 5), dtype)
+    grid = np.array([[[[1e30, 0.0], [-1e30, 0.0]], [[0.0, 3e9], [np.nan, 0.0]]]], dtype)  # (1, 2, 2, 2)
+    V, cache = emu_cuda.bilinear_sample_forward(_emu(U), _emu(grid))
+    ref_V, _ = stn.bilinear_sample_forward(U, grid, impl="array")
+    expected = np.zeros((1, 2, 2, 2), dtype)
+    expected[:, :, 1, 1] = np.nan
+    np.testing.assert_array_equal(V, expected)
+    np.testing.assert_array_equal(ref_V, expected)
+    dU, _ = emu_cuda.bilinear_sample_backward(_emu(np.ones((1, 2, 2, 2), dtype)), cache)
+    np.testing.assert_array_equal(dU, np.zeros_like(U))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_emulated_kernels_accept_non_contiguous_inputs(emu_cuda, rng, dtype):
+    U = rng.standard_normal((2, 7, 5, 3)).astype(dtype).transpose(0, 3, 2, 1)  # (2, 3, 5, 7), a view
+    grid = _grid(rng, 2, 6, 4, dtype)[:, ::-1]  # (2, 6, 4, 2), negative strides
+    assert not U.flags.c_contiguous and not grid.flags.c_contiguous
+    V, cache = emu_cuda.bilinear_sample_forward(_emu(U), _emu(grid))
+    ref_V, ref_cache = stn.bilinear_sample_forward(U, grid, impl="array")
+    assert_close(V, ref_V, dtype, "V")
+    dV = rng.standard_normal(ref_V.shape).astype(dtype)[..., ::-1]  # non-contiguous upstream gradient
+    dV_before = dV.copy()
+    dU, dgrid = emu_cuda.bilinear_sample_backward(_emu(dV), cache)
+    ref_dU, ref_dgrid = stn.bilinear_sample_backward(dV, ref_cache)
+    assert_close(dU, ref_dU, dtype, "dU")
+    assert_close(dgrid, ref_dgrid, dtype, "dgrid")
+    np.testing.assert_array_equal(dV, dV_before)  # the incoming gradient is not modified
+
+
+def test_emulated_grid_stride_and_small_blocks(emu_cuda, rng, monkeypatch):
+    """Fewer threads than points (grid-stride loops) and smaller reduction blocks give the same result."""
+    N, C, H, W, H_out, W_out = 2, 2, 9, 8, 13, 11
+    theta = _theta(rng, N, np.float64)
+    U = rng.standard_normal((N, C, H, W))
+    dV = rng.standard_normal((N, C, H_out, W_out))
+    results = []
+    for blocks, threads, reduce_block in [(None, None, cuda.REDUCE_BLOCK), (1, 32, 64), (3, 7, 1), (2, 1, 2)]:
+        if blocks is not None:
+            monkeypatch.setattr(emu_cuda, "launch_config", lambda P, b=blocks, t=threads: (b, t))
+        monkeypatch.setattr(emu_cuda, "REDUCE_BLOCK", reduce_block)
+        g, gc = emu_cuda.affine_grid_forward(_emu(theta), (H_out, W_out))
+        V, vc = emu_cuda.bilinear_sample_forward(_emu(U), g)
+        dU, dg = emu_cuda.bilinear_sample_backward(_emu(dV), vc)
+        dtheta = emu_cuda.affine_grid_backward(dg, gc)
+        results.append([np.asarray(a) for a in (g, V, dU, dg, dtheta)])
+    for other in results[1:]:
+        for name, a, b in zip(("grid", "V", "dU", "dgrid", "dtheta"), results[0], other):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+def test_emulated_launch_configuration(emu_cuda, rng):
+    """cuda.py launches the point kernels with launch_config and the reduction with a block per item."""
+    U = rng.standard_normal((3, 1, 4, 4))
+    theta = _theta(rng, 3, np.float64)
+    g, gc = emu_cuda.affine_grid_forward(_emu(theta), (20, 30))  # 1800 points
+    V, vc = emu_cuda.bilinear_sample_forward(_emu(U), g)
+    emu_cuda.bilinear_sample_backward(_emu(np.ones_like(V)), vc)
+    emu_cuda.affine_grid_backward(_emu(np.ones_like(g)), gc)
+    launches = {name: emu_cuda._function(name, "double", 0).launches for name in
+                ("affine_grid_forward", "bilinear_sample_forward", "bilinear_sample_backward", "affine_grid_backward")}
+    point = ((cuda.launch_config(1800)[0],), (cuda.BLOCK,))
+    assert launches["affine_grid_forward"] == [point]
+    assert launches["bilinear_sample_forward"] == [point]
+    assert launches["bilinear_sample_backward"] == [point]
+    assert launches["affine_grid_backward"] == [((3,), (cuda.REDUCE_BLOCK,))]
+
+
+def test_emulated_kernels_match_the_naive_loops(emu_cuda, rng):
+    """A second reference: the loop-based naive sampler of minstn.ops.naive."""
+    from minstn.ops import naive
+
+    U = rng.standard_normal((2, 2, 5, 6))
+    grid = _grid(rng, 2, 4, 3, np.float64)
+    V, _ = emu_cuda.bilinear_sample_forward(_emu(U), _emu(grid))
+    V_naive, _ = naive.bilinear_sample_forward_naive(U, grid)
+    assert_close(V, V_naive, np.float64, "V vs naive")
