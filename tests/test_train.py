@@ -1,0 +1,265 @@
+"""`python -m minstn.train` end to end on a tiny data set, in-process (minstn.train.main).
+
+Tiny on purpose: 8 training, 4 validation and 4 test canvases, batch 4 (2 steps per epoch), so
+each run takes a second or two on two cores. The canvases are random noise with random labels:
+these tests check the machinery (files, resume, errors), not learning.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from minstn import checkpoint, evaluate, train
+from minstn.data import save_sequence_file
+from minstn.models.base import Model
+
+TIMING_KEYS = ("images_per_s", "elapsed")
+
+
+def _split(rng, n):
+    boxes = np.tile(np.array([0.0, 0.0, 10.0, 10.0], dtype=np.float32), (n, 4, 1))   # (n, 4, 4)
+    return {
+        "images": rng.random((n, 1, 100, 100), dtype=np.float32),
+        "labels": rng.integers(0, 10, size=(n, 4)).astype(np.int64),
+        "angles": np.zeros(n, dtype=np.float32),
+        "boxes": boxes,
+    }
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A --data folder with train.npz (8), val.npz (4), test.npz (4)."""
+    folder = tmp_path_factory.mktemp("tinydata")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 4), ("test", 4)):
+        save_sequence_file(folder / f"{split}.npz", _split(rng, n))
+    return str(folder)
+
+
+def _argv(data_dir, out, *extra, model="ffn-stn"):
+    argv = ["--model", model, "--data", data_dir, "--out", str(out), "--batch-size", "4",
+            "--eval-batch-size", "4", "--theta-batch", "4", "--epochs", "1", "--no-progress"]
+    if model != "cnn":
+        argv += ["--downsample", "4"]
+    if model == "lstm-stn":
+        argv += ["--hidden-size", "16"]
+    return argv + list(extra)
+
+
+def _records(out):
+    return train.read_metrics(str(out))
+
+
+def _without_timing(recs):
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in recs]
+
+
+def _params(path):
+    arrays, meta = checkpoint.load(path)
+    return arrays, meta
+
+
+@pytest.mark.parametrize("model", ["cnn", "ffn-stn", "lstm-stn"])
+def test_cli_end_to_end_writes_every_file(model, data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main(_argv(data_dir, out, model=model)) == 0
+    assert sorted(os.listdir(out)) == ["checkpoint.npz", "config.json", "last.npz", "metrics.jsonl", "result.json"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"] == model and cfg["batch_size"] == 4 and cfg["data"] == data_dir
+    printed = capsys.readouterr().out
+    assert '"model": "%s"' % model in printed          # the resolved config is printed
+    (rec,) = _records(out)
+    assert rec["epoch"] == 1 and rec["steps"] == 2 and rec["images_seen"] == 8 and not rec["partial"]
+    for key in ("train_loss", "train_digit_error", "val_digit_error", "val_seq_error", "lr", "images_per_s", "elapsed"):
+        assert np.isfinite(rec[key]), key
+    assert len(rec["val_position_error"]) == 4
+    if model == "cnn":
+        assert "theta_spread" not in rec
+    else:
+        steps = 4 if model == "lstm-stn" else 1
+        assert len(rec["theta_steps"]) == steps
+        assert set(rec["theta_steps"][0]) == {"tx", "ty", "sx", "sy"}
+        assert rec["theta_spread"] >= 0.0
+    result = json.loads((out / "result.json").read_text())
+    assert result["model"] == model and result["test_n"] == 4 and result["best_epoch"] == 1
+    assert result["stop_reason"] == "1 epochs done"
+    # python -m minstn.evaluate on the saved best checkpoint gives the numbers of result.json
+    capsys.readouterr()
+    code = evaluate.main(["--checkpoint", str(out / "checkpoint.npz"), "--data", os.path.join(data_dir, "test.npz"), "--json"])
+    assert code == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["digit_error"] == result["test_digit_error"]
+    assert ev["seq_error"] == result["test_seq_error"]
+    assert ev["position_error"] == result["test_position_error"]
+
+
+def test_resume_after_an_epoch_is_exact(data_dir, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert train.main(_argv(data_dir, straight, "--epochs", "2")) == 0
+    assert train.main(_argv(data_dir, split, "--epochs", "1")) == 0
+    assert train.main(["--out", str(split), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    a, ma = _params(straight / "last.npz")
+    b, mb = _params(split / "last.npz")
+    assert set(a) == set(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert ma["dropout_rng"] == mb["dropout_rng"]
+    assert _without_timing(_records(straight)) == _without_timing(_records(split))
+    ra, rb = (json.loads((d / "result.json").read_text()) for d in (straight, split))
+    assert ra["test_digit_error"] == rb["test_digit_error"] and ra["steps"] == rb["steps"] == 4
+
+
+def test_interrupt_mid_epoch_saves_and_resume_is_exact(data_dir, tmp_path, monkeypatch, capsys):
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    assert train.main(_argv(data_dir, straight, "--epochs", "2")) == 0
+    calls = {"n": 0}
+    real = Model.loss_and_grads
+
+    def interrupted(self, images, labels, rng=None):
+        calls["n"] += 1
+        if calls["n"] == 4:       # epoch 2, step 2: after the forward pass has used dropout
+            real(self, images, labels, rng=rng)
+            raise KeyboardInterrupt
+        return real(self, images, labels, rng=rng)
+
+    monkeypatch.setattr(Model, "loss_and_grads", interrupted)
+    capsys.readouterr()
+    assert train.main(_argv(data_dir, cut, "--epochs", "2")) == train.EXIT_INTERRUPTED
+    text = capsys.readouterr().out
+    assert "interrupted at epoch 2, step 1" in text
+    assert f"--out {cut} --resume" in text
+    _, meta = checkpoint.load(cut / "last.npz")
+    assert meta["position"]["epoch"] == 2 and meta["position"]["step_in_epoch"] == 1
+    assert not (cut / "result.json").exists()
+    monkeypatch.setattr(Model, "loss_and_grads", real)
+    assert train.main(["--out", str(cut), "--resume", "--no-progress"]) == 0
+    a, _ = _params(straight / "last.npz")
+    b, _ = _params(cut / "last.npz")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert _without_timing(_records(straight)) == _without_timing(_records(cut))
+
+
+def test_nan_loss_stops_keeps_last_good_checkpoint(data_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "nan"
+    calls = {"n": 0}
+    real = Model.loss_and_grads
+
+    def nan_in_epoch_2(self, images, labels, rng=None):
+        calls["n"] += 1
+        loss, logits = real(self, images, labels, rng=rng)
+        return (float("nan") if calls["n"] == 3 else loss), logits
+
+    monkeypatch.setattr(Model, "loss_and_grads", nan_in_epoch_2)
+    assert train.main(_argv(data_dir, out, "--epochs", "2")) == train.EXIT_DIVERGED
+    err = capsys.readouterr().err
+    assert "loss became nan at epoch 2, step 1" in err
+    assert "lower --lr" in err and "--clip-norm" in err
+    assert "the last good state is" in err and "epoch 1 done" in err
+    _, meta = checkpoint.load(out / "last.npz")
+    assert meta["position"]["epoch"] == 2 and meta["position"]["step_in_epoch"] == 0
+    assert (out / "checkpoint.npz").exists() and not (out / "result.json").exists()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # overflow warnings are the point here
+def test_huge_learning_rate_diverges_with_a_clear_message(data_dir, tmp_path, capsys):
+    out = tmp_path / "huge"
+    code = train.main(_argv(data_dir, out, "--lr", "1e30", "--optimizer", "sgd", "--momentum", "0",
+                            "--clip-norm", "0", "--epochs", "3"))
+    assert code == train.EXIT_DIVERGED
+    err = capsys.readouterr().err
+    assert "became" in err and "Try a lower --lr" in err
+
+
+def test_gradient_norm_inf_is_caught_before_the_update(data_dir, tmp_path, monkeypatch, capsys):
+    real = Model.loss_and_grads
+
+    def inf_grads(self, images, labels, rng=None):
+        loss, logits = real(self, images, labels, rng=rng)
+        name = next(iter(self.grads))
+        self.grads[name] = np.full_like(self.grads[name], np.inf)
+        return loss, logits
+
+    monkeypatch.setattr(Model, "loss_and_grads", inf_grads)
+    assert train.main(_argv(data_dir, tmp_path / "inf")) == train.EXIT_DIVERGED
+    err = capsys.readouterr().err
+    assert "gradient norm became" in err and "no checkpoint was written yet" in err
+
+
+def test_max_steps_stops_mid_epoch_records_a_partial_epoch_and_tests(data_dir, tmp_path):
+    out = tmp_path / "budget"
+    assert train.main(_argv(data_dir, out, "--epochs", "3", "--max-steps", "1")) == 0
+    (rec,) = _records(out)
+    assert rec["partial"] and rec["steps"] == 1 and rec["images_seen"] == 4
+    result = json.loads((out / "result.json").read_text())
+    assert result["stop_reason"] == "max_steps 1 reached" and result["steps"] == 1
+    # continuing with a larger budget picks up at step 2 of epoch 1
+    assert train.main(["--out", str(out), "--resume", "--max-steps", "2", "--no-progress"]) == 0
+    recs = _records(out)
+    assert [r["steps"] for r in recs] == [1, 2] and recs[-1]["images_seen"] == 8 and not recs[-1]["partial"]
+
+
+def test_early_stopping_ends_the_run(data_dir, tmp_path, monkeypatch):
+    out = tmp_path / "early"
+    monkeypatch.setattr(train, "evaluate_model", lambda *a, **k: {
+        "loss": 1.0, "digit_error": 50.0, "seq_error": 90.0, "position_error": [50.0] * 4, "n": 4})
+    assert train.main(_argv(data_dir, out, "--epochs", "5", "--patience", "1", "--lr-schedule", "none")) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["epochs_completed"] == 2 and result["stop_reason"].startswith("early stopping")
+
+
+def test_progress_bar_prints_lines_when_not_a_terminal(data_dir, tmp_path, capsys):
+    assert train.main(_argv(data_dir, tmp_path / "bar", "--progress", "--log-every", "1")) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1/1 [" in err and "2/2" in err and "img/s" in err and "\r" not in err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--colour", "red"], "unrecognized arguments: --colour"),
+        (["--downsample", "5"], "--downsample must be 1, 2, 3 or 4"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--lr", "-1"], "--lr must be a finite number > 0"),
+        (["--init-scale", "0.5", "--model", "cnn"], "--init-scale is not an option of the cnn model"),
+        (["--resume"], "does not exist, so there is nothing to continue"),
+    ],
+)
+def test_bad_options_exit_2(extra, message, data_dir, tmp_path, capsys):
+    assert train.main(_argv(data_dir, tmp_path / "bad") + extra) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_data_folder_exits_2(tmp_path, capsys):
+    assert train.main(["--data", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "has no train.npz" in capsys.readouterr().err
+
+
+def test_gpu_without_a_gpu_exits_2_with_the_device_message(data_dir, tmp_path, capsys):
+    from minstn.backend import DeviceError, resolve_device
+
+    try:
+        resolve_device("gpu")
+    except DeviceError:
+        pass
+    else:
+        pytest.skip("this machine has a GPU")
+    assert train.main(_argv(data_dir, tmp_path / "gpu", "--device", "gpu")) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "--device cpu" in err and "Traceback" not in err
+
+
+def test_existing_run_needs_resume_and_resume_keeps_settings(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main(_argv(data_dir, out)) == 0
+    capsys.readouterr()
+    assert train.main(_argv(data_dir, out)) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert train.main(["--out", str(out), "--resume", "--lr", "0.5"]) == 2
+    assert "--lr 0.5 differs from the run's saved setting 0.001" in capsys.readouterr().err
+    (out / "last.npz").write_bytes(b"junk")
+    assert train.main(["--out", str(out), "--resume"]) == 2
+    assert "truncated or not an .npz" in capsys.readouterr().err
