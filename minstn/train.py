@@ -383,7 +383,7 @@ def train(cfg: TrainConfig, splits: dict | None = None, log=None, stream=None) -
                 save_last()
             log(_epoch_line(rec, stn))
         if pos["stop_reason"] is None:
-            pos["stop_reason"] = f"{cfg.epochs} epochs done"
+            pos["stop_reason"] = f"epoch limit ({cfg.epochs}) reached"
     except KeyboardInterrupt:
         if "bar" in locals():
             bar.close()

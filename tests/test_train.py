@@ -85,7 +85,7 @@ def test_cli_end_to_end_writes_every_file(model, data_dir, tmp_path, capsys):
         assert rec["theta_spread"] >= 0.0
     result = json.loads((out / "result.json").read_text())
     assert result["model"] == model and result["test_n"] == 4 and result["best_epoch"] == 1
-    assert result["stop_reason"] == "1 epochs done"
+    assert result["stop_reason"] == "epoch limit (1) reached"
     # python -m minstn.evaluate on the saved best checkpoint gives the numbers of result.json
     capsys.readouterr()
     code = evaluate.main(["--checkpoint", str(out / "checkpoint.npz"), "--data", os.path.join(data_dir, "test.npz"), "--json"])

@@ -1,0 +1,135 @@
+"""Figures of training runs: validation curves, glimpse outlines on canvases, theta statistics.
+
+Every function draws onto its own matplotlib Figure (no pyplot, no global state) and saves a
+PNG; it returns the path. Records are the dicts of a run's metrics.jsonl (minstn.train).
+
+Shape legend: N canvases, T glimpse steps (LSTM-STN 4, FFN-STN 1), thetas (N, T, 2, 3),
+glimpses (N, T, 1, h, w), canvases (N, 1, 100, 100).
+
+Glimpse outlines: a glimpse samples the target square [-1, 1]^2 (normalised, align_corners=False);
+its corners (x_t, y_t) go through theta to source points (x_s, y_s) = theta @ [x_t, y_t, 1] and
+then to canvas pixels x = ((x_s + 1) * W - 1) / 2 (pixel centres at integers, as imshow draws
+them), so the drawn quadrilateral is exactly the area the glimpse covers.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = ["plot_curves", "glimpse_corners", "plot_glimpses", "plot_theta_stats", "STEP_COLOURS"]
+
+#: one colour per glimpse step
+STEP_COLOURS = ("tab:red", "tab:orange", "tab:green", "tab:blue", "tab:purple", "tab:brown")
+
+
+def _save(fig: Figure, path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def plot_curves(runs: dict, path: str) -> str:
+    """Validation and training per-digit error per epoch for several runs.
+
+    runs: {label: [record, ...]} with records from metrics.jsonl (partial-epoch records are
+    drawn at their fractional epoch). Writes a PNG with two panels (validation, training).
+    """
+    fig = Figure(figsize=(11, 4))
+    ax_val, ax_train = fig.subplots(1, 2)
+    for i, (label, recs) in enumerate(sorted(runs.items())):
+        if not recs:
+            continue
+        x = [r["epoch"] - 1 + r["steps"] / r["steps_per_epoch"] for r in recs]
+        colour = f"C{i % 10}"
+        ax_val.plot(x, [r["val_digit_error"] for r in recs], "o-", color=colour, label=label, ms=3)
+        ax_train.plot(x, [r["train_digit_error"] for r in recs], "o-", color=colour, label=label, ms=3)
+    for ax, what in ((ax_val, "validation"), (ax_train, "training (dropout on)")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("per-digit error (%)")
+        ax.set_title(f"{what} per-digit error")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    ax_val.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def glimpse_corners(thetas, height: int, width: int) -> np.ndarray:
+    """Canvas-pixel corners of each glimpse: thetas (N, T, 2, 3) -> (N, T, 4, 2) as (x, y) pixels,
+    in the order top-left, top-right, bottom-right, bottom-left of the glimpse."""
+    th = np.asarray(thetas, dtype=np.float64)
+    target = np.array([[-1.0, -1.0, 1.0], [1.0, -1.0, 1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]])  # (4, 3) homogeneous
+    src = np.einsum("ntij,kj->ntki", th, target)                                           # (N, T, 4, 2) normalised
+    size = np.array([width, height], dtype=np.float64)
+    return ((src + 1.0) * size - 1.0) / 2.0                                                # (N, T, 4, 2) pixels
+
+
+def plot_glimpses(canvases, thetas, glimpses, path: str, labels=None, predictions=None, title: str = "") -> str:
+    """A row per canvas: the canvas with one outline per glimpse step, then the T glimpses.
+
+    canvases (N, 1, H, W), thetas (N, T, 2, 3), glimpses (N, T, 1, h, w); labels / predictions
+    (N, 4) optional, written above each canvas.
+    """
+    canvases, glimpses = np.asarray(canvases), np.asarray(glimpses)
+    n, t = glimpses.shape[:2]
+    corners = glimpse_corners(thetas, canvases.shape[2], canvases.shape[3])       # (N, T, 4, 2)
+    fig = Figure(figsize=(2.2 * (t + 1), 2.3 * n))
+    axes = np.asarray(fig.subplots(n, t + 1, squeeze=False))
+    for i in range(n):
+        ax = axes[i, 0]
+        ax.imshow(canvases[i, 0], cmap="gray", vmin=0, vmax=1)
+        for s in range(t):
+            quad = np.vstack([corners[i, s], corners[i, s, :1]])                   # closed outline (5, 2)
+            ax.plot(quad[:, 0], quad[:, 1], "-", color=STEP_COLOURS[s % len(STEP_COLOURS)], lw=1.5)
+        ax.set_xlim(-0.5, canvases.shape[3] - 0.5)
+        ax.set_ylim(canvases.shape[2] - 0.5, -0.5)
+        text = []
+        if labels is not None:
+            text.append("label " + "".join(str(int(v)) for v in labels[i]))
+        if predictions is not None:
+            text.append("pred " + "".join(str(int(v)) for v in predictions[i]))
+        ax.set_title("  ".join(text), fontsize=8)
+        for s in range(t):
+            gax = axes[i, s + 1]
+            gax.imshow(glimpses[i, s, 0], cmap="gray", vmin=0, vmax=1)
+            for side in gax.spines.values():
+                side.set_color(STEP_COLOURS[s % len(STEP_COLOURS)])
+                side.set_linewidth(2)
+            if i == 0:
+                gax.set_title(f"glimpse {s + 1}", fontsize=8)
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_theta_stats(records: list, path: str, title: str = "") -> str:
+    """Per epoch: theta spread across steps, each step's mean translation tx and ty, and scales sx, sy.
+
+    records: metrics.jsonl records of an STN run (with theta_spread and theta_steps).
+    """
+    recs = [r for r in records if "theta_steps" in r]
+    fig = Figure(figsize=(13, 3.6))
+    ax_spread, ax_tx, ax_ty, ax_s = fig.subplots(1, 4)
+    if recs:
+        x = [r["epoch"] - 1 + r["steps"] / r["steps_per_epoch"] for r in recs]
+        ax_spread.plot(x, [r["theta_spread"] for r in recs], "o-", ms=3, color="k")
+        t = len(recs[0]["theta_steps"])
+        for s in range(t):
+            colour = STEP_COLOURS[s % len(STEP_COLOURS)]
+            ax_tx.plot(x, [r["theta_steps"][s]["tx"] for r in recs], "o-", ms=3, color=colour, label=f"step {s + 1}")
+            ax_ty.plot(x, [r["theta_steps"][s]["ty"] for r in recs], "o-", ms=3, color=colour)
+            ax_s.plot(x, [r["theta_steps"][s]["sx"] for r in recs], "o-", ms=3, color=colour)
+            ax_s.plot(x, [r["theta_steps"][s]["sy"] for r in recs], "x--", ms=3, color=colour)
+        ax_tx.legend(fontsize=7)
+    for ax, name in ((ax_spread, "theta spread over steps"), (ax_tx, "mean tx (glimpse centre x)"),
+                     (ax_ty, "mean ty (glimpse centre y)"), (ax_s, "mean sx (o) and sy (x)")):
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
