@@ -1,0 +1,98 @@
+"""The generate and preview command-line tools, end to end on a synthetic MNIST folder."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minstn.data import load_sequence_dir, load_sequence_file, read_sequence_params
+from minstn.data.generate import main as generate_main
+from minstn.data.preview import main as preview_main
+from minstn.data.synthetic import write_synthetic_mnist
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory):
+    return write_synthetic_mnist(str(tmp_path_factory.mktemp("mnist")), n_train=300, n_test=100, seed=5)
+
+
+def test_generate_writes_three_splits(tmp_path, mnist_dir, capsys):
+    out = tmp_path / "data"
+    rc = generate_main(["--out", str(out), "--train", "6", "--val", "4", "--test", "3", "--seed", "7",
+                        "--data-dir", mnist_dir, "--val-start", "200", "--angle", "30", "--gap", "3"])
+    assert rc == 0
+    assert sorted(os.listdir(out)) == ["params.json", "test.npz", "train.npz", "val.npz"]
+    d = load_sequence_dir(out)
+    assert d["train"]["images"].shape == (6, 1, 100, 100) and d["test"]["labels"].shape == (3, 4)
+    assert np.abs(d["val"]["angles"]).max() <= 30
+    record = read_sequence_params(out / "train.npz")
+    assert record["seed"] == 7 and record["size"] == 6 and record["options"]["gap"] == 3
+    assert json.loads((out / "params.json").read_text())["val"]["split"] == "val"
+    text = capsys.readouterr().out
+    assert "train: 6 canvases generated in" in text and "done in" in text
+
+
+def test_generate_matches_load_splits_records(tmp_path, mnist_dir):
+    from minstn.data import load_splits
+    generate_main(["--out", str(tmp_path / "g"), "--train", "5", "--val", "0", "--test", "0",
+                   "--data-dir", mnist_dir, "--val-start", "200"])
+    cached = load_splits(5, 0, 0, data_dir=mnist_dir, cache_dir=tmp_path / "cache", val_start=200)
+    np.testing.assert_array_equal(load_sequence_file(tmp_path / "g" / "train.npz")["images"], cached["train"]["images"])
+
+
+def test_generate_rejects_bad_options(tmp_path, mnist_dir, capsys):
+    with pytest.raises(SystemExit):
+        generate_main(["--out", str(tmp_path), "--bogus", "1"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        generate_main(["--out", str(tmp_path), "--gap", "0"])
+    assert "gap must be >= 1 with crop=True" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        generate_main(["--out", str(tmp_path), "--train", "-1"])
+    assert "--train must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        generate_main(["--out", str(tmp_path), "--seed", "-1"])
+    assert "--seed must be >= 0" in capsys.readouterr().err
+
+
+def test_generate_reports_missing_mnist(tmp_path, capsys):
+    rc = generate_main(["--out", str(tmp_path / "o"), "--train", "2", "--data-dir", str(tmp_path / "none")])
+    assert rc == 1
+    assert "does not exist. Put the four MNIST files" in capsys.readouterr().err
+
+
+def test_preview_from_generator_and_from_file(tmp_path, mnist_dir):
+    png = tmp_path / "p.png"
+    assert preview_main(["--out", str(png), "--n", "5", "--seed", "1", "--split", "test", "--data-dir", mnist_dir]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    generate_main(["--out", str(tmp_path / "g"), "--train", "0", "--val", "0", "--test", "4",
+                   "--data-dir", mnist_dir, "--val-start", "200"])
+    png2 = tmp_path / "q.png"
+    assert preview_main(["--out", str(png2), "--n", "16", "--data", str(tmp_path / "g" / "test.npz")]) == 0
+    assert png2.stat().st_size > 1000
+
+
+def test_preview_errors(tmp_path, mnist_dir, capsys):
+    assert preview_main(["--out", str(tmp_path / "p.png"), "--n", "0"]) == 2
+    assert "--n must be >= 1" in capsys.readouterr().err
+    assert preview_main(["--out", str(tmp_path / "p.png"), "--data", str(tmp_path / "none.npz")]) == 1
+    assert "none.npz: file not found" in capsys.readouterr().err
+    generate_main(["--out", str(tmp_path / "g"), "--train", "0", "--val", "0", "--test", "0", "--data-dir", mnist_dir])
+    assert preview_main(["--out", str(tmp_path / "p.png"), "--data", str(tmp_path / "g" / "test.npz")]) == 1
+    assert "holds 0 canvases; nothing to draw" in capsys.readouterr().err
+
+
+def test_generate_as_a_module(tmp_path, mnist_dir):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    run = subprocess.run([sys.executable, "-m", "minstn.data.generate", "--out", str(tmp_path / "m"),
+                          "--train", "2", "--val", "2", "--test", "2", "--data-dir", mnist_dir, "--val-start", "200"],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "done in" in run.stdout
+    assert load_sequence_file(tmp_path / "m" / "val.npz")["images"].shape == (2, 1, 100, 100)
