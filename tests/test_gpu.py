@@ -370,3 +370,59 @@ def test_gradcheck_spatial_transformer_chain_on_gpu(gpu, rng):
 
     errs = check_gradients(forward, backward, {"theta": theta, "U": U}, rng=rng)
     assert max(errs.values()) <= 1e-6, errs
+
+
+# ------------------------------------------------------------------------------------------
+# The benchmark (minstn.bench.gpu): its pieces run on the CPU too, so they are tested here.
+
+
+def test_bench_sampler_bytes():
+    # U 4, grid 2, V 1 elements: forward 4 + 2 + 1, backward 1 + 4 + 2 + 4 + 2; 4 bytes each.
+    from minstn.bench import gpu as bench
+
+    assert bench.sampler_bytes(1, 1, 2, 2, 1, 1, itemsize=4) == (7 + 13) * 4
+    assert bench.sampler_bytes(256, 1, 100, 100, 50, 50, itemsize=4) == 4 * (
+        3 * 2_560_000 + 3 * 1_280_000 + 2 * 640_000)
+
+
+def test_bench_gpu_without_a_gpu_exits_with_the_device_error(capsys):
+    from minstn.bench import gpu as bench
+
+    try:
+        resolve_device("gpu")
+    except DeviceError:
+        pass
+    else:
+        pytest.skip("this machine has a usable GPU: the benchmark would run")
+    assert bench.main(["--device", "gpu", "--no-train", "--repeat", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "needs CuPy and a CUDA GPU" in err
+
+
+def test_bench_gpu_rejects_bad_options(capsys):
+    from minstn.bench import gpu as bench
+
+    assert bench.main(["--repeat", "0"]) == 2
+    assert "--repeat, --batch-size and --steps must be >= 1" in capsys.readouterr().err
+    assert bench.main(["--device", "cpu"]) == 2
+    assert "times the GPU path" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: unknown options are errors
+        bench.main(["--bogus"])
+
+
+def test_bench_sampler_rows_run_on_the_cpu():
+    """The timing and comparison code, on the CPU with the array code (and torch's CPU
+    grid_sample where torch imports): the same rows the GPU run prints."""
+    from minstn.bench import gpu as bench
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    rows = bench.sampler_rows(resolve_device("cpu"), cases=[(3, 2, 9, 11, 5, 6)], impls=("array",),
+                              torch=torch, repeat=2, warmup=1)
+    assert [r["impl"] for r in rows] == ["array"] + (["torch"] if torch is not None else [])
+    for r in rows:
+        assert r["us"] > 0 and r["gbps"] > 0 and r["maxdiff"] <= 1e-5, r
+    assert rows[0]["ratio"] == 1.0
+    assert "| (3, 2, 9, 11) -> 5x6 | array |" in bench.format_sampler_table(rows, reference="array")
