@@ -119,6 +119,7 @@ def main(argv=None) -> int:
 
     try:
         device = resolve_device(args.device)
+        device.use()
         model, meta = load_model(args.checkpoint, device)
         data = load_sequence_file(args.data)
     except (DeviceError, checkpoint.CheckpointError, DataError, ModelError, OSError) as e:

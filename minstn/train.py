@@ -206,6 +206,7 @@ def train(cfg: TrainConfig, splits: dict | None = None, log=None, stream=None) -
     cfg.validate()
     options = resolve_model_options(cfg, DEFAULT_OPTIONS)
     device = resolve_device(cfg.device)
+    device.use()                      # optimiser state and temporaries go to the same GPU as the model
     run_dir = cfg.run_dir()
     last_path = os.path.join(run_dir, "last.npz")
     best_path = os.path.join(run_dir, "checkpoint.npz")

@@ -1,0 +1,99 @@
+"""Error rates, theta statistics and `python -m minstn.evaluate` (minstn.evaluate)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from minstn import checkpoint, evaluate
+
+
+def _logits_for(pred, k=10):
+    """Logits whose argmax is `pred` (N, P): a one-hot of 5.0."""
+    out = np.zeros(pred.shape + (k,))
+    np.put_along_axis(out, pred[..., None], 5.0, axis=-1)
+    return out
+
+
+def test_error_stats_by_hand():
+    labels = np.array([[1, 2, 3, 4], [5, 6, 7, 8], [9, 0, 1, 2]])
+    pred = labels.copy()
+    pred[0, 1] = 0          # canvas 0: one wrong digit (position 1)
+    pred[2, 1] = 3          # canvas 2: two wrong digits (positions 1 and 3)
+    pred[2, 3] = 3
+    stats = evaluate.error_stats(_logits_for(pred), labels)
+    assert stats["n"] == 3
+    assert stats["digit_error"] == pytest.approx(100.0 * 3 / 12)
+    assert stats["seq_error"] == pytest.approx(100.0 * 2 / 3)
+    assert stats["position_error"] == pytest.approx([0.0, 100.0 * 2 / 3, 0.0, 100.0 / 3])
+    # loss: correct digits -log(e^5 / (e^5 + 9)), wrong ones -log(1 / (e^5 + 9))
+    good, bad = -np.log(np.e**5 / (np.e**5 + 9)), np.log(np.e**5 + 9)
+    assert stats["loss"] == pytest.approx((9 * good + 3 * bad) / 12)
+
+
+def test_error_stats_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"logits must be \(N, P, K\) and labels \(N, P\)"):
+        evaluate.error_stats(np.zeros((3, 4, 10)), np.zeros((3, 3), int))
+
+
+def test_theta_stats_by_hand():
+    th = np.zeros((2, 4, 2, 3))
+    th[:, :, 0, 0] = 0.5
+    th[:, :, 1, 1] = 0.25
+    th[0, :, 0, 2] = [-0.6, -0.2, 0.2, 0.6]     # canvas 0 moves left to right
+    th[1, :, 0, 2] = [0.0, 0.0, 0.0, 0.0]       # canvas 1 stays put
+    s = evaluate.theta_stats(th)
+    spread_tx = np.std([-0.6, -0.2, 0.2, 0.6]) / 2     # mean over the 2 canvases
+    assert s["theta_spread_elem"][0][2] == pytest.approx(spread_tx)
+    assert s["theta_spread"] == pytest.approx(spread_tx / 6)
+    assert [st["tx"] for st in s["theta_steps"]] == pytest.approx([-0.3, -0.1, 0.1, 0.3])
+    assert all(st["sx"] == 0.5 and st["sy"] == 0.25 and st["ty"] == 0.0 for st in s["theta_steps"])
+    json.dumps(s)
+    with pytest.raises(ValueError, match=r"thetas must be \(N, T, 2, 3\)"):
+        evaluate.theta_stats(np.zeros((2, 6)))
+
+
+def test_load_model_rejects_checkpoints_without_a_model(tmp_path):
+    path = checkpoint.save(tmp_path / "x.npz", {"a": np.zeros(1)}, {"epoch": 1})
+    with pytest.raises(checkpoint.CheckpointError, match="without a model description"):
+        evaluate.load_model(path)
+
+
+def test_model_round_trip_through_a_checkpoint(tmp_path, rng):
+    from minstn.models import build_model
+
+    model = build_model("ffn-stn", 4, seed=3)
+    path = checkpoint.save(tmp_path / "m.npz", {f"param/{k}": v for k, v in model.state().items()},
+                           {"model": evaluate.model_meta(model)})
+    back, _ = evaluate.load_model(path)
+    x = rng.random((2, 1, 100, 100), dtype=np.float32)
+    np.testing.assert_array_equal(back.predict(x), model.predict(x))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--data", "x.npz"], "the following arguments are required: --checkpoint"),
+        (["--checkpoint", "nope.npz", "--data", "x.npz"], "no checkpoint at 'nope.npz'"),
+        (["--checkpoint", "c.npz", "--data", "x.npz", "--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--checkpoint", "c.npz", "--data", "x.npz", "--device", "tpu"], "unknown device 'tpu'"),
+    ],
+)
+def test_cli_errors_exit_2(argv, message, capsys):
+    assert evaluate.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_bad_data_file_exits_2(tmp_path, capsys):
+    from minstn.models import build_model
+
+    model = build_model("ffn-stn", 4)
+    ck = checkpoint.save(tmp_path / "m.npz", {f"param/{k}": v for k, v in model.state().items()},
+                         {"model": evaluate.model_meta(model)})
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.zeros((2, 1, 100, 100), np.float32))
+    assert evaluate.main(["--checkpoint", ck, "--data", str(bad)]) == 2
+    assert "missing key(s)" in capsys.readouterr().err
+    assert evaluate.main(["--checkpoint", ck, "--data", str(tmp_path / "none.npz")]) == 2
+    assert "file not found" in capsys.readouterr().err
