@@ -2,7 +2,9 @@
 
 Three layers:
 1. static checks of the .cu text against the launch code in minstn/ops/cuda.py;
-2. nvcc compiles the file for sm_80 and sm_90 (skipped where nvcc is not on PATH);
+2. nvcc compiles the file for sm_80 and sm_90 (skipped where nvcc is not on PATH), and
+   NVRTC, the compiler CuPy uses, compiles it with cuda.py's options and name expressions
+   (skipped where libnvrtc is not found);
 3. CPU emulation: g++ compiles the very same .cu with tests/cuda_emulation/cuda_shim.h and
    driver.cpp into a shared library; a stand-in for CuPy (arrays are NumPy arrays, a
    RawModule's kernels call that library) lets minstn.ops.cuda's own Python code launch the
@@ -17,6 +19,7 @@ largest value (a few float32 roundings of values of order 1-10).
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import re
 import shutil
 import subprocess
@@ -113,12 +116,75 @@ def test_nvcc_compiles_for_sm80_and_sm90(tmp_path):
     if nvcc is None:
         pytest.skip("nvcc is not on PATH: the CUDA source is not compiled here")
     out = tmp_path / "stn.fatbin"
-    cmd = [nvcc, "--fatbin", "-std=c++14",
+    cmd = [nvcc, "--fatbin", "-std=c++14", "-Werror", "all-warnings",
            "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
            "-o", str(out), str(cuda.KERNEL_PATH)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, f"nvcc failed ({' '.join(cmd)}):\n{res.stderr}"
     assert out.stat().st_size > 0
+
+
+def _load_nvrtc():
+    """libnvrtc (the compiler CuPy's RawModule uses) via ctypes, or None.
+
+    Looked for where CuPy's wheels find it: the nvidia-cuda-nvrtc-cu12 / nvidia-cuda-nvrtc
+    packages, then the system library path.  NVRTC compiles without a GPU.
+    """
+    candidates = []
+    try:
+        import nvidia.cuda_nvrtc as pkg
+
+        for root in pkg.__path__:
+            candidates += sorted((Path(root) / "lib").glob("libnvrtc.so*"))
+    except ImportError:
+        pass
+    found = ctypes.util.find_library("nvrtc")
+    candidates += [found] if found else []
+    candidates += ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"]
+    for cand in candidates:
+        if "builtins" in str(cand) or ".alt." in str(cand):
+            continue
+        try:
+            return ctypes.CDLL(str(cand))
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
+def test_nvrtc_compiles_every_name_expression(arch):
+    """What RawModule does on a GPU machine: NVRTC with cuda.py's options and name expressions.
+
+    Runs where libnvrtc is found (pip install nvidia-cuda-nvrtc-cu12); each lowered (mangled)
+    name must be an entry point of the PTX.
+    """
+    lib = _load_nvrtc()
+    if lib is None:
+        pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc-cu12 to run this check)")
+    c = ctypes
+    prog = c.c_void_p()
+    src = cuda.kernel_source().encode()
+    assert lib.nvrtcCreateProgram(c.byref(prog), src, b"stn.cu", 0, None, None) == 0
+    try:
+        for name in cuda.NAME_EXPRESSIONS:
+            assert lib.nvrtcAddNameExpression(prog, name.encode()) == 0, name
+        opts = [o.encode() for o in cuda.COMPILE_OPTIONS] + [f"-arch={arch}".encode()]
+        rc = lib.nvrtcCompileProgram(prog, len(opts), (c.c_char_p * len(opts))(*opts))
+        size = c.c_size_t()
+        lib.nvrtcGetProgramLogSize(prog, c.byref(size))
+        log = c.create_string_buffer(size.value)
+        lib.nvrtcGetProgramLog(prog, log)
+        assert rc == 0, f"NVRTC failed for {arch}:\n{log.value.decode(errors='replace')}"
+        lib.nvrtcGetPTXSize(prog, c.byref(size))
+        ptx = c.create_string_buffer(size.value)
+        assert lib.nvrtcGetPTX(prog, ptx) == 0
+        ptx_text = ptx.value.decode()
+        for name in cuda.NAME_EXPRESSIONS:
+            lowered = c.c_char_p()
+            assert lib.nvrtcGetLoweredName(prog, name.encode(), c.byref(lowered)) == 0, name
+            assert f".entry {lowered.value.decode()}(" in ptx_text, f"{name} ({lowered.value}) not in the PTX"
+    finally:
+        lib.nvrtcDestroyProgram(c.byref(prog))
 
 
 # ------------------------------------------------------------------------------------------
