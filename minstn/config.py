@@ -78,7 +78,7 @@ class TrainConfig:
     # -- data
     data: str = _opt(None, "folder with pre-generated train.npz, val.npz, test.npz (python -m minstn.data.generate); overrides the sizes below", str)
     data_dir: str = _opt(None, "MNIST IDX folder to generate canvases from (default: $MINSTN_DATA_DIR or the usual places)", str)
-    cache_dir: str = _opt(None, "folder to cache generated canvases in (default: no cache)", str)
+    cache_dir: str = _opt(None, "folder for the cache of generated canvases (default: minstn.data's, $MINSTN_CACHE_DIR or ~/.cache/minstn/sequences)", str)
     data_seed: int = _opt(0, "seed of the generated data set (kept apart from --seed so runs share data)", int)
     train_size: int = _opt(70000, "number of training canvases to generate", int)
     val_size: int = _opt(20000, "number of validation canvases to generate", int)
@@ -98,7 +98,7 @@ class TrainConfig:
     lr_schedule: str = _opt("plateau", "learning-rate schedule on the validation per-digit error", str, ("plateau", "step", "none"))
     lr_factor: float = _opt(0.5, "factor by which a schedule multiplies the learning rate", float)
     lr_step: int = _opt(10, "step schedule: epochs between decays", int)
-    lr_patience: int = _opt(2, "plateau schedule: epochs without improvement before a decay", int)
+    lr_patience: int = _opt(2, "plateau schedule: decay once more than this many epochs in a row bring no improvement", int)
     min_lr: float = _opt(1e-6, "plateau schedule: lower bound of the learning rate", float)
     patience: int = _opt(8, "early stopping: epochs without a better validation per-digit error (0 = off)", int)
 

@@ -105,3 +105,16 @@ def test_resolve_model_options():
         config.resolve_model_options(TrainConfig(model="cnn", init_scale=0.5), DEFAULT_OPTIONS)
     with pytest.raises(ConfigError, match="--feedback is not an option of the ffn-stn model"):
         config.resolve_model_options(TrainConfig(model="ffn-stn", feedback="none"), DEFAULT_OPTIONS)
+
+
+def test_docs_list_every_option():
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "docs", "training.md")
+    with open(path) as f:
+        text = f.read()
+    for f in dataclasses.fields(TrainConfig):
+        assert f"`--{f.name.replace('_', '-')}`" in text or f"--{f.name.replace('_', '-')}`" in text, f.name
+    for name in config.RESUME_OVERRIDABLE:
+        if name != "resume":
+            assert f"`--{name.replace('_', '-')}`" in text, name
