@@ -406,23 +406,31 @@ def test_emulated_sampler_identity_and_integer_points(emu_cuda, dtype):
     np.testing.assert_array_equal(dgrid[0, :, :, 0], (expected * (0.5 * 4)).astype(dtype))
 
 
-@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")  # the array code's int cast
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_emulated_far_away_and_nan_points(emu_cuda, dtype):
-    """Points far off the image (a runaway theta) would overflow an int cast: they read zeros.
-
-    A NaN point takes no corner (nothing is scattered into dU) and gives NaN, as the array code does.
-    """
+def test_emulated_far_away_points_read_zero(emu_cuda, dtype):
+    """Points far off the image (a runaway theta) would overflow an int cast: they read zeros,
+    as in the array code, and take no gradient."""
     U = np.ones((1, 2, 4, 5), dtype)
-    grid = np.array([[[[1e30, 0.0], [-1e30, 0.0]], [[0.0, 3e9], [np.nan, 0.0]]]], dtype)  # (1, 2, 2, 2)
+    grid = np.array([[[[1e30, 0.0], [-1e30, 0.0]], [[0.0, 3e9], [-0.2, -4e20]]]], dtype)  # (1, 2, 2, 2)
     V, cache = emu_cuda.bilinear_sample_forward(_emu(U), _emu(grid))
-    ref_V, _ = stn.bilinear_sample_forward(U, grid, impl="array")
-    expected = np.zeros((1, 2, 2, 2), dtype)
-    expected[:, :, 1, 1] = np.nan
-    np.testing.assert_array_equal(V, expected)
-    np.testing.assert_array_equal(ref_V, expected)
-    dU, _ = emu_cuda.bilinear_sample_backward(_emu(np.ones((1, 2, 2, 2), dtype)), cache)
+    ref_V, ref_cache = stn.bilinear_sample_forward(U, grid, impl="array")
+    np.testing.assert_array_equal(V, np.zeros((1, 2, 2, 2), dtype))
+    np.testing.assert_array_equal(ref_V, V)
+    dU, dgrid = emu_cuda.bilinear_sample_backward(_emu(np.ones((1, 2, 2, 2), dtype)), cache)
     np.testing.assert_array_equal(dU, np.zeros_like(U))
+    np.testing.assert_array_equal(dgrid, np.zeros_like(grid))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_emulated_nan_point_gives_nan_and_scatters_nothing(emu_cuda, dtype):
+    """A NaN sample point (a diverged theta) takes no corner: V is NaN there (NaN weights),
+    nothing is scattered into dU, and the other points are unaffected."""
+    U = np.ones((1, 1, 4, 5), dtype)
+    grid = np.array([[[[np.nan, 0.0], [0.1, -0.2]]]], dtype)  # (1, 1, 2, 2)
+    V, cache = emu_cuda.bilinear_sample_forward(_emu(U), _emu(grid))
+    assert np.isnan(V[0, 0, 0, 0]) and V[0, 0, 0, 1] == pytest.approx(1.0)
+    dU, _ = emu_cuda.bilinear_sample_backward(_emu(np.ones((1, 1, 1, 2), dtype)), cache)
+    assert np.isfinite(dU).all() and dU.sum() == pytest.approx(1.0)  # only the finite point's weights
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
