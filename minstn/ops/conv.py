@@ -14,20 +14,20 @@ Forward (cross-correlation, as in every deep-learning library):
 
     out[n, f, i, j] = b[f] + sum_{c, u, v} w[f, c, u, v] * xpad[n, c, i + u, j + v]
 
-im2col gathers, for every output pixel, the K input values it sees, into
-cols (N, K, P). Then the whole convolution is a single batched matrix product
+im2col gathers, for every output pixel of every image, the K input values it sees, into
+cols (K, N*P). Then the whole convolution is a single matrix product
 
-    out (N, F, P) = w (F, K) @ cols (N, K, P)
+    out (F, N*P) = w (F, K) @ cols (K, N*P)
 
-whose result is already in NCHW order (no transpose of the output).
+followed by one transpose to NCHW.
 
 Backward (the `=` / `+=` rule: every gradient is assigned once, except the
 col2im scatter, which adds the kh*kw shifted windows into one buffer with `+=`
 because neighbouring output pixels read overlapping input pixels):
 
     db    = sum over n, i, j of dout
-    dw    = sum_n dout[n] (F, P) @ cols[n]^T (P, K)
-    dcols = w^T (K, F) @ dout[n] (F, P)
+    dw    = dout (F, N*P) @ cols^T (N*P, K)
+    dcols = w^T (K, F) @ dout (F, N*P)
     dx    = col2im(dcols): for each kernel offset (u, v), dxpad[..., u:u+H_out, v:v+W_out] += dcols[:, :, u, v]
 
 The loops run over the kh*kw kernel offsets only (9 for a 3x3 kernel), never over pixels.
@@ -90,29 +90,34 @@ def _check_conv_inputs(x, w, b, padding):
 
 
 def _im2col(x, kh: int, kw: int, p: int, H_out: int, W_out: int):
-    """x (N, C, H, W) -> cols (N, C*kh*kw, H_out*W_out), rows ordered (c, u, v)."""
+    """x (N, C, H, W) -> cols (K, N*P), rows ordered (c, u, v), columns ordered (n, i, j).
+
+    The batch sits in the columns, so the whole layer is ONE large matrix product
+    (F, K) @ (K, N*P): large products are what BLAS does best, and threads help them, whereas
+    N small per-image products pay a thread start-up each (see benchmarks/ops.md).
+    """
     xp = xp_of(x)
     N, C, H, W = x.shape
     if p > 0:
         xpad = xp.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))  # (N, C, Hp, Wp)
     else:
         xpad = x
-    cols = xp.empty((N, C, kh, kw, H_out, W_out), dtype=x.dtype)
+    cols = xp.empty((C, kh, kw, N, H_out, W_out), dtype=x.dtype)
     for u in range(kh):  # loop over kernel offsets only
         for v in range(kw):
-            cols[:, :, u, v] = xpad[:, :, u : u + H_out, v : v + W_out]  # (N, C, H_out, W_out)
-    return cols.reshape(N, C * kh * kw, H_out * W_out)  # (N, K, P)
+            cols[:, u, v] = xpad[:, :, u : u + H_out, v : v + W_out].transpose(1, 0, 2, 3)  # (C, N, H_out, W_out)
+    return cols.reshape(C * kh * kw, N * H_out * W_out)  # (K, N*P)
 
 
 def _col2im(dcols, x_shape, kh: int, kw: int, p: int, H_out: int, W_out: int):
-    """Adjoint of _im2col: dcols (N, K, P) -> dx (N, C, H, W), overlapping windows summed."""
+    """Adjoint of _im2col: dcols (K, N*P) -> dx (N, C, H, W), overlapping windows summed."""
     xp = xp_of(dcols)
     N, C, H, W = x_shape
-    dcols = dcols.reshape(N, C, kh, kw, H_out, W_out)
+    dcols = dcols.reshape(C, kh, kw, N, H_out, W_out)
     dxpad = xp.zeros((N, C, H + 2 * p, W + 2 * p), dtype=dcols.dtype)  # (N, C, Hp, Wp)
     for u in range(kh):
         for v in range(kw):
-            dxpad[:, :, u : u + H_out, v : v + W_out] += dcols[:, :, u, v]  # += : windows overlap
+            dxpad[:, :, u : u + H_out, v : v + W_out] += dcols[:, u, v].transpose(1, 0, 2, 3)  # += : windows overlap
     if p > 0:
         return xp.ascontiguousarray(dxpad[:, :, p : p + H, p : p + W])  # (N, C, H, W)
     return dxpad
@@ -130,12 +135,13 @@ def conv2d_forward(x, w, b, padding):
     xp = xp_of(x)
     N = x.shape[0]
     F, C, kh, kw = w.shape
-    cols = _im2col(x, kh, kw, p, H_out, W_out)  # (N, K, P)
+    cols = _im2col(x, kh, kw, p, H_out, W_out)  # (K, N*P)
     w2 = w.reshape(F, C * kh * kw)  # (F, K)
-    out = xp.matmul(w2, cols)  # (N, F, P), one GEMM per image inside matmul
+    out = w2 @ cols  # (F, N*P): the one matrix product
     out += b[:, None]  # fresh array: adding in place is safe
+    out = out.reshape(F, N, H_out, W_out).transpose(1, 0, 2, 3)  # (N, F, H_out, W_out) view
     cache = (x.shape, w, cols, p, H_out, W_out)
-    return out.reshape(N, F, H_out, W_out), cache
+    return xp.ascontiguousarray(out), cache
 
 
 def conv2d_backward(dout, cache):
@@ -144,9 +150,9 @@ def conv2d_backward(dout, cache):
     xp = xp_of(dout)
     N = x_shape[0]
     F, C, kh, kw = w.shape
-    dout2 = dout.reshape(N, F, H_out * W_out)  # (N, F, P)
-    db = dout2.sum(axis=(0, 2))  # (F,)
-    dw = xp.matmul(dout2, cols.transpose(0, 2, 1)).sum(axis=0)  # (F, K)
-    dcols = xp.matmul(w.reshape(F, C * kh * kw).T, dout2)  # (N, K, P)
+    dout2 = xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(F, N * H_out * W_out)  # (F, N*P)
+    db = dout2.sum(axis=1)  # (F,)
+    dw = dout2 @ cols.T  # (F, N*P) @ (N*P, K) -> (F, K)
+    dcols = w.reshape(F, C * kh * kw).T @ dout2  # (K, F) @ (F, N*P) -> (K, N*P)
     dx = _col2im(dcols, x_shape, kh, kw, p, H_out, W_out)  # (N, C, H, W)
     return dx, dw.reshape(F, C, kh, kw), db

@@ -21,7 +21,8 @@ and a corner outside the image contributes 0.
 
 Backward:
     dU        scatter-add of weight * dV into the four corners: one np.bincount over the flat
-              (n, c, pixel) index (`+=` semantics: several sample points may share a pixel)
+              (n, c, pixel) index of all four corners of all points (`+=` semantics: several
+              sample points may share a pixel; never np.add.at)
     dgrid_x   sum_c dV * (wy0 (U01 - U00) + wy1 (U11 - U10)) * W / 2   (`=`, one per point)
     dgrid_y   sum_c dV * (wx0 (U10 - U00) + wx1 (U11 - U01)) * H / 2
     dtheta    dgrid^T @ base: (N, 2, P) @ (P, 3)
@@ -160,40 +161,43 @@ def bilinear_sample_forward(U, grid, impl="auto"):
 
 
 def _bilinear_array_forward(U, grid):
+    """The array code. Zero padding is made explicit: U gets a border of one zero pixel,
+    Upad (N, C, H+2, W+2), so a point whose 2x2 neighbourhood overlaps the image reads its
+    outside corners from the border (zeros) and needs no per-corner mask. A point whose
+    neighbourhood misses the image entirely (x0 < -1 or x0 > W-1, same for y) gets all
+    weights 0. Then the four corners of a point are at flat offsets 0, 1, Wp, Wp+1 from its
+    top-left corner `base`, so ONE index array serves all four gathers."""
     xp = xp_of(U)
     N, C, H, W = U.shape
     H_out, W_out = grid.shape[1], grid.shape[2]
     P = H_out * W_out
+    Hp, Wp = H + 2, W + 2
+    Upad = xp.pad(U, ((0, 0), (0, 0), (1, 1), (1, 1)))  # (N, C, Hp, Wp), zero border
     g = grid.reshape(N, P, 2)
     x = (g[:, :, 0] + 1.0) * (0.5 * W) - 0.5  # (N, P) pixel coordinates, = ((x_s + 1) W - 1) / 2
     y = (g[:, :, 1] + 1.0) * (0.5 * H) - 0.5
-    x0f = xp.floor(x)
-    y0f = xp.floor(y)
-    wx1 = x - x0f  # (N, P) in [0, 1)
-    wx0 = 1.0 - wx1
-    wy1 = y - y0f
-    wy0 = 1.0 - wy1
-    x0 = x0f.astype(xp.int64)
-    y0 = y0f.astype(xp.int64)
-    x1 = x0 + 1  # the upper neighbour is floor + 1, never ceil
-    y1 = y0 + 1
-    # the four corners in the order 00 = (y0, x0), 01 = (y0, x1), 10 = (y1, x0), 11 = (y1, x1)
-    ys = (y0, y0, y1, y1)
-    xs = (x0, x1, x0, x1)
-    ws = (wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1)
-    Uflat = U.reshape(-1)  # (N*C*H*W,)
-    nc_offset = (xp.arange(N * C, dtype=xp.int64) * (H * W)).reshape(N, C, 1)  # (N, C, 1)
-    flat = xp.empty((4, N, C, P), dtype=xp.int64)  # flat (n, c, pixel) index per corner
-    wk = xp.empty((4, N, 1, P), dtype=U.dtype)  # corner weights, 0 for corners outside
-    vals = xp.empty((4, N, C, P), dtype=U.dtype)  # U at the corners, 0 outside
-    for k in range(4):  # the four corners, not pixels
-        inside = (xs[k] >= 0) & (xs[k] < W) & (ys[k] >= 0) & (ys[k] < H)  # (N, P)
-        pix = xp.where(inside, ys[k] * W + xs[k], 0)  # (N, P), a safe index where outside
-        flat[k] = nc_offset + pix[:, None, :]  # (N, C, P)
-        wk[k, :, 0] = ws[k] * inside
-        vals[k] = xp.take(Uflat, flat[k]) * inside[:, None, :]  # (N, C, P)
-    V = (wk * vals).sum(axis=0)  # (N, C, P)
-    cache = ("array", U.shape, flat, wk, vals, (wx0, wx1, wy0, wy1))
+    x0 = xp.floor(x)  # (N, P), still float; the upper neighbour is x0 + 1, never ceil(x)
+    y0 = xp.floor(y)
+    near = (x0 >= -1) & (x0 <= W - 1) & (y0 >= -1) & (y0 <= H - 1)  # (N, P): touches the image
+    near = near.astype(U.dtype)
+    wx1 = (x - x0) * near  # (N, P) in [0, 1), zero for points far outside
+    wx0 = near - wx1
+    wy1 = (y - y0) * near
+    wy0 = near - wy1
+    # top-left corner in the padded image; clipping only moves far-outside points (weight 0)
+    xi = xp.clip(x0, -1, W - 1).astype(xp.int64) + 1  # (N, P) column in Upad
+    yi = xp.clip(y0, -1, H - 1).astype(xp.int64) + 1  # (N, P) row in Upad
+    pix = yi * Wp + xi  # (N, P) flat index within one padded image
+    nc_offset = (xp.arange(N * C, dtype=xp.int64) * (Hp * Wp)).reshape(N, C, 1)  # (N, C, 1)
+    base = nc_offset + pix[:, None, :]  # (N, C, P) flat (n, c, pixel) index of the top-left corner
+    Uflat = Upad.reshape(-1)  # (N*C*Hp*Wp,)
+    v00 = xp.take(Uflat, base)  # (N, C, P) U[y0, x0]
+    v01 = xp.take(Uflat[1:], base)  # U[y0, x1]: the flat array shifted by one column
+    v10 = xp.take(Uflat[Wp:], base)  # U[y1, x0]: shifted by one row
+    v11 = xp.take(Uflat[Wp + 1 :], base)  # U[y1, x1]
+    wx0c, wx1c = wx0[:, None], wx1[:, None]  # (N, 1, P), broadcast over channels
+    V = wy0[:, None] * (wx0c * v00 + wx1c * v01) + wy1[:, None] * (wx0c * v10 + wx1c * v11)  # (N, C, P)
+    cache = ("array", U.shape, base, (wx0, wx1, wy0, wy1), (v00, v01, v10, v11))
     return V.reshape(N, C, H_out, W_out), cache
 
 
@@ -203,17 +207,24 @@ def bilinear_sample_backward(dV, cache):
         from minstn.ops import cuda as _cuda
 
         return _cuda.bilinear_sample_backward(dV, cache)
-    _, U_shape, flat, wk, vals, (wx0, wx1, wy0, wy1) = cache
+    _, U_shape, base, (wx0, wx1, wy0, wy1), (v00, v01, v10, v11) = cache
     xp = xp_of(dV)
     N, C, H, W = U_shape
+    Hp, Wp = H + 2, W + 2
     H_out, W_out = dV.shape[2], dV.shape[3]
     dV3 = dV.reshape(N, C, H_out * W_out)  # (N, C, P)
-    # dU: every corner k of every point adds wk * dV to its pixel: one bincount for all four
-    contrib = wk * dV3[None]  # (4, N, C, P)
-    dU = xp.bincount(flat.reshape(-1), weights=contrib.reshape(-1), minlength=N * C * H * W)
-    dU = dU.astype(dV.dtype, copy=False).reshape(N, C, H, W)  # bincount sums in float64
-    # dgrid: derivative of the weights in x and y, times the corner values
-    v00, v01, v10, v11 = vals[0], vals[1], vals[2], vals[3]  # (N, C, P)
+    # dU: corner k of every point adds w_k * dV to its pixel; one bincount for all four corners
+    idx = xp.empty((4,) + tuple(base.shape), dtype=xp.int64)  # (4, N, C, P)
+    for k, offset in enumerate((0, 1, Wp, Wp + 1)):  # the four corners, not pixels
+        xp.add(base, offset, out=idx[k])
+    contrib = xp.empty((4,) + tuple(base.shape), dtype=dV.dtype)  # (4, N, C, P)
+    xp.multiply((wy0 * wx0)[:, None], dV3, out=contrib[0])
+    xp.multiply((wy0 * wx1)[:, None], dV3, out=contrib[1])
+    xp.multiply((wy1 * wx0)[:, None], dV3, out=contrib[2])
+    xp.multiply((wy1 * wx1)[:, None], dV3, out=contrib[3])
+    dUpad = xp.bincount(idx.reshape(-1), weights=contrib.reshape(-1), minlength=N * C * Hp * Wp)  # float64
+    dU = dUpad.reshape(N, C, Hp, Wp)[:, :, 1:-1, 1:-1].astype(dV.dtype)  # drop the zero border
+    # dgrid: derivative of the weights in x and y, times the corner values (0 outside)
     dVdx = wy0[:, None] * (v01 - v00) + wy1[:, None] * (v11 - v10)  # (N, C, P), d V / d x
     dVdy = wx0[:, None] * (v10 - v00) + wx1[:, None] * (v11 - v01)  # d V / d y
     dgrid = xp.empty((N, H_out * W_out, 2), dtype=dV.dtype)  # (N, P, 2)
