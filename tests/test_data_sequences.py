@@ -218,3 +218,29 @@ def test_real_mnist_canvases():
         np.testing.assert_array_equal(d["boxes"][:, k], _bbox(d["masks"][:, k]))
     v = generate_split("val", 8, seed=0, data_dir=folder, debug=True)
     assert v["indices"].min() >= 20000 and v["indices"].max() <= 22698
+
+
+@pytest.mark.parametrize("options", [SequenceOptions(noise_blocks=0, val_start=200),
+                                     SequenceOptions(noise_blocks=0, val_start=200, crop=False, gap=-8, angle=90.0)])
+def test_fast_path_matches_the_loop_reference(mnist_dir, options):
+    from minstn.data.sequences import render_sequence_naive
+    d = generate_split("train", 3, seed=11, data_dir=mnist_dir, options=options, debug=True)
+    images, _ = load_mnist("train", mnist_dir)
+    for i in range(3):
+        ref = render_sequence_naive(images[d["indices"][i]], d["radians"][i], d["centres"][i], options)
+        # float32 coordinates in the fast path; bilinear reads are continuous, so errors stay tiny
+        np.testing.assert_allclose(d["images"][i, 0], ref, rtol=0, atol=2e-4)
+        assert ref.sum() > 10
+
+
+def test_real_mnist_matches_the_loop_reference():
+    folder = shared_mnist_dir()
+    if folder is None:
+        pytest.skip("the shared MNIST folder is not on this machine")
+    from minstn.data.sequences import render_sequence_naive
+    options = SequenceOptions(noise_blocks=0)
+    d = generate_split("test", 2, seed=4, data_dir=folder, options=options, debug=True)
+    images, _ = load_mnist("test", folder)
+    for i in range(2):
+        ref = render_sequence_naive(images[d["indices"][i]], d["radians"][i], d["centres"][i], options)
+        np.testing.assert_allclose(d["images"][i, 0], ref, rtol=0, atol=2e-4)

@@ -74,6 +74,7 @@ __all__ = [
     "generate_canvases",
     "generate_split",
     "empty_split",
+    "render_sequence_naive",
 ]
 
 CANVAS = 100          # canvas side in pixels
@@ -282,59 +283,106 @@ def _fits(ink_left, ink_right, ex, ey):
 # ----------------------------------------------------------------------------------------
 
 def _paste_strip(images, X, Y, shape, only=None):
-    """Strips (N, SH, SW) float32 holding images (N, K, 28, 28) uint8 at X, Y (N, K).
+    """Strips (N, SH, SW) uint8 holding images (N, K, 28, 28) uint8 at X, Y (N, K).
 
-    Sums the K placements (their ink never shares a pixel; zeros elsewhere). ``only``:
-    paste just that digit position (for per-digit masks).
+    Adds the K placements (their ink never shares a strip pixel, so the sum is exact and
+    stays <= 255). ``only``: paste just that digit position (for per-digit masks).
     """
     N = images.shape[0]
     SH, SW = shape
-    strip = np.zeros((N, SH, SW), dtype=np.float32)
+    strip = np.zeros((N, SH, SW), dtype=np.uint8)
     flat = strip.reshape(-1)
     r = np.arange(28)
     for k in range(DIGITS) if only is None else (only,):
         rows = Y[:, k, None, None] + r[None, :, None]            # (N, 28, 1)
         cols = X[:, k, None, None] + r[None, None, :]            # (N, 1, 28)
         idx = (np.arange(N)[:, None, None] * SH + rows) * SW + cols   # (N, 28, 28), distinct
-        flat[idx] += images[:, k].astype(np.float32) * np.float32(1 / 255)
+        flat[idx] += images[:, k]
     return strip
 
 
-def _render(strip, cid, sx, sy):
-    """Bilinear reads of strips at points (sx, sy), already clipped to [0, SW-2] x [0, SH-2].
+def _quads(strip):
+    """(N, SH, SW) uint8 -> (N, SH-1, SW-1) uint32: each pixel's 2x2 neighbourhood in one
+    word (byte 0 upper-left, 1 upper-right, 2 lower-left, 3 lower-right), so that a
+    bilinear read is one gather instead of four."""
+    s = strip.astype(np.uint32)
+    return s[:, :-1, :-1] | (s[:, :-1, 1:] << 8) | (s[:, 1:, :-1] << 16) | (s[:, 1:, 1:] << 24)
 
-    strip (N, SH, SW) float32 with zero borders; cid (T,) int64 canvas of each point;
-    sx, sy (T,) float32. Returns (values (T,) float32, x0 (T,) int64 = floor(sx)).
+
+def _render(quads, cid, sx, sy):
+    """Bilinear reads at strip points (sx, sy), clipped to [0, SW-2] x [0, SH-2].
+
+    quads (N, SH-1, SW-1) uint32 from :func:`_quads`; cid (T,) int64 canvas of each point;
+    sx, sy (T,) float32. Returns values (T,) float32 in [0, 1] (pixel / 255, zero where
+    no ink is near) and x0 = floor(sx) (T,) int64.
     """
-    N, SH, SW = strip.shape
+    N, QH, QW = quads.shape
     x0 = np.floor(sx)
     y0 = np.floor(sy)
     fx = sx - x0                                                 # (T,) in [0, 1)
     fy = sy - y0
     x0 = x0.astype(np.int64)
-    base = (cid * SH + y0.astype(np.int64)) * SW + x0            # (T,) flat index of the upper-left neighbour
-    flat = strip.reshape(-1)
-    a, b = np.take(flat, base), np.take(flat, base + 1)          # upper-left, upper-right
-    c, d = np.take(flat, base + SW), np.take(flat, base + SW + 1)  # lower-left, lower-right
+    word = np.take(quads.reshape(-1), (cid * QH + y0.astype(np.int64)) * QW + x0)   # (T,) uint32
+    p = word.astype("<u4").view(np.uint8).reshape(-1, 4).astype(np.float32)        # (T, 4)
+    a, b, c, d = p[:, 0], p[:, 1], p[:, 2], p[:, 3]              # upper-left, upper-right, lower-left, lower-right
     top = a + fx * (b - a)
     bottom = c + fx * (d - c)
-    return top + fy * (bottom - top), x0
+    value = top + fy * (bottom - top)
+    value /= np.float32(255)
+    np.clip(value, 0.0, 1.0, out=value)                          # rounding could leave 1 + 1 ulp
+    return value, x0
 
 
-def _window_points(rx0, rx1, ry0, ry1):
-    """All canvas pixels of each canvas's window [rx0, rx1) x [ry0, ry1), flattened.
+def _owner_columns(ink_left, ink_right, width):
+    """(N, width) int8: k + 1 where a read whose left column is x touches digit k's ink
+    columns (x or x + 1 in [ink_left[k], ink_right[k]]), else 0. At most one digit can
+    match because neighbours' ink is at least one blank column apart."""
+    x = np.arange(width)
+    table = np.zeros((len(ink_left), width), dtype=np.int8)
+    for k in range(DIGITS):
+        table += np.int8(k + 1) * ((x >= ink_left[:, k, None] - 1) & (x <= ink_right[:, k, None]))
+    return table
 
-    rx0, ... (N,) int64. Returns cid, row, col, each (T,) int64, T = sum of window areas,
-    row-major within each canvas. Built row by row (R = total window rows) with repeats.
+
+def _interval(m, q, half):
+    """Solutions dx of |m dx + q| <= half, as (lo, hi) arrays (lo > hi when empty)."""
+    flat = np.abs(m) <= 1e-9
+    safe = np.where(flat, 1.0, m)
+    lo, hi = (-q - half) / safe, (-q + half) / safe
+    lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+    inside = np.abs(q) <= half
+    lo = np.where(flat, np.where(inside, -np.inf, np.inf), lo)
+    hi = np.where(flat, np.where(inside, np.inf, -np.inf), hi)
+    return lo, hi
+
+
+def _support_points(tx, ty, cos, sin, half_a, half_b, ey):
+    """Canvas pixels whose source point lies in the strip's support rectangle, flattened.
+
+    A pixel p maps to along = (px - tx) cos - (py - ty) sin and across = (px - tx) sin +
+    (py - ty) cos (relative to the ink centre); it can read ink only if |along| <= half_a
+    and |across| <= half_b. Each canvas row meets that rotated rectangle in one run of
+    columns, found in closed form. Returns cid, row, col, each (T,) int64, row-major within
+    each canvas; T is about the rectangle's area, not the canvas's.
     """
-    w, h = rx1 - rx0, ry1 - ry0                                  # (N,)
-    row_cid = np.repeat(np.arange(len(h), dtype=np.int64), h)   # (R,) canvas of each window row
-    row_y = np.arange(row_cid.size, dtype=np.int64) - np.repeat(np.cumsum(h) - h - ry0, h)  # (R,)
-    row_w = w[row_cid]                                           # (R,) points in that row
-    row_first = np.cumsum(row_w) - row_w                         # (R,) index of its first point
-    cid = np.repeat(row_cid, row_w)                              # (T,)
-    row = np.repeat(row_y, row_w)
-    col = np.arange(cid.size, dtype=np.int64) - np.repeat(row_first - rx0[row_cid], row_w)
+    ry0 = np.ceil(ty - ey).astype(np.int64)                      # (N,) rows of the bounding box
+    ry1 = np.floor(ty + ey).astype(np.int64) + 1
+    h = ry1 - ry0
+    row_cid = np.repeat(np.arange(len(h), dtype=np.int64), h)   # (R,) canvas of each row
+    row_y = np.arange(row_cid.size, dtype=np.int64) - np.repeat(np.cumsum(h) - h - ry0, h)   # (R,)
+    dy = row_y - ty[row_cid]                                     # (R,)
+    c, s = cos[row_cid], sin[row_cid]
+    lo_a, hi_a = _interval(c, -dy * s, half_a[row_cid] + 1e-6)   # |dx c - dy s| <= half_a
+    lo_b, hi_b = _interval(s, dy * c, half_b[row_cid] + 1e-6)    # |dx s + dy c| <= half_b
+    x_lo = np.clip(tx[row_cid] + np.maximum(lo_a, lo_b), -1, CANVAS + 1)
+    x_hi = np.clip(tx[row_cid] + np.minimum(hi_a, hi_b), -1, CANVAS + 1)
+    first = np.maximum(np.ceil(x_lo).astype(np.int64), 0)       # (R,) first column of the run
+    stop = np.minimum(np.floor(x_hi).astype(np.int64) + 1, CANVAS)
+    width = np.maximum(stop - first, 0)                          # (R,) run length
+    start = np.cumsum(width) - width                             # (R,) index of the run's first point
+    cid = np.repeat(row_cid, width)                              # (T,)
+    row = np.repeat(row_y, width)
+    col = np.arange(cid.size, dtype=np.int64) - np.repeat(start - first, width)
     return cid, row, col
 
 
@@ -345,9 +393,11 @@ def _boxes(n, cid, row, col, owner):
     tables (n * K, 100) from np.bincount, then the first and last present row / column.
     """
     inked = owner > 0
-    key = cid[inked] * DIGITS + (owner[inked] - 1)               # (T_ink,) canvas-digit group
-    cols = np.bincount(key * CANVAS + col[inked], minlength=n * DIGITS * CANVAS).reshape(n, DIGITS, CANVAS) > 0
-    rows = np.bincount(key * CANVAS + row[inked], minlength=n * DIGITS * CANVAS).reshape(n, DIGITS, CANVAS) > 0
+    key = (cid * DIGITS + (owner - 1)) * CANVAS                  # (T,) start of the canvas-digit group's bins
+    key = key[inked]                                             # (T_ink,)
+    size = n * DIGITS * CANVAS
+    cols = np.bincount(key + col[inked], minlength=size).reshape(n, DIGITS, CANVAS) > 0   # columns with ink
+    rows = np.bincount(key + row[inked], minlength=size).reshape(n, DIGITS, CANVAS) > 0
     boxes = np.stack([cols.argmax(axis=2), rows.argmax(axis=2),
                       CANVAS - cols[..., ::-1].argmax(axis=2), CANVAS - rows[..., ::-1].argmax(axis=2)],
                      axis=-1)                                    # (n, K, 4)
@@ -366,6 +416,7 @@ def generate_canvases(pool, n, rng, options=None, return_masks=False):
         indices  (n, 4) int64 positions of the digits in the MNIST file pool.mnist_split
         noise_positions (n, B, 2) int64 (y, x) canvas top-left of each noise block
         noise_sources   (n, B, 3) int64 (MNIST index, y, x) of the window each block was cut from
+        radians  (n,) float64 the exact angles; centres (n, 2) float64 canvas (x, y) of the ink centre
         masks    (n, 4, 100, 100) bool, each digit's own ink (only with return_masks)
     """
     options = options or SequenceOptions()
@@ -395,16 +446,15 @@ def generate_canvases(pool, n, rng, options=None, return_masks=False):
     # Strip coordinates: shift so every image lies inside, with zero borders (1 before, 2 after).
     ox, oy = 1 - X.min(), 1 - Y.min()
     SW, SH = int(X.max() + ox + 28 + 2), int(Y.max() + oy + 28 + 2)
-    X, Y, ink_left = X + ox, Y + oy, ink_left + ox
+    X, Y, ink_left, ink_right = X + ox, Y + oy, ink_left + ox, ink_right + ox
     cx = (x_lo + x_hi) / 2 + ox                                             # (n,) rotation centre in the strip
     cy = (y_lo + y_hi) / 2 + oy
     digits = pool.images[pick]                                              # (n, K, 28, 28) uint8
 
-    # Only canvas pixels within the rotated support's bounding box can receive ink: the
-    # "window" of each canvas. All windows' pixels are processed as one flat list of points.
-    rx0, rx1 = np.ceil(tx - ex).astype(np.int64), np.floor(tx + ex).astype(np.int64) + 1   # (n,)
-    ry0, ry1 = np.ceil(ty - ey).astype(np.int64), np.floor(ty + ey).astype(np.int64) + 1
-    cid, row, col = _window_points(rx0, rx1, ry0, ry1)                    # (T,) each
+    # Only canvas pixels whose source point lies in the support rectangle can receive ink;
+    # all canvases' such pixels are processed as one flat list of T points.
+    half_a, half_b = (x_hi - x_lo) / 2 + 1, (y_hi - y_lo) / 2 + 1                   # (n,) as in _extent
+    cid, row, col = _support_points(tx, ty, cos, sin, half_a, half_b, ey)       # (T,) each
 
     # Inverse map: canvas (px, py) -> strip (sx, sy) = c + R(-angle) (p - t), written as
     # sx = cx + (px - tx) cos - (py - ty) sin and sy = cy + (px - tx) sin + (py - ty) cos
@@ -413,31 +463,25 @@ def generate_canvases(pool, n, rng, options=None, return_masks=False):
     ay = (cy - tx * sin - ty * cos).astype(np.float32)
     cos32, sin32 = cos.astype(np.float32), sin.astype(np.float32)
     colf, rowf = col.astype(np.float32), row.astype(np.float32)
-    c_, s_ = cos32[cid], sin32[cid]                                         # (T,)
-    sx = ax[cid] + colf * c_ - rowf * s_                                    # (T,)
-    sy = ay[cid] + colf * s_ + rowf * c_
+    c_, s_ = np.take(cos32, cid), np.take(sin32, cid)                       # (T,)
+    sx = np.take(ax, cid) + colf * c_ - rowf * s_                           # (T,)
+    sy = np.take(ay, cid) + colf * s_ + rowf * c_
     np.clip(sx, 0, SW - 2, out=sx)
     np.clip(sy, 0, SH - 2, out=sy)
 
-    strip = _paste_strip(digits, X, Y, (SH, SW))                            # (n, SH, SW)
-    value, x0 = _render(strip, cid, sx, sy)                                 # (T,)
-    # Which digit a pixel's ink comes from: digits are separated by blank strip columns,
-    # so the column of the upper-left neighbour decides (k = number of ink starts passed).
-    owner = (x0 >= ink_left[cid, 1] - 1).astype(np.int8)                   # (T,)
-    owner += x0 >= ink_left[cid, 2] - 1
-    owner += x0 >= ink_left[cid, 3] - 1
-    owner += 1
-    owner *= value > 0
+    value, x0 = _render(_quads(_paste_strip(digits, X, Y, (SH, SW))), cid, sx, sy)   # (T,)
+    # Which digit a pixel's ink comes from: the left column x0 of its 2x2 read decides.
+    owner = np.take(_owner_columns(ink_left, ink_right, SW - 1).reshape(-1), cid * (SW - 1) + x0)
+    owner *= value > 0                                                      # (T,) 0 or k + 1
     boxes = _boxes(n, cid, row, col, owner)                                 # (n, K, 4)
 
-    flat_index = (cid * CANVAS + row) * CANVAS + col                        # (T,) distinct
     canvas = np.zeros((n, CANVAS, CANVAS), dtype=np.float32)
-    canvas.reshape(-1)[flat_index] = value
+    canvas.reshape(-1)[(cid * CANVAS + row) * CANVAS + col] = value         # distinct pixels
     out = {}
     if return_masks:
         masks = np.zeros((n, DIGITS, CANVAS, CANVAS), dtype=bool)
         for k in range(DIGITS):
-            own, _ = _render(_paste_strip(digits, X, Y, (SH, SW), only=k), cid, sx, sy)
+            own, _ = _render(_quads(_paste_strip(digits, X, Y, (SH, SW), only=k)), cid, sx, sy)
             masks.reshape(n, DIGITS, -1)[cid, k, row * CANVAS + col] = own > 0
         out["masks"] = masks
 
@@ -458,8 +502,7 @@ def generate_canvases(pool, n, rng, options=None, return_masks=False):
                             wx[:, j, None, None] + r[None, :]]              # (n, S, S) uint8
         idx = (np.arange(n)[:, None, None] * CANVAS + py[:, j, None, None] + r[:, None]) * CANVAS \
             + px[:, j, None, None] + r[None, :]                             # (n, S, S), distinct
-        flat[idx] = np.maximum(flat[idx], block.astype(np.float32) * np.float32(1 / 255))
-    np.clip(canvas, 0.0, 1.0, out=canvas)
+        flat[idx] = np.maximum(flat[idx], block.astype(np.float32) / np.float32(255))
 
     out.update(
         images=canvas[:, None],
@@ -469,8 +512,58 @@ def generate_canvases(pool, n, rng, options=None, return_masks=False):
         indices=pool.index[pick],
         noise_positions=np.stack([py, px], axis=-1).astype(np.int64),
         noise_sources=np.stack([pool.index[src], wy, wx], axis=-1).astype(np.int64),
+        radians=rad,
+        centres=np.stack([tx, ty], axis=-1),
     )
     return out
+
+
+def render_sequence_naive(digits, radians, centre, options=None):
+    """Loop reference for one canvas's digit layer (no noise), for testing the fast path.
+
+    digits (4, 28, 28) uint8 in reading order; radians: the rotation; centre (tx, ty): the
+    canvas position of the centre of the strip's ink. Follows the module docstring step by
+    step with plain Python loops over pixels. Returns (100, 100) float64.
+    """
+    options = options or SequenceOptions()
+    # Ink box of each digit: top, left, height, width.
+    ink = []
+    for img in digits:
+        rows = [r for r in range(28) if any(img[r, c] > 0 for c in range(28))]
+        cols = [c for c in range(28) if any(img[r, c] > 0 for r in range(28))]
+        ink.append((rows[0], cols[0], rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))
+    # Where each 28x28 image goes in the strip.
+    places = []
+    if options.crop:
+        height = max(h for _, _, h, _ in ink)
+        start = 0
+        for top, left, h, w in ink:
+            places.append((start - left, (height - h) // 2 - top))
+            start += w + options.gap
+    else:
+        places = [(k * (28 + options.gap), 0) for k in range(DIGITS)]
+    # The strip as a dict {(row, col): value}; absent pixels are zero.
+    strip = {}
+    for img, (X, Y) in zip(digits, places):
+        for r in range(28):
+            for c in range(28):
+                if img[r, c] > 0:
+                    strip[(Y + r, X + c)] = strip.get((Y + r, X + c), 0.0) + img[r, c] / 255.0
+    ys = [r for r, _ in strip]
+    xs = [c for _, c in strip]
+    cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2   # centre of the strip's ink
+    cos, sin = math.cos(radians), math.sin(radians)
+    tx, ty = centre
+    canvas = np.zeros((CANVAS, CANVAS))
+    for py in range(CANVAS):
+        for px in range(CANVAS):
+            sx = cx + (px - tx) * cos - (py - ty) * sin
+            sy = cy + (px - tx) * sin + (py - ty) * cos
+            x0, y0 = math.floor(sx), math.floor(sy)
+            fx, fy = sx - x0, sy - y0
+            canvas[py, px] = ((1 - fy) * ((1 - fx) * strip.get((y0, x0), 0.0) + fx * strip.get((y0, x0 + 1), 0.0))
+                              + fy * ((1 - fx) * strip.get((y0 + 1, x0), 0.0) + fx * strip.get((y0 + 1, x0 + 1), 0.0)))
+    return canvas
 
 
 def empty_split(n=0):
@@ -490,8 +583,8 @@ def generate_split(split, n, seed=0, data_dir=None, options=None, pool=None, deb
     Works in blocks of BLOCK canvases (bounding memory to a few hundred MB besides the
     result). ``pool``: a DigitPool to use instead of loading MNIST (it must be the split's
     pool for the data to match). Returns images, labels, angles, boxes (see
-    :func:`generate_canvases`); with ``debug`` also indices, noise_positions, noise_sources
-    (and masks with ``return_masks``). ``progress``: called with (done, n) after each block.
+    :func:`generate_canvases`); with ``debug`` also indices, noise_positions, noise_sources,
+    radians, centres (and masks with ``return_masks``). ``progress``: called with (done, n) after each block.
     """
     options = options or SequenceOptions()
     if split not in SPLIT_IDS:
@@ -504,7 +597,7 @@ def generate_split(split, n, seed=0, data_dir=None, options=None, pool=None, deb
     if debug:
         B = options.noise_blocks
         out.update(indices=np.zeros((n, DIGITS), np.int64), noise_positions=np.zeros((n, B, 2), np.int64),
-                   noise_sources=np.zeros((n, B, 3), np.int64))
+                   noise_sources=np.zeros((n, B, 3), np.int64), radians=np.zeros(n), centres=np.zeros((n, 2)))
         if return_masks:
             out["masks"] = np.zeros((n, DIGITS, CANVAS, CANVAS), dtype=bool)
     if n == 0:
