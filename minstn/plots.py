@@ -26,7 +26,7 @@ STEP_COLOURS = ("tab:red", "tab:orange", "tab:green", "tab:blue", "tab:purple", 
 
 def _save(fig: Figure, path: str) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=100)   # (bbox_inches='tight' would draw everything twice)
     return path
 
 
@@ -52,6 +52,7 @@ def plot_curves(runs: dict, path: str) -> str:
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
     ax_val.legend(fontsize=8)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.25)
     return _save(fig, path)
 
 
@@ -103,6 +104,7 @@ def plot_glimpses(canvases, thetas, glimpses, path: str, labels=None, prediction
             ax.set_yticks([])
     if title:
         fig.suptitle(title)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.92 if n > 2 else 0.85, wspace=0.08, hspace=0.25)
     return _save(fig, path)
 
 
@@ -132,4 +134,5 @@ def plot_theta_stats(records: list, path: str, title: str = "") -> str:
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.15, top=0.84, wspace=0.3)
     return _save(fig, path)
