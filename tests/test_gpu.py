@@ -314,6 +314,31 @@ def test_kernel_cache_is_tagged_for_the_ops_backward(gpu, rng):
 
 
 # ------------------------------------------------------------------------------------------
+# Whole models: one training step's loss and gradients on the GPU equal the CPU's.
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name, impl", [("cnn", "auto"), ("ffn-stn", "kernel"), ("lstm-stn", "kernel"),
+                                        ("lstm-stn", "array")])
+def test_model_step_on_gpu_matches_cpu(gpu, name, impl):
+    from minstn.models import build_model
+
+    rng = np.random.default_rng(0)
+    images = rng.random((2, 1, 100, 100))  # (N, 1, 100, 100), float64
+    labels = rng.integers(0, 10, size=(2, 4))
+    options = {} if name == "cnn" else {"sampler_impl": impl}
+    results = []
+    for device in ("cpu", gpu):
+        model = build_model(name, 2, dtype="float64", device=device, seed=0, **options)
+        loss, _ = model.loss_and_grads(images, labels, rng=np.random.default_rng(1))  # same dropout masks
+        results.append((loss, {k: to_numpy(v) for k, v in model.grads.items()}))
+    (loss_cpu, grads_cpu), (loss_gpu, grads_gpu) = results
+    assert abs(loss_gpu - loss_cpu) <= 1e-10 * max(1.0, abs(loss_cpu))
+    for k in grads_cpu:
+        assert_close(grads_gpu[k], grads_cpu[k], np.float64, f"{name} grad {k}")
+
+
+# ------------------------------------------------------------------------------------------
 # Float64 gradient checks of the kernels, on the GPU.  minstn.gradcheck works on NumPy
 # arrays, so the wrapped forward and backward move the arrays to the GPU and back.
 
