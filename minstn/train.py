@@ -220,6 +220,9 @@ def train(cfg: TrainConfig, splits: dict | None = None, log=None, stream=None) -
 
     if splits is None:
         splits = load_data(cfg)
+    for split in ("train", "val", "test"):
+        if splits[split]["images"].shape[0] == 0:
+            raise ConfigError(f"the {split} split is empty; training needs at least one canvas in each of train, val and test")
     dtype = np.dtype(cfg.dtype)
     train_x = splits["train"]["images"].astype(dtype, copy=False)      # (N_train, 1, 100, 100)
     train_y = splits["train"]["labels"]                                # (N_train, 4)

@@ -263,3 +263,52 @@ def test_existing_run_needs_resume_and_resume_keeps_settings(data_dir, tmp_path,
     (out / "last.npz").write_bytes(b"junk")
     assert train.main(["--out", str(out), "--resume"]) == 2
     assert "truncated or not an .npz" in capsys.readouterr().err
+
+
+def test_empty_split_is_a_clear_error(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 0), ("test", 4)):
+        save_sequence_file(tmp_path / f"{split}.npz", _split(rng, n))
+    assert train.main(["--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
+    assert "the val split is empty" in capsys.readouterr().err
+
+
+class _FakeTTY:
+    def __init__(self):
+        self.text = ""
+
+    def isatty(self):
+        return True
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_progress_bar_rewrites_one_line_on_a_terminal():
+    tty = _FakeTTY()
+    bar = train.Progress(3, "epoch 1/1", tty, enabled=True, every=50)
+    for step in (1, 2, 3):
+        bar.update(step, 2.5, 10.0)
+    bar.close()
+    assert tty.text.count("\r") == 3 and tty.text.endswith("\n") and tty.text.count("\n") == 1
+    assert "3/3 loss 2.5000" in tty.text
+    quiet = _FakeTTY()
+    off = train.Progress(3, "x", quiet, enabled=False)
+    off.update(1, 1.0, 1.0)
+    off.close()
+    assert quiet.text == ""
+
+
+def test_ctrl_c_is_held_back_inside_a_step():
+    import signal
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with train._DeferInterrupt():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("the rest of the step still ran")
+    assert done == ["the rest of the step still ran"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
