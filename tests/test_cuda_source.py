@@ -168,7 +168,9 @@ def test_nvrtc_compiles_every_name_expression(arch):
     try:
         for name in cuda.NAME_EXPRESSIONS:
             assert lib.nvrtcAddNameExpression(prog, name.encode()) == 0, name
-        opts = [o.encode() for o in cuda.COMPILE_OPTIONS] + [f"-arch={arch}".encode()]
+        # CuPy adds the architecture and --device-as-default-execution-space to our options.
+        extra = (f"-arch={arch}", "--device-as-default-execution-space")
+        opts = [o.encode() for o in cuda.COMPILE_OPTIONS + extra]
         rc = lib.nvrtcCompileProgram(prog, len(opts), (c.c_char_p * len(opts))(*opts))
         size = c.c_size_t()
         lib.nvrtcGetProgramLogSize(prog, c.byref(size))
