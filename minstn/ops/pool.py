@@ -43,11 +43,14 @@ def maxpool2d_forward(x):
     a01 = xw[:, :, :, 0, :, 1]
     a10 = xw[:, :, :, 1, :, 0]
     a11 = xw[:, :, :, 1, :, 1]
-    top = xp.maximum(a00, a01)
-    bottom = xp.maximum(a10, a11)
+    top = xp.maximum(a00, a01)  # (N, C, H2, W2), best of the window's first row
+    bottom = xp.maximum(a10, a11)  # best of the second row
     out = xp.maximum(top, bottom)  # (N, C, H2, W2)
-    # winner index 0..3 (first maximum wins), kept as int8 to save memory
-    win = xp.where(a00 == out, 0, xp.where(a01 == out, 1, xp.where(a10 == out, 2, 3))).astype(xp.int8)
+    # winner index 0..3 = 2 * row + col, first maximum in row-major order winning ties:
+    # row 1 only if the bottom row is strictly larger, column 1 only if strictly larger
+    row = bottom > top  # (N, C, H2, W2) bool
+    col = xp.where(row, a11 > a10, a01 > a00)
+    win = (row.astype(xp.uint8) << 1) | col.astype(xp.uint8)  # uint8: one byte per window
     cache = (x.shape, win)
     return out, cache
 

@@ -174,8 +174,8 @@ def _bilinear_array_forward(U, grid):
     Hp, Wp = H + 2, W + 2
     Upad = xp.pad(U, ((0, 0), (0, 0), (1, 1), (1, 1)))  # (N, C, Hp, Wp), zero border
     g = grid.reshape(N, P, 2)
-    x = (g[:, :, 0] + 1.0) * (0.5 * W) - 0.5  # (N, P) pixel coordinates, = ((x_s + 1) W - 1) / 2
-    y = (g[:, :, 1] + 1.0) * (0.5 * H) - 0.5
+    x = g[:, :, 0] * (0.5 * W) + (0.5 * (W - 1))  # (N, P) pixel coordinates, = ((x_s + 1) W - 1) / 2
+    y = g[:, :, 1] * (0.5 * H) + (0.5 * (H - 1))
     x0 = xp.floor(x)  # (N, P), still float; the upper neighbour is x0 + 1, never ceil(x)
     y0 = xp.floor(y)
     near = (x0 >= -1) & (x0 <= W - 1) & (y0 >= -1) & (y0 <= H - 1)  # (N, P): touches the image
@@ -184,10 +184,11 @@ def _bilinear_array_forward(U, grid):
     wx0 = near - wx1
     wy1 = (y - y0) * near
     wy0 = near - wy1
-    # top-left corner in the padded image; clipping only moves far-outside points (weight 0)
-    xi = xp.clip(x0, -1, W - 1).astype(xp.int64) + 1  # (N, P) column in Upad
-    yi = xp.clip(y0, -1, H - 1).astype(xp.int64) + 1  # (N, P) row in Upad
-    pix = yi * Wp + xi  # (N, P) flat index within one padded image
+    # top-left corner in the padded image (+1 for the border); clipping only moves points
+    # whose weights are all 0
+    xi = xp.clip(x0, -1, W - 1, out=x0).astype(xp.int64)  # (N, P) column in U, -1 .. W-1
+    yi = xp.clip(y0, -1, H - 1, out=y0).astype(xp.int64)  # (N, P) row in U
+    pix = yi * Wp + xi + (Wp + 1)  # (N, P) flat index of (yi + 1, xi + 1) within one padded image
     nc_offset = (xp.arange(N * C, dtype=xp.int64) * (Hp * Wp)).reshape(N, C, 1)  # (N, C, 1)
     base = nc_offset + pix[:, None, :]  # (N, C, P) flat (n, c, pixel) index of the top-left corner
     Uflat = Upad.reshape(-1)  # (N*C*Hp*Wp,)
