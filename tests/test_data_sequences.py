@@ -111,6 +111,17 @@ def test_blocks_have_independent_streams(mnist_dir, monkeypatch):
     assert not np.array_equal(long["images"][8:16], short["images"])
 
 
+def test_threads_do_not_change_the_data(mnist_dir, monkeypatch):
+    monkeypatch.setattr(seq, "BLOCK", 8)
+    seen = []
+    one = generate_split("train", 30, seed=3, data_dir=mnist_dir, options=OPTS, workers=1)
+    two = generate_split("train", 30, seed=3, data_dir=mnist_dir, options=OPTS, workers=2,
+                         progress=lambda done, n: seen.append((done, n)))
+    for key in one:
+        np.testing.assert_array_equal(one[key], two[key])
+    assert seen == [(8, 30), (16, 30), (24, 30), (30, 30)]
+
+
 def test_disjoint_pools(mnist_dir):
     parts = {s: generate_split(s, 30, seed=0, data_dir=mnist_dir, options=OPTS, debug=True) for s in ("train", "val", "test")}
     for key in ("indices", "noise_sources"):
