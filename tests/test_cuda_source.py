@@ -499,3 +499,28 @@ def test_emulated_kernels_match_the_naive_loops(emu_cuda, rng):
     V, _ = emu_cuda.bilinear_sample_forward(_emu(U), _emu(grid))
     V_naive, _ = naive.bilinear_sample_forward_naive(U, grid)
     assert_close(V, V_naive, np.float64, "V vs naive")
+
+
+def test_emulated_kernels_match_torch_grid_sample(emu_cuda, rng):
+    """An independent reference where torch imports (CPU is enough): grid_sample(bilinear,
+    zeros, align_corners=False) and affine_grid(align_corners=False), values and gradients."""
+    torch = pytest.importorskip("torch")
+    N, C, H, W, H_out, W_out = 2, 3, 7, 9, 5, 6
+    theta = _theta(rng, N, np.float64)
+    U = rng.standard_normal((N, C, H, W))
+    dV = rng.standard_normal((N, C, H_out, W_out))
+
+    g, gc = emu_cuda.affine_grid_forward(_emu(theta), (H_out, W_out))
+    V, vc = emu_cuda.bilinear_sample_forward(_emu(U), g)
+    dU, dg = emu_cuda.bilinear_sample_backward(_emu(dV), vc)
+    dtheta = emu_cuda.affine_grid_backward(dg, gc)
+
+    theta_t = torch.tensor(theta, requires_grad=True)
+    U_t = torch.tensor(U, requires_grad=True)
+    g_t = torch.nn.functional.affine_grid(theta_t, (N, C, H_out, W_out), align_corners=False)
+    V_t = torch.nn.functional.grid_sample(U_t, g_t, mode="bilinear", padding_mode="zeros", align_corners=False)
+    V_t.backward(torch.tensor(dV))
+    assert_close(g, g_t.detach().numpy(), np.float64, "grid vs torch")
+    assert_close(V, V_t.detach().numpy(), np.float64, "V vs torch")
+    assert_close(dU, U_t.grad.numpy(), np.float64, "dU vs torch")
+    assert_close(dtheta, theta_t.grad.numpy(), np.float64, "dtheta vs torch")
