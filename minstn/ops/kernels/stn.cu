@@ -49,13 +49,14 @@ __device__ __forceinline__ float stn_floor(float v) { return floorf(v); }
 __device__ __forceinline__ double stn_floor(double v) { return floor(v); }
 
 // The integer index of a floored coordinate, clamped to [-2, size].
-// Departure from the array code: NumPy casts floor(x) straight to int64.  A sample point
-// far off the image (a theta that ran away) would overflow that cast, which is undefined
-// behaviour in C++.  Clamping to [-2, size] keeps every in-range index unchanged and keeps
-// every out-of-range index (and its +1 neighbour) out of range, so the result is the same.
+// A sample point far off the image (a theta that ran away) would overflow a plain cast of
+// floor(x) to an integer, which is undefined behaviour in C++.  Clamping to [-2, size] keeps
+// every in-range index unchanged and keeps every out-of-range index (and its +1 neighbour)
+// out of range, so no corner of such a point is read and the result is that of the array
+// code (which clips before its int64 cast and gives far points zero weights).
 template <typename T>
 __device__ __forceinline__ long long stn_index(T floored, long long size) {
-    if (!(floored >= T(-2))) return -2;  // also catches NaN: a NaN point reads only zeros
+    if (!(floored >= T(-2))) return -2;  // also catches NaN: a NaN point reads no pixel
     if (floored > T(size)) return size;
     return (long long)floored;
 }
