@@ -194,11 +194,9 @@ def make_pool(images, labels, index, mnist_split, options):
         raise ValueError("make_pool: some pool images are blank (no ink); MNIST digits always have ink")
     S = options.noise_size
     G = 28 - S + 1
-    inked = (images >= INK_LEVEL).astype(np.int32)              # (P, 28, 28)
-    integral = np.zeros((len(images), 29, 29), dtype=np.int32)
-    integral[:, 1:, 1:] = inked.cumsum(axis=1).cumsum(axis=2)
-    window = (integral[:, S:, S:] - integral[:, :G, S:]
-              - integral[:, S:, :G] + integral[:, :G, :G])       # (P, G, G) ink pixels per window
+    inked = (images >= INK_LEVEL).astype(np.int16)              # (P, 28, 28)
+    rows = sum(inked[:, i:i + G, :] for i in range(S))           # (P, G, 28) sums over S rows
+    window = sum(rows[:, :, j:j + G] for j in range(S))          # (P, G, G) ink pixels per window
     valid = (window >= options.noise_min_ink).reshape(len(images), G * G)
     count = valid.sum(axis=1)                                   # (P,)
     offset = np.concatenate([[0], np.cumsum(count)[:-1]])
