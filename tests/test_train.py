@@ -312,3 +312,15 @@ def test_ctrl_c_is_held_back_inside_a_step():
             done.append("the rest of the step still ran")
     assert done == ["the rest of the step still ran"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("module", ["minstn.train", "minstn.evaluate", "minstn.reproduce"])
+def test_modules_run_as_commands(module):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-m", module, "--no-such-option"], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "unrecognized arguments: --no-such-option" in done.stderr or "required" in done.stderr
+    assert "Traceback" not in done.stderr
