@@ -187,3 +187,12 @@ def test_load_sequence_dir(tmp_path, rng):
     os.remove(tmp_path / "val.npz")
     with pytest.raises(DataError, match=r"val\.npz: file not found"):
         load_sequence_dir(tmp_path)
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path, rng):
+    old = os.umask(0o022)
+    try:
+        save_sequence_file(tmp_path / "s.npz", _split(rng, 2))
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "s.npz").st_mode & 0o777 == 0o644

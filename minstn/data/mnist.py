@@ -194,12 +194,20 @@ def write_idx(path, array, compress=None):
     _atomic_write_bytes(path, data)
 
 
+def _file_mode():
+    """The mode a plain open() would give a new file (mkstemp creates files as 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic_write_bytes(path, data):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -293,6 +301,7 @@ def _fetch(url, dest, expected_sha256, timeout, progress):
         got = digest.hexdigest()
         if expected_sha256 is not None and got != expected_sha256:
             raise DataError(f"{url}: sha256 {got} does not match the expected {expected_sha256}")
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, dest)
     except DataError:
         raise

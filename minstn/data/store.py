@@ -35,7 +35,7 @@ import zipfile
 
 import numpy as np
 
-from .mnist import ALL_FILES, DataError, find_data_dir, mnist_file_path, read_idx
+from .mnist import ALL_FILES, DataError, _file_mode, find_data_dir, mnist_file_path, read_idx
 from .sequences import CANVAS, DIGITS, SPLIT_IDS, SequenceOptions, generate_split
 
 __all__ = [
@@ -112,6 +112,7 @@ def save_sequence_file(path, d, params=None):
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, params=np.array(record), **arrays)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
