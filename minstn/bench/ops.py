@@ -1,6 +1,6 @@
 """`python -m minstn.bench ops`: each op's forward + backward at the paper's shapes, vs PyTorch CPU.
 
-    python -m minstn.bench ops [--repeat N] [--threads T] [--batch B] [--only NAME] [--no-torch]
+    python -m minstn.bench ops [--repeat N] [--threads T] [--batch B] [--only NAME] [--stat median|min] [--no-torch]
 
 Every case times one forward and one backward of a minstn op on float32 NumPy arrays (the
 median of N runs after one warm-up), and, where torch is importable, the same computation in
@@ -41,8 +41,8 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def median_ms(fns, repeat: int) -> list:
-    """Median wall time in milliseconds of each function in `fns`, after one warm-up run each.
+def median_ms(fns, repeat: int, stat: str = "median") -> list:
+    """Median (or minimum) wall time in ms of each function in `fns`, after one warm-up run each.
 
     The functions are timed round-robin (f1, f2, f3, f1, f2, f3, ...), so that a burst of load
     from other processes on a shared machine affects them alike and their ratio stays fair.
@@ -55,7 +55,8 @@ def median_ms(fns, repeat: int) -> list:
             t0 = time.perf_counter()
             fn()
             ts.append(time.perf_counter() - t0)
-    return [1e3 * float(np.median(ts)) for ts in times]
+    reduce = np.min if stat == "min" else np.median
+    return [1e3 * float(reduce(ts)) for ts in times]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for NumPy's BLAS and PyTorch")
     p.add_argument("--batch", type=int, default=64, help="batch size B")
     p.add_argument("--only", default=None, help="run only the cases whose key or name contains this text, e.g. conv")
+    p.add_argument("--stat", choices=("median", "min"), default="median",
+                   help="median (default) or min of the timed runs; min is steadier on a machine shared with other jobs")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     return p
 
@@ -284,7 +287,7 @@ def main(argv=None) -> int:
     print(f"command: python -m minstn.bench ops {' '.join(argv)}".rstrip())
     print(f"cpu: {cpu_model()}, {os.cpu_count()} logical cores; threads: {args.threads}; "
           f"numpy {np.__version__}; torch {torch.__version__ if torch is not None else '-'}; "
-          f"float32, batch {args.batch}, median of {args.repeat} after 1 warm-up, "
+          f"float32, batch {args.batch}, {args.stat} of {args.repeat} after 1 warm-up, "
           f"minstn and torch timed round-robin")
     print()
     print("| op | shape | minstn fwd ms | minstn fwd+bwd ms | torch fwd+bwd ms | ratio |")
@@ -298,10 +301,10 @@ def main(argv=None) -> int:
             bwd()
 
         if tfn is not None:
-            t_fwd, t_both, t_torch = median_ms([fwd, both, tfn], args.repeat)
+            t_fwd, t_both, t_torch = median_ms([fwd, both, tfn], args.repeat, args.stat)
             tail = f"{t_torch:.1f} | {t_both / t_torch:.2f}"
         else:
-            t_fwd, t_both = median_ms([fwd, both], args.repeat)
+            t_fwd, t_both = median_ms([fwd, both], args.repeat, args.stat)
             tail = "- | -"
         print(f"| {name} | {shape} | {t_fwd:.1f} | {t_both:.1f} | {tail} |", flush=True)
     return 0

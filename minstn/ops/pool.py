@@ -90,8 +90,14 @@ def avgpool2d_forward(x, d):
     if d == 1:
         return x, (x.shape, 1)
     Hd, Wd = H // d, W // d
-    xw = x[:, :, : Hd * d, : Wd * d].reshape(N, C, Hd, d, Wd, d)  # (N, C, Hd, d, Wd, d)
-    out = xw.sum(axis=(3, 5))  # (N, C, Hd, Wd), keeps the dtype
+    xw = x[:, :, : Hd * d, : Wd * d].reshape(N, C, Hd, d, Wd, d)  # (N, C, Hd, d, Wd, d) view
+    # sum the d*d window positions as strided views (a loop over the window, not over pixels);
+    # NumPy's sum over the two small window axes is ~10x slower than these d*d - 1 adds
+    out = xw[:, :, :, 0, :, 0].copy()  # (N, C, Hd, Wd), a fresh array
+    for u in range(d):
+        for v in range(d):
+            if u or v:
+                out += xw[:, :, :, u, :, v]
     out *= 1.0 / (d * d)  # fresh array: in place is safe
     return out, (x.shape, d)
 
@@ -105,9 +111,9 @@ def avgpool2d_backward(dout, cache):
     N, C, H, W = x_shape
     Hd, Wd = H // d, W // d
     g = dout * (1.0 / (d * d))  # (N, C, Hd, Wd), a new array
-    dxw = xp.broadcast_to(g[:, :, :, None, :, None], (N, C, Hd, d, Wd, d))
+    dx_crop = xp.repeat(xp.repeat(g, d, axis=2), d, axis=3)  # (N, C, Hd*d, Wd*d): each pixel of a window
     if (Hd * d, Wd * d) == (H, W):
-        return dxw.reshape(N, C, H, W)  # reshape of a broadcast view copies into a fresh array
+        return dx_crop
     dx = xp.zeros(x_shape, dtype=dout.dtype)  # the floored border gets 0
-    dx[:, :, : Hd * d, : Wd * d] = dxw.reshape(N, C, Hd * d, Wd * d)
+    dx[:, :, : Hd * d, : Wd * d] = dx_crop
     return dx

@@ -160,35 +160,44 @@ def bilinear_sample_forward(U, grid, impl="auto"):
     return _bilinear_array_forward(U, grid)
 
 
+# Zero padding made explicit: U gets a zero border of _LO pixels before and _HI after, so every
+# corner the sampler can touch exists in the padded image and reads 0 outside U.
+_LO, _HI = 2, 3
+
+
 def _bilinear_array_forward(U, grid):
-    """The array code. Zero padding is made explicit: U gets a border of one zero pixel,
-    Upad (N, C, H+2, W+2), so a point whose 2x2 neighbourhood overlaps the image reads its
-    outside corners from the border (zeros) and needs no per-corner mask. A point whose
-    neighbourhood misses the image entirely (x0 < -1 or x0 > W-1, same for y) gets all
-    weights 0. Then the four corners of a point are at flat offsets 0, 1, Wp, Wp+1 from its
-    top-left corner `base`, so ONE index array serves all four gathers."""
+    """The array code.
+
+    1. Pixel coordinates x, y, clipped to [-2, W+1] x [-2, H+1]. A clipped point lies so far
+       outside that both of its neighbours in that axis are outside U, so V = 0 there and the
+       gradient is 0, exactly as without clipping; clipping only keeps the indices in range.
+    2. U padded with zeros (2 before, 3 after in each spatial axis): the corners x0 = floor(x)
+       and x1 = x0 + 1 (never ceil) then always exist, and corners outside U read 0: no masks.
+    3. The four corners of a point sit at flat offsets 0, 1, Wp, Wp+1 from its top-left corner
+       `base`, so one index array serves all four gathers.
+    4. Bilinear interpolation written as two linear interpolations in x, then one in y:
+           top = v00 + wx (v01 - v00),  bot = v10 + wx (v11 - v10),  V = top + wy (bot - top)
+       which equals the four-weight sum (1-wy)(1-wx) v00 + (1-wy) wx v01 + wy (1-wx) v10 + wy wx v11.
+    """
     xp = xp_of(U)
     N, C, H, W = U.shape
     H_out, W_out = grid.shape[1], grid.shape[2]
     P = H_out * W_out
-    Hp, Wp = H + 2, W + 2
-    Upad = xp.pad(U, ((0, 0), (0, 0), (1, 1), (1, 1)))  # (N, C, Hp, Wp), zero border
+    Hp, Wp = H + _LO + _HI, W + _LO + _HI
+    Upad = xp.pad(U, ((0, 0), (0, 0), (_LO, _HI), (_LO, _HI)))  # (N, C, Hp, Wp), zero border
     g = grid.reshape(N, P, 2)
     x = g[:, :, 0] * (0.5 * W) + (0.5 * (W - 1))  # (N, P) pixel coordinates, = ((x_s + 1) W - 1) / 2
     y = g[:, :, 1] * (0.5 * H) + (0.5 * (H - 1))
-    x0 = xp.floor(x)  # (N, P), still float; the upper neighbour is x0 + 1, never ceil(x)
+    xp.clip(x, -2, W + 1, out=x)  # x is a fresh array: clipping in place is safe
+    xp.clip(y, -2, H + 1, out=y)
+    x0 = xp.floor(x)  # (N, P), float
     y0 = xp.floor(y)
-    near = (x0 >= -1) & (x0 <= W - 1) & (y0 >= -1) & (y0 <= H - 1)  # (N, P): touches the image
-    near = near.astype(U.dtype)
-    wx1 = (x - x0) * near  # (N, P) in [0, 1), zero for points far outside
-    wx0 = near - wx1
-    wy1 = (y - y0) * near
-    wy0 = near - wy1
-    # top-left corner in the padded image (+1 for the border); clipping only moves points
-    # whose weights are all 0
-    xi = xp.clip(x0, -1, W - 1, out=x0).astype(xp.int64)  # (N, P) column in U, -1 .. W-1
-    yi = xp.clip(y0, -1, H - 1, out=y0).astype(xp.int64)  # (N, P) row in U
-    pix = yi * Wp + xi + (Wp + 1)  # (N, P) flat index of (yi + 1, xi + 1) within one padded image
+    wx = x - x0  # (N, P) in [0, 1): weight of the right neighbour x0 + 1
+    wy = y - y0  # weight of the lower neighbour y0 + 1
+    # flat index of the top-left corner (y0 + _LO, x0 + _LO) within one padded image, computed in
+    # float (exact: float32 holds every integer below 2^24) and converted once
+    fdt = x.dtype if Hp * Wp < 2**24 else xp.float64
+    pix = (y0.astype(fdt, copy=False) * Wp + x0).astype(xp.int64) + (_LO * Wp + _LO)  # (N, P)
     nc_offset = (xp.arange(N * C, dtype=xp.int64) * (Hp * Wp)).reshape(N, C, 1)  # (N, C, 1)
     base = nc_offset + pix[:, None, :]  # (N, C, P) flat (n, c, pixel) index of the top-left corner
     Uflat = Upad.reshape(-1)  # (N*C*Hp*Wp,)
@@ -196,9 +205,13 @@ def _bilinear_array_forward(U, grid):
     v01 = xp.take(Uflat[1:], base)  # U[y0, x1]: the flat array shifted by one column
     v10 = xp.take(Uflat[Wp:], base)  # U[y1, x0]: shifted by one row
     v11 = xp.take(Uflat[Wp + 1 :], base)  # U[y1, x1]
-    wx0c, wx1c = wx0[:, None], wx1[:, None]  # (N, 1, P), broadcast over channels
-    V = wy0[:, None] * (wx0c * v00 + wx1c * v01) + wy1[:, None] * (wx0c * v10 + wx1c * v11)  # (N, C, P)
-    cache = ("array", U.shape, base, (wx0, wx1, wy0, wy1), (v00, v01, v10, v11))
+    wxc, wyc = wx[:, None], wy[:, None]  # (N, 1, P), broadcast over channels
+    d_top = v01 - v00  # (N, C, P) slope in x along the upper row
+    d_bot = v11 - v10  # slope in x along the lower row
+    top = v00 + wxc * d_top  # (N, C, P) interpolated in x on the upper row
+    bot = v10 + wxc * d_bot
+    V = top + wyc * (bot - top)  # (N, C, P) then in y
+    cache = ("array", U.shape, base, wx, wy, d_top, d_bot, top, bot)
     return V.reshape(N, C, H_out, W_out), cache
 
 
@@ -208,27 +221,31 @@ def bilinear_sample_backward(dV, cache):
         from minstn.ops import cuda as _cuda
 
         return _cuda.bilinear_sample_backward(dV, cache)
-    _, U_shape, base, (wx0, wx1, wy0, wy1), (v00, v01, v10, v11) = cache
+    _, U_shape, base, wx, wy, d_top, d_bot, top, bot = cache
     xp = xp_of(dV)
     N, C, H, W = U_shape
-    Hp, Wp = H + 2, W + 2
+    Hp, Wp = H + _LO + _HI, W + _LO + _HI
     H_out, W_out = dV.shape[2], dV.shape[3]
     dV3 = dV.reshape(N, C, H_out * W_out)  # (N, C, P)
-    # dU: corner k of every point adds w_k * dV to its pixel; one bincount for all four corners
+    wxc, wyc = wx[:, None], wy[:, None]  # (N, 1, P)
+    # dU: corner k of every point adds (its bilinear weight) * dV to its pixel;
+    # one bincount over the flat (n, c, pixel) index of all four corners of all points
     idx = xp.empty((4,) + tuple(base.shape), dtype=xp.int64)  # (4, N, C, P)
     for k, offset in enumerate((0, 1, Wp, Wp + 1)):  # the four corners, not pixels
         xp.add(base, offset, out=idx[k])
+    g_bot = dV3 * wyc  # (N, C, P) share of the lower row
+    g_top = dV3 - g_bot  # share of the upper row: dV * (1 - wy)
     contrib = xp.empty((4,) + tuple(base.shape), dtype=dV.dtype)  # (4, N, C, P)
-    xp.multiply((wy0 * wx0)[:, None], dV3, out=contrib[0])
-    xp.multiply((wy0 * wx1)[:, None], dV3, out=contrib[1])
-    xp.multiply((wy1 * wx0)[:, None], dV3, out=contrib[2])
-    xp.multiply((wy1 * wx1)[:, None], dV3, out=contrib[3])
+    xp.multiply(g_top, wxc, out=contrib[1])  # (y0, x1): dV (1 - wy) wx
+    xp.subtract(g_top, contrib[1], out=contrib[0])  # (y0, x0): dV (1 - wy) (1 - wx)
+    xp.multiply(g_bot, wxc, out=contrib[3])  # (y1, x1): dV wy wx
+    xp.subtract(g_bot, contrib[3], out=contrib[2])  # (y1, x0): dV wy (1 - wx)
     dUpad = xp.bincount(idx.reshape(-1), weights=contrib.reshape(-1), minlength=N * C * Hp * Wp)  # float64
-    dU = dUpad.reshape(N, C, Hp, Wp)[:, :, 1:-1, 1:-1].astype(dV.dtype)  # drop the zero border
-    # dgrid: derivative of the weights in x and y, times the corner values (0 outside)
-    dVdx = wy0[:, None] * (v01 - v00) + wy1[:, None] * (v11 - v10)  # (N, C, P), d V / d x
-    dVdy = wx0[:, None] * (v10 - v00) + wx1[:, None] * (v11 - v01)  # d V / d y
+    dU = dUpad.reshape(N, C, Hp, Wp)[:, :, _LO : _LO + H, _LO : _LO + W].astype(dV.dtype)  # drop the border
+    # dgrid: V = top + wy (bot - top) with top, bot linear in wx, and dx/dx_s = W/2, dy/dy_s = H/2
+    dVdx = d_top + wyc * (d_bot - d_top)  # (N, C, P), d V / d x
+    dVdy = bot - top  # (N, C, P), d V / d y
     dgrid = xp.empty((N, H_out * W_out, 2), dtype=dV.dtype)  # (N, P, 2)
-    dgrid[:, :, 0] = (dV3 * dVdx).sum(axis=1) * (0.5 * W)  # dx / dx_s = W / 2
-    dgrid[:, :, 1] = (dV3 * dVdy).sum(axis=1) * (0.5 * H)  # dy / dy_s = H / 2
+    dgrid[:, :, 0] = (dV3 * dVdx).sum(axis=1) * (0.5 * W)  # sum over channels
+    dgrid[:, :, 1] = (dV3 * dVdy).sum(axis=1) * (0.5 * H)
     return dU, dgrid.reshape(N, H_out, W_out, 2)
