@@ -88,6 +88,12 @@ def test_preview_errors(tmp_path, mnist_dir, capsys):
     assert "holds 0 canvases; nothing to draw" in capsys.readouterr().err
 
 
+def test_draw_grid_needs_canvases(tmp_path):
+    from minstn.data.preview import draw_grid
+    with pytest.raises(ValueError, match=r"nothing to draw \(0 canvases\)"):
+        draw_grid(np.zeros((0, 1, 100, 100), np.float32), np.zeros((0, 4)), np.zeros((0, 4, 4)), tmp_path / "x.png")
+
+
 def test_generate_as_a_module(tmp_path, mnist_dir):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     run = subprocess.run([sys.executable, "-m", "minstn.data.generate", "--out", str(tmp_path / "m"),

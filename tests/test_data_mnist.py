@@ -70,6 +70,11 @@ def test_idx_missing_file(tmp_path):
         read_idx(tmp_path / "nope.gz")
 
 
+def test_idx_unreadable_path(tmp_path):
+    with pytest.raises(DataError, match=r"cannot be read \(.*\)\. Check its permissions"):
+        read_idx(tmp_path)                                          # a folder, not a file
+
+
 def test_idx_bad_magic(tmp_path):
     (tmp_path / "x").write_bytes(b"\x01\x02\x08\x01" + b"\0" * 8)
     with pytest.raises(DataError, match=r"bad magic number 01020801"):

@@ -196,3 +196,29 @@ def test_saved_files_get_the_usual_permissions(tmp_path, rng):
     finally:
         os.umask(old)
     assert os.stat(tmp_path / "s.npz").st_mode & 0o777 == 0o644
+
+
+def test_load_damaged_member_and_bad_params(tmp_path, rng):
+    path = tmp_path / "s.npz"
+    save_sequence_file(path, _split(rng, 40))                      # images dominate the archive
+    raw = bytearray(path.read_bytes())
+    mid = len(raw) // 2
+    raw[mid:mid + 64] = bytes(64)
+    (tmp_path / "flipped.npz").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"flipped\.npz: damaged array data"):
+        load_sequence_file(tmp_path / "flipped.npz")
+    _write_raw(tmp_path / "p.npz", params=np.array("{not json"), **_split(rng))
+    with pytest.raises(DataError, match=r"p\.npz: unreadable 'params' record"):
+        read_sequence_params(tmp_path / "p.npz")
+
+
+def test_cache_with_wrong_count_is_regenerated(tmp_path, mnist_dir, capsys):
+    cache = tmp_path / "cache"
+    load_splits(5, 0, 0, seed=1, data_dir=mnist_dir, cache_dir=cache, val_start=200)
+    assert "generating 5 train canvases (seed 1) into the cache" in capsys.readouterr().err
+    path = _only(cache, "train-")
+    d = {k: v[:3] for k, v in load_sequence_file(path).items()}
+    save_sequence_file(path, d, params=read_sequence_params(path))   # right record, too few canvases
+    with pytest.warns(RuntimeWarning, match="holds 3 canvases, expected 5"):
+        again = load_splits(5, 0, 0, seed=1, data_dir=mnist_dir, cache_dir=cache, val_start=200)
+    assert again["train"]["images"].shape == (5, 1, 100, 100)

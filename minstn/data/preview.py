@@ -7,6 +7,10 @@ Without --data the canvases are generated (split --split, seed --seed, default o
 with --data the first n canvases of that file are drawn. Each panel's title is its four
 labels in reading order; box colours follow the digit position (1st red, 2nd orange,
 3rd green, 4th blue).
+
+Shape legend:
+    n     canvases drawn (panels in the grid)
+    100   canvas side
 """
 from __future__ import annotations
 

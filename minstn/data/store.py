@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import warnings
 import zipfile
@@ -240,6 +241,9 @@ def load_splits(train_size=70000, val_size=20000, test_size=2000, seed=0, data_d
             except DataError as e:
                 warnings.warn(f"ignoring damaged cache file ({e}); generating split {split!r} again",
                               RuntimeWarning, stacklevel=2)
+        if n > 0:
+            print(f"minstn.data: generating {n} {split} canvases (seed {seed}) into the cache {path}",
+                  file=sys.stderr, flush=True)
         d = generate_split(split, n, seed=seed, data_dir=data_dir, options=options)
         save_sequence_file(path, d, params=record)
         out[split] = d

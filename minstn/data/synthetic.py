@@ -5,6 +5,10 @@ rectangle of bright ink (values 128..255) in the centre 20x20 area of a 28x28 im
 a random label. Not a real digit set: only the file format, sizes and value ranges match.
 
     write_synthetic_mnist(folder, n_train=300, n_test=100, seed=0) -> folder
+
+Shape legend:
+    n    images in a split
+    28   image height and width
 """
 from __future__ import annotations
 
