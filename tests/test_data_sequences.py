@@ -255,3 +255,14 @@ def test_real_mnist_matches_the_loop_reference():
     for i in range(2):
         ref = render_sequence_naive(images[d["indices"][i]], d["radians"][i], d["centres"][i], options)
         np.testing.assert_allclose(d["images"][i, 0], ref, rtol=0, atol=2e-4)
+
+
+def test_generate_canvases_edges(rng):
+    images, labels = synthetic_digits(20, rng)
+    faint = (images // 4).astype(np.uint8)                          # no window with ink
+    opts = SequenceOptions(noise_blocks=0)
+    pool = make_pool(faint, labels, np.arange(20), "train", opts)
+    d = seq.generate_canvases(pool, 3, np.random.default_rng(0), opts)
+    assert d["noise_positions"].shape == (3, 0, 2) and d["images"].max() > 0
+    with pytest.raises(ValueError, match=r"n must be an int >= 1, got 0 \(empty_split\(0\)"):
+        seq.generate_canvases(pool, 0, np.random.default_rng(0), opts)

@@ -10,6 +10,8 @@ Shape legend:
     B        noise blocks per canvas (default 10), S their side (default 6)
     P        digits in the split's pool (the MNIST digits a split may draw from)
     SH, SW   height and width of a block's "strips" (the four digits laid side by side)
+    T        canvas pixels near the rotated strips (the only ones computed), a block's
+             canvases together, about 15% of N * 100 * 100
     100      canvas side
 
 How one canvas is made (all steps run on a whole block of canvases at once):
@@ -45,7 +47,8 @@ Guarantees (each checked by tests/test_data_sequences.py):
 
 Determinism: canvases are made in blocks of BLOCK; block b of split s draws from
 np.random.default_rng(SeedSequence([seed, SPLIT_IDS[s], b])). The same (seed, split, count,
-options, MNIST files) always give the same canvases; splits use independent streams.
+options, MNIST files) always give the same canvases, with any number of worker threads;
+splits use independent streams.
 
 Disjoint pools: 'train' canvases draw digits (and noise) from MNIST training digits
 [0, val_start), 'val' from [val_start, N_train), 'test' from the MNIST test digits.
@@ -200,7 +203,7 @@ def make_pool(images, labels, index, mnist_split, options):
     valid = (window >= options.noise_min_ink).reshape(len(images), G * G)
     count = valid.sum(axis=1)                                   # (P,)
     offset = np.concatenate([[0], np.cumsum(count)[:-1]])
-    digit_of, where = np.nonzero(valid)                         # grouped by digit, ascending
+    _, where = np.nonzero(valid)                                # grouped by digit, ascending
     noise_digits = np.flatnonzero(count)
     if options.noise_blocks > 0 and len(noise_digits) == 0:
         raise ValueError(
@@ -420,6 +423,8 @@ def generate_canvases(pool, n, rng, options=None, return_masks=False):
         masks    (n, 4, 100, 100) bool, each digit's own ink (only with return_masks)
     """
     options = options or SequenceOptions()
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"generate_canvases: n must be an int >= 1, got {n!r} (empty_split(0) gives an empty split)")
     P = len(pool.images)
     rad = np.deg2rad(rng.uniform(-options.angle, options.angle, size=n))     # (n,)
     cos, sin = np.cos(rad), np.sin(rad)
@@ -487,14 +492,16 @@ def generate_canvases(pool, n, rng, options=None, return_masks=False):
 
     # Noise: B blocks per canvas, each an SxS window with ink of a random pool digit.
     B, S = options.noise_blocks, options.noise_size
-    G = 28 - S + 1
-    src = pool.noise_digits[rng.integers(0, len(pool.noise_digits), size=(n, B))]   # (n, B)
-    u = rng.random(size=(n, B))
-    which = pool.noise_offset[src] + np.minimum((u * pool.noise_count[src]).astype(np.int64),
-                                                pool.noise_count[src] - 1)
-    wy, wx = np.divmod(pool.noise_windows[which], G)                        # (n, B) window top-left
-    py = rng.integers(0, CANVAS - S + 1, size=(n, B))                       # (n, B) canvas top-left
-    px = rng.integers(0, CANVAS - S + 1, size=(n, B))
+    src = wy = wx = py = px = np.zeros((n, 0), dtype=np.int64)
+    if B > 0:
+        G = 28 - S + 1
+        src = pool.noise_digits[rng.integers(0, len(pool.noise_digits), size=(n, B))]   # (n, B)
+        u = rng.random(size=(n, B))
+        which = pool.noise_offset[src] + np.minimum((u * pool.noise_count[src]).astype(np.int64),
+                                                    pool.noise_count[src] - 1)
+        wy, wx = np.divmod(pool.noise_windows[which], G)                    # (n, B) window top-left
+        py = rng.integers(0, CANVAS - S + 1, size=(n, B))                   # (n, B) canvas top-left
+        px = rng.integers(0, CANVAS - S + 1, size=(n, B))
     r = np.arange(S)
     flat = canvas.reshape(-1)
     for j in range(B):
