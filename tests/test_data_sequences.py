@@ -232,6 +232,7 @@ def test_real_mnist_canvases():
 
 
 @pytest.mark.parametrize("options", [SequenceOptions(noise_blocks=0, val_start=200),
+                                     SequenceOptions(noise_blocks=0, val_start=200, angle=180.0, gap=1),
                                      SequenceOptions(noise_blocks=0, val_start=200, crop=False, gap=-8, angle=90.0)])
 def test_fast_path_matches_the_loop_reference(mnist_dir, options):
     from minstn.data.sequences import render_sequence_naive
