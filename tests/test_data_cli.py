@@ -25,7 +25,7 @@ def mnist_dir(tmp_path_factory):
 def test_generate_writes_three_splits(tmp_path, mnist_dir, capsys):
     out = tmp_path / "data"
     rc = generate_main(["--out", str(out), "--train", "6", "--val", "4", "--test", "3", "--seed", "7",
-                        "--data-dir", mnist_dir, "--val-start", "200", "--angle", "30", "--gap", "3"])
+                        "--data-dir", mnist_dir, "--val-start", "200", "--angle", "30", "--gap", "3", "--workers", "1"])
     assert rc == 0
     assert sorted(os.listdir(out)) == ["params.json", "test.npz", "train.npz", "val.npz"]
     d = load_sequence_dir(out)
@@ -59,6 +59,9 @@ def test_generate_rejects_bad_options(tmp_path, mnist_dir, capsys):
     with pytest.raises(SystemExit):
         generate_main(["--out", str(tmp_path), "--seed", "-1"])
     assert "--seed must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        generate_main(["--out", str(tmp_path), "--workers", "0"])
+    assert "--workers must be >= 1" in capsys.readouterr().err
 
 
 def test_generate_reports_missing_mnist(tmp_path, capsys):

@@ -3,7 +3,7 @@
     python -m minstn.data.generate --out DIR [--train 70000 --val 20000 --test 2000 --seed 0]
                                    [--data-dir MNIST_DIR] [--angle 45 --gap 2 --no-crop
                                     --noise-blocks 10 --noise-size 6 --noise-min-ink 6
-                                    --val-start 20000]
+                                    --val-start 20000] [--workers N]
 
 Writes DIR/train.npz, DIR/val.npz, DIR/test.npz (the format of minstn.data.store: images
 (N, 1, 100, 100) float32, labels (N, 4) int64, angles (N,) float32, boxes (N, 4, 4)
@@ -49,6 +49,8 @@ def build_parser():
                    help=f"ink pixels (>= 128 of 255) a noise block's source window needs (default {_DEFAULTS.noise_min_ink})")
     p.add_argument("--val-start", type=int, default=_DEFAULTS.val_start,
                    help=f"training digits [0, VAL_START) feed train, the rest feed val (default {_DEFAULTS.val_start})")
+    p.add_argument("--workers", type=int, default=None,
+                   help="threads generating blocks in parallel (default min(2, CPUs); the data do not depend on it)")
     return p
 
 
@@ -67,6 +69,8 @@ def main(argv=None):
             parser.error(f"--{split} must be >= 0, got {n}")
     if args.seed < 0:
         parser.error(f"--seed must be >= 0, got {args.seed}")
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
     print(f"options: {json.dumps(options.to_dict())}, seed {args.seed}, sizes {sizes}", flush=True)
     os.makedirs(args.out, exist_ok=True)
     records = {}
@@ -77,7 +81,8 @@ def main(argv=None):
             n = sizes[split]
             t0 = time.perf_counter()
             pool = split_pool(split, options, args.data_dir) if n > 0 else None
-            d = generate_split(split, n, seed=args.seed, data_dir=args.data_dir, options=options, pool=pool)
+            d = generate_split(split, n, seed=args.seed, data_dir=args.data_dir, options=options, pool=pool,
+                               workers=args.workers)
             t_gen = time.perf_counter() - t0
             records[split] = split_record(split, n, args.seed, options, mnist)
             path = os.path.join(args.out, f"{split}.npz")
