@@ -1,9 +1,15 @@
 // minstn/ops/kernels/stn.cu -- CUDA kernels for the spatial transformer:
 // the affine grid (forward, backward) and the bilinear sampler (forward, backward).
 //
-// Version 1 of each kernel is a port of the NumPy reference in minstn/ops/stn.py:
-// the same coordinate formula, the same corner order, the same weights; the comments
-// say where a kernel departs from the array code and why.  The Python launch code is
+// Version 1 of each kernel is a port of the NumPy reference (minstn/ops/stn.py, and its
+// loop version bilinear_sample_forward_naive / _backward_naive in minstn/ops/naive.py):
+// the same coordinate formula, the same corners (floor and floor + 1), the same four
+// weights and derivative formulas, the same zero padding, argument for argument.  The
+// vectorised array code evaluates the same quantities in equivalent algebraic forms chosen
+// for NumPy speed (a zero-padded copy of U instead of masks, interpolation as two lerps);
+// the kernels keep the plain four-weight form, which needs no padded copy.  The results
+// agree to rounding (tests/test_cuda_source.py: 1e-12 in float64, 2e-5 in float32).  The
+// comments say where a kernel divides the work differently and why.  The Python launch code is
 // minstn/ops/cuda.py (CuPy RawModule); the CPU emulation that runs these very lines
 // with g++ is tests/cuda_emulation/ (see tests/test_cuda_source.py).
 //
@@ -21,8 +27,8 @@
 // Conventions (SPEC section 1, PyTorch align_corners=False):
 //   target points   x_t[j] = (2 j + 1) / Wo - 1,   y_t[i] = (2 i + 1) / Ho - 1
 //   pixel coords    x = ((x_s + 1) * W - 1) / 2,   y = ((y_s + 1) * H - 1) / 2
-//                   computed as (x_s + 1) * (W / 2) - 1/2, the array code's form (the same
-//                   value: the two differ only by exact scalings by 2)
+//                   computed as (x_s + 1) * (W / 2) - 1/2 (the same value: the two forms
+//                   differ only by exact scalings by 2)
 //   corners         x0 = floor(x), x1 = x0 + 1 (never ceil), same for y
 //   weights         wx1 = x - x0, wx0 = 1 - wx1,   wy1 = y - y0, wy0 = 1 - wy1
 //   zero padding    a corner outside [0, W-1] x [0, H-1] reads as 0 and takes no gradient
