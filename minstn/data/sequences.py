@@ -285,6 +285,17 @@ def _fits(ink_left, ink_right, ex, ey):
 # Drawing
 # ----------------------------------------------------------------------------------------
 
+def _row_windows(flat, width):
+    """Writable view (flat.size - width + 1, width) of a 1-D array: row i is flat[i:i + width].
+
+    Fancy indexing on it moves whole image rows, one index per row instead of one per
+    pixel. The rows one indexing operation touches must not overlap (each caller's rows
+    are distinct rows of a 2-D image placed in a bigger one).
+    """
+    step = flat.strides[0]
+    return np.lib.stride_tricks.as_strided(flat, shape=(flat.size - width + 1, width), strides=(step, step))
+
+
 def _paste_strip(images, X, Y, shape, only=None):
     """Strips (N, SH, SW) uint8 holding images (N, K, 28, 28) uint8 at X, Y (N, K).
 
@@ -294,13 +305,11 @@ def _paste_strip(images, X, Y, shape, only=None):
     N = images.shape[0]
     SH, SW = shape
     strip = np.zeros((N, SH, SW), dtype=np.uint8)
-    flat = strip.reshape(-1)
+    rows = _row_windows(strip.reshape(-1), 28)                   # 28-pixel rows starting anywhere
     r = np.arange(28)
     for k in range(DIGITS) if only is None else (only,):
-        rows = Y[:, k, None, None] + r[None, :, None]            # (N, 28, 1)
-        cols = X[:, k, None, None] + r[None, None, :]            # (N, 1, 28)
-        idx = (np.arange(N)[:, None, None] * SH + rows) * SW + cols   # (N, 28, 28), distinct
-        flat[idx] += images[:, k]
+        start = (np.arange(N)[:, None] * SH + Y[:, k, None] + r[None, :]) * SW + X[:, k, None]   # (N, 28)
+        rows[start] += images[:, k]                              # (N, 28, 28) image rows
     return strip
 
 
@@ -503,13 +512,13 @@ def generate_canvases(pool, n, rng, options=None, return_masks=False):
         py = rng.integers(0, CANVAS - S + 1, size=(n, B))                   # (n, B) canvas top-left
         px = rng.integers(0, CANVAS - S + 1, size=(n, B))
     r = np.arange(S)
-    flat = canvas.reshape(-1)
+    source_rows = _row_windows(pool.images.reshape(-1), S)                 # S-pixel rows of pool digits
+    canvas_rows = _row_windows(canvas.reshape(-1), S)                       # S-pixel rows of the canvases
     for j in range(B):
-        block = pool.images[src[:, j, None, None], wy[:, j, None, None] + r[:, None],
-                            wx[:, j, None, None] + r[None, :]]              # (n, S, S) uint8
-        idx = (np.arange(n)[:, None, None] * CANVAS + py[:, j, None, None] + r[:, None]) * CANVAS \
-            + px[:, j, None, None] + r[None, :]                             # (n, S, S), distinct
-        flat[idx] = np.maximum(flat[idx], block.astype(np.float32) / np.float32(255))
+        src_start = (src[:, j, None] * 28 + wy[:, j, None] + r) * 28 + wx[:, j, None]           # (n, S)
+        dst_start = (np.arange(n)[:, None] * CANVAS + py[:, j, None] + r) * CANVAS + px[:, j, None]   # (n, S)
+        block = source_rows[src_start].astype(np.float32) / np.float32(255)                     # (n, S, S)
+        canvas_rows[dst_start] = np.maximum(canvas_rows[dst_start], block)
 
     out.update(
         images=canvas[:, None],
