@@ -82,7 +82,8 @@ def plot_glimpses(canvases, thetas, glimpses, path: str, labels=None, prediction
         ax.imshow(canvases[i, 0], cmap="gray", vmin=0, vmax=1)
         for s in range(t):
             quad = np.vstack([corners[i, s], corners[i, s, :1]])                   # closed outline (5, 2)
-            ax.plot(quad[:, 0], quad[:, 1], "-", color=STEP_COLOURS[s % len(STEP_COLOURS)], lw=1.5)
+            width = max(0.8, 3.0 - 0.6 * s)   # earlier steps wider, so coinciding outlines stay visible
+            ax.plot(quad[:, 0], quad[:, 1], "-", color=STEP_COLOURS[s % len(STEP_COLOURS)], lw=width)
         ax.set_xlim(-0.5, canvases.shape[3] - 0.5)
         ax.set_ylim(canvases.shape[2] - 0.5, -0.5)
         text = []
