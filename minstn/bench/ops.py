@@ -1,6 +1,6 @@
 """`python -m minstn.bench ops`: each op's forward + backward at the paper's shapes, vs PyTorch CPU.
 
-    python -m minstn.bench ops [--repeat N] [--threads T] [--batch B] [--only NAME] [--stat median|min] [--no-torch]
+    python -m minstn.bench ops [--repeat N] [--threads T] [--batch B] [--only NAME] [--stat median|min] [--keep-memory] [--no-torch]
 
 Every case times one forward and one backward of a minstn op on float32 NumPy arrays (the
 median of N runs after one warm-up), and, where torch is importable, the same computation in
@@ -238,15 +238,24 @@ def all_cases(B: int):
     ]
 
 
-def _reexec_with_threads(threads: int, argv) -> None:
-    """Re-run this benchmark with the BLAS thread variables set to `threads` (once)."""
-    if os.environ.get(_REEXEC_FLAG) or all(os.environ.get(v) == str(threads) for v in _THREAD_VARS):
+# glibc returns large freed blocks to the OS at once, so every fresh multi-megabyte NumPy
+# temporary is page-faulted in again; these settings make malloc keep and reuse them.
+_KEEP_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "4000000000", "MALLOC_TRIM_THRESHOLD_": "8000000000"}
+
+
+def _reexec_if_needed(threads: int, keep_memory: bool, argv) -> None:
+    """Re-run this benchmark once with the BLAS thread variables (and malloc settings) it needs:
+    both are read by native libraries only when the process starts."""
+    want = {v: str(threads) for v in _THREAD_VARS}
+    if keep_memory:
+        want.update(_KEEP_MEMORY_ENV)
+    if os.environ.get(_REEXEC_FLAG) or all(os.environ.get(k) == v for k, v in want.items()):
         return
     env = dict(os.environ)
-    for v in _THREAD_VARS:
-        env[v] = str(threads)
+    env.update(want)
     env[_REEXEC_FLAG] = "1"
-    print(f"(re-running with {'/'.join(_THREAD_VARS)}={threads} so NumPy's BLAS uses {threads} threads)", flush=True)
+    shown = " ".join(f"{k}={v}" for k, v in want.items())
+    print(f"(re-running with {shown})", flush=True)
     sys.exit(subprocess.call([sys.executable, "-m", "minstn.bench", "ops", *argv], env=env))
 
 
@@ -258,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default=None, help="run only the cases whose key or name contains this text, e.g. conv")
     p.add_argument("--stat", choices=("median", "min"), default="median",
                    help="median (default) or min of the timed runs; min is steadier on a machine shared with other jobs")
+    p.add_argument("--keep-memory", action="store_true",
+                   help="run with glibc malloc settings that keep freed memory for reuse "
+                   "(MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_), to measure the cost of page faults")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     return p
 
@@ -268,7 +280,7 @@ def main(argv=None) -> int:
     if args.repeat < 1 or args.threads < 1 or args.batch < 1:
         print("error: --repeat, --threads and --batch must be >= 1", file=sys.stderr)
         return 2
-    _reexec_with_threads(args.threads, argv)
+    _reexec_if_needed(args.threads, args.keep_memory, argv)
     torch = None
     if not args.no_torch:
         try:
@@ -288,7 +300,7 @@ def main(argv=None) -> int:
     print(f"cpu: {cpu_model()}, {os.cpu_count()} logical cores; threads: {args.threads}; "
           f"numpy {np.__version__}; torch {torch.__version__ if torch is not None else '-'}; "
           f"float32, batch {args.batch}, {args.stat} of {args.repeat} after 1 warm-up, "
-          f"minstn and torch timed round-robin")
+          f"minstn and torch timed round-robin; glibc malloc keeps freed memory: {'yes' if args.keep_memory else 'no (default)'}")
     print()
     print("| op | shape | minstn fwd ms | minstn fwd+bwd ms | torch fwd+bwd ms | ratio |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
