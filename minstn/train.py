@@ -253,6 +253,10 @@ def train(cfg: TrainConfig, splits: dict | None = None, log=None, stream=None) -
         pos["stop_reason"] = None
         _truncate_metrics(metrics_path, pos["epoch"])
         log(f"resuming {run_dir} at epoch {pos['epoch']}, step {pos['step_in_epoch']} ({pos['images_seen']} images seen)")
+    else:   # a new run: drop leftovers of an earlier start that never finished an epoch (it had no last.npz)
+        for path in (metrics_path, best_path, result_path):
+            if os.path.exists(path):
+                os.remove(path)
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         f.write(cfg.to_json() + "\n")

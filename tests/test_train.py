@@ -191,6 +191,8 @@ def test_gradient_norm_inf_is_caught_before_the_update(data_dir, tmp_path, monke
 
 def test_max_steps_stops_mid_epoch_records_a_partial_epoch_and_tests(data_dir, tmp_path):
     out = tmp_path / "budget"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"epoch": 1, "stale": true}\n')   # left by a start that never finished an epoch
     assert train.main(_argv(data_dir, out, "--epochs", "3", "--max-steps", "1")) == 0
     (rec,) = _records(out)
     assert rec["partial"] and rec["steps"] == 1 and rec["images_seen"] == 4
