@@ -1,0 +1,287 @@
+"""Tests of minstn.models: construction, shapes, clear errors, state round trips, whole-model
+finite-difference gradient checks, and overfitting a small batch.
+
+The gradient checks differentiate the whole mean loss (forward, softmax cross-entropy) with
+respect to every parameter, in float64, batch N = 2, the architecture as specified. To stay
+cheap each parameter is probed at 1 or 2 random single elements, by centred differences
+with h = 1e-6 (classifier) or 1e-7 (the 'loc' group). Dropout stays on with
+a fixed mask (the same seeded generator for every evaluation). The tolerance is a relative
+error of 1e-6; the measured errors are around 1e-8. Probes sit away from kinks: ReLU and
+max-pool kinks are rarely crossed at h = 1e-6 by a single-element probe. Bilinear sampling
+has a kink wherever a sample point crosses an integer pixel coordinate; a probe of a 'loc'
+parameter moves theta and with it every one of the ~10^5 sample points, so at h = 1e-6 a few
+of them cross (measured: relative error ~1e-3 at h = 1e-6, ~1e-9 at h = 1e-7), hence
+h = 1e-7 there. The FFN-STN is checked away from the identity transform, which puts every
+sample point exactly on a pixel, and at biases jittered by N(0, 0.01): with zero biases a
+zero-padded (all-zero) input patch puts its ReLU exactly on the kink. A probe that misses the
+target is repeated once with a 10x smaller step: a kink inside [p - h, p + h] spoils one step
+size but rarely both (the chance scales with h), while a wrong gradient fails at every step. The LSTM-STN is checked
+with regressor_std 0.02 (default 1e-3): the loc-group gradients scale with the regressor's
+weights, and at 1e-3 they are so small that the loss's round-off (~1e-9 / h) dominates.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minstn.models import DEFAULT_OPTIONS, MODEL_NAMES, ModelError, build_model
+
+H_FD = 1e-6        # finite-difference step for the classifier's weights
+H_FD_LOC = 1e-7    # for the 'loc' group (moving theta moves every sample point, see above) and conv
+                   # biases (a bias moves every unit of its channel at once)
+H_FD_REG = 1e-8    # the regressor moves theta directly (its weights by features of size ~1-10)
+TOL = 1e-6         # relative-error target of the whole-model check
+
+
+# ----- helpers ---------------------------------------------------------------------------------
+
+def toy_canvases(rng, n, dtype="float64"):
+    """n canvases (n, 1, 100, 100) with four of ten fixed random 16x16 'glyphs' in a row, and labels (n, 4)."""
+    glyphs = np.random.default_rng(123).random((10, 16, 16)) ** 2  # (10, 16, 16) fixed per class
+    x = 0.05 * rng.random((n, 1, 100, 100))
+    labels = rng.integers(0, 10, size=(n, 4))
+    for i in range(n):
+        y0 = int(rng.integers(30, 54))
+        for k in range(4):
+            x0 = 6 + 22 * k + int(rng.integers(0, 4))
+            x[i, 0, y0:y0 + 16, x0:x0 + 16] = np.maximum(x[i, 0, y0:y0 + 16, x0:x0 + 16], glyphs[labels[i, k]])
+    return x.astype(dtype), labels
+
+
+def rel_error(a, b):
+    return abs(a - b) / max(abs(a), abs(b), 1e-12)
+
+
+def check_model_gradients(model, images, labels, seed=7, n_elem=2, names=None):
+    """Max relative error between model.grads and centred differences of the loss, per parameter.
+
+    Probes n_elem random elements of every parameter (or of those in `names`), chosen among those whose gradient is not
+    small (|g| >= 0.3 max |g| of that parameter), so that the relative error measures the
+    gradient and not the loss's round-off (~1e-16 / h). Dropout keeps one fixed mask (the same seeded generator).
+    """
+    from minstn import ops
+
+    def loss():
+        logits, _ = model.forward(images, train=True, rng=np.random.default_rng(seed))
+        return ops.softmax_cross_entropy(logits, labels)[0]
+
+    model.loss_and_grads(images, labels, rng=np.random.default_rng(seed))
+    grads = {k: v.copy() for k, v in model.grads.items()}
+    pick = np.random.default_rng(1)
+    errors = {}
+    for name, p in model.params.items():
+        if names is not None and name not in names:
+            continue
+        h = H_FD_REG if name.startswith("reg.") else H_FD_LOC if model.groups[name] == "loc" or name.endswith(".b") else H_FD
+        g = grads[name]
+        big = np.flatnonzero(np.abs(g) >= 0.3 * np.abs(g).max()) if np.abs(g).max() > 0 else np.arange(g.size)
+        errs = []
+        for idx in pick.choice(big, size=min(n_elem, big.size), replace=False):
+            i = np.unravel_index(idx, p.shape)
+            old = p[i]
+            err = np.inf
+            for step in (h, h / 10):  # the second, smaller step only if the first straddled a kink
+                p[i] = old + step
+                lp = loss()
+                p[i] = old - step
+                lm = loss()
+                p[i] = old
+                err = min(err, rel_error((lp - lm) / (2 * step), g[i]))
+                if err <= TOL:
+                    break
+            errs.append(err)
+        errors[name] = max(errs)
+    return errors
+
+
+# ----- construction and shapes ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_forward_shapes_groups_and_counts(name, rng):
+    model = build_model(name, 2, dtype="float32")
+    x, labels = toy_canvases(rng, 3, "float32")
+    logits, _ = model.forward(x, train=False)
+    assert logits.shape == (3, 4, 10) and logits.dtype == np.float32
+    assert set(model.grads) == set(model.params) == set(model.groups)
+    assert all(model.grads[k].shape == v.shape for k, v in model.params.items())
+    assert set(model.groups.values()) == ({"cls"} if name == "cnn" else {"cls", "loc"})
+    assert model.num_params() == sum(v.size for v in model.params.values())
+    loss, logits2 = model.loss_and_grads(x, labels, rng=np.random.default_rng(0))
+    assert np.isfinite(loss) and 1.0 < loss < 10.0
+    assert all(np.isfinite(model.grads[k]).all() and model.grads[k].dtype == np.float32 for k in model.grads)
+    assert model.predict(x, batch_size=2).shape == (3, 4, 10)
+
+
+def test_parameter_counts_follow_the_architecture():
+    loc = 200 + 3 * 3620                                   # 4 conv 3x3 blocks of 20 filters
+    cls = 320 + 2 * 9248                                   # 3 conv 3x3 layers of 32 filters
+    assert build_model("cnn").num_params() == cls + (32 * 25 * 25 + 1) * 400 + 401 * 40
+    assert build_model("ffn-stn", 2).num_params() == loc + cls + (32 * 12 * 12 + 1) * 400 + 401 * 40 + 721 * 6
+    lstm = (720 + 6 + 256 + 1) * 1024                      # input (features + fed-back theta), recurrent, bias
+    assert build_model("lstm-stn", 4).num_params() == loc + cls + (32 * 6 * 6 + 1) * 400 + 401 * 10 + lstm + 257 * 6
+    assert build_model("lstm-stn", 3, feedback="none").params["lstm.Wx"].shape == (720, 1024)
+
+
+def test_cnn_ignores_downsample_and_options_rebuild(rng):
+    assert build_model("cnn", 3).downsample == 1
+    m = build_model("lstm-stn", 3, feedback="none", init_scale=0.7, dtype="float64")
+    again = build_model(m.name, m.downsample, dtype="float64", **m.options)
+    assert again.options == m.options and again.downsample == 3
+    x, _ = toy_canvases(rng, 2)
+    np.testing.assert_array_equal(m.predict(x), again.predict(x))  # same seed, same parameters
+
+
+def test_defaults_are_the_documented_levers():
+    assert DEFAULT_OPTIONS["lstm-stn"]["init_scale"] == 0.5
+    assert DEFAULT_OPTIONS["lstm-stn"]["regressor_std"] == 1e-3
+    assert DEFAULT_OPTIONS["lstm-stn"]["feedback"] == "theta"
+    assert DEFAULT_OPTIONS["ffn-stn"]["init_scale"] == 1.0 and DEFAULT_OPTIONS["ffn-stn"]["regressor_std"] == 0.0
+    m = build_model("ffn-stn", 2)
+    np.testing.assert_array_equal(m.params["reg.w"], 0)
+    np.testing.assert_array_equal(m.params["reg.b"], [1, 0, 0, 0, 1, 0])
+    m = build_model("lstm-stn", 2)
+    np.testing.assert_array_equal(m.params["reg.b"], [0.5, 0, 0, 0, 0.5, 0])
+    assert 0.5e-3 < float(np.std(m.params["reg.w"])) < 2e-3
+
+
+@pytest.mark.parametrize("d, side", [(1, 100), (2, 50), (3, 33), (4, 25)])
+def test_attend_shapes_and_identity_glimpse(d, side, rng):
+    x, _ = toy_canvases(rng, 2)
+    out = build_model("lstm-stn", d, dtype="float64").attend(x)
+    assert out["thetas"].shape == (2, 4, 2, 3) and out["glimpses"].shape == (2, 4, 1, side, side)
+    ffn = build_model("ffn-stn", d, dtype="float64").attend(x)
+    assert ffn["thetas"].shape == (2, 1, 2, 3) and ffn["glimpses"].shape == (2, 1, 1, side, side)
+    if d == 1:  # the FFN-STN starts at the identity: its glimpse is the canvas itself
+        np.testing.assert_allclose(ffn["glimpses"][:, 0], x, atol=1e-12)
+    if d == 2:  # and at d = 2 the 2x2 mean of the canvas
+        np.testing.assert_allclose(ffn["glimpses"][:, 0], x.reshape(2, 1, 50, 2, 50, 2).mean(axis=(3, 5)), atol=1e-12)
+
+
+# ----- clear errors ---------------------------------------------------------------------------
+
+def test_build_errors():
+    with pytest.raises(ModelError, match="unknown model 'rnn'; choose one of cnn, ffn-stn, lstm-stn"):
+        build_model("rnn")
+    for bad in (0, 5, 2.0, True):
+        with pytest.raises(ModelError, match="downsample must be an integer in 1..4"):
+            build_model("lstm-stn", bad)
+    with pytest.raises(ModelError, match=r"unknown option\(s\) \['feedback'\] for model 'ffn-stn'"):
+        build_model("ffn-stn", 2, feedback="theta")
+    with pytest.raises(ModelError, match="feedback must be 'none' or 'theta'"):
+        build_model("lstm-stn", 2, feedback="glimpse")
+    with pytest.raises(ModelError, match="dropout must be in"):
+        build_model("cnn", dropout=1.0)
+    with pytest.raises(ModelError, match="init_scale must be > 0"):
+        build_model("ffn-stn", 2, init_scale=0)
+    with pytest.raises(ModelError, match="regressor_std must be >= 0"):
+        build_model("ffn-stn", 2, regressor_std=-1e-3)
+    with pytest.raises(ModelError, match="hidden_size must be a positive integer"):
+        build_model("lstm-stn", 2, hidden_size=0)
+    with pytest.raises(ModelError, match="sampler_impl must be"):
+        build_model("lstm-stn", 2, sampler_impl="fast")
+    with pytest.raises(ModelError, match="dtype must be 'float32'"):
+        build_model("cnn", dtype="float16")
+
+
+def test_call_errors(rng):
+    m = build_model("ffn-stn", 2, dtype="float32")
+    x, labels = toy_canvases(rng, 2, "float32")
+    with pytest.raises(ModelError, match=r"images must have shape \(N, 1, 100, 100\).*got \(2, 100, 100\)"):
+        m.forward(x[:, 0], train=False)
+    with pytest.raises(ModelError, match=r"images must have shape \(N, 1, 100, 100\)"):
+        m.forward(np.zeros((2, 1, 64, 64), np.float32), train=False)
+    with pytest.raises(TypeError, match="images have dtype float64, but the model computes in float32"):
+        m.forward(x.astype(np.float64), train=False)
+    with pytest.raises(TypeError, match="images must be a NumPy or CuPy array"):
+        m.forward(x.tolist(), train=False)
+    with pytest.raises(ModelError, match=r"labels must have shape \(N, 4\) = \(2, 4\)"):
+        m.loss_and_grads(x, labels[:, :3], rng=rng)
+    with pytest.raises(TypeError, match="labels must be integers"):
+        m.loss_and_grads(x, labels.astype(np.float32), rng=rng)
+    with pytest.raises(ModelError, match="needs rng"):
+        m.loss_and_grads(x, labels)
+    with pytest.raises(ModelError, match="has no spatial transformer"):
+        build_model("cnn").attend(x)
+    with pytest.raises(ModelError, match="batch_size must be at least 1"):
+        m.predict(x, batch_size=0)
+
+
+def test_state_round_trip_and_load_errors(rng):
+    a = build_model("lstm-stn", 4, dtype="float64", seed=1)
+    b = build_model("lstm-stn", 4, dtype="float64", seed=2)
+    x, _ = toy_canvases(rng, 2)
+    state = a.state()
+    assert all(type(v) is np.ndarray for v in state.values())
+    state["reg.b"][0] = 123.0                        # a host copy: the model is untouched
+    assert a.params["reg.b"][0] == 0.5
+    b.load_state(a.state())
+    np.testing.assert_array_equal(a.predict(x), b.predict(x))
+    with pytest.raises(ModelError, match=r"missing: \['lstm.b'\]"):
+        b.load_state({k: v for k, v in a.state().items() if k != "lstm.b"})
+    with pytest.raises(ModelError, match=r"unexpected: \['extra'\]"):
+        b.load_state({**a.state(), "extra": np.zeros(1)})
+    with pytest.raises(ModelError, match=r"cls.fc.w: model \(1152, 400\) vs state \(4608, 400\)"):
+        b.load_state(build_model("lstm-stn", 2, dtype="float64").state())
+    with pytest.raises(TypeError, match="load_state needs a dict"):
+        b.load_state([1, 2])
+
+
+# ----- finite-difference gradient checks --------------------------------------------------------
+
+LOC_AND_HEAD = "loc+head"  # probe the loc group (its gradient crosses the whole classifier) and the head
+
+
+GRADCHECK_CASES = [  # (model, d, options, N, elements per parameter, which parameters)
+    ("cnn", 1, {}, 2, 1, None),
+    ("ffn-stn", 2, {"init_scale": 0.9, "regressor_std": 0.01}, 2, 1, None),  # off the identity's integer points
+    ("lstm-stn", 3, {"feedback": "theta", "regressor_std": 0.02}, 2, 1, None),
+    ("lstm-stn", 2, {"feedback": "none", "regressor_std": 0.02}, 2, 1, LOC_AND_HEAD),
+    ("lstm-stn", 1, {"feedback": "theta", "regressor_std": 0.02}, 1, 1, LOC_AND_HEAD),
+]
+
+
+@pytest.mark.parametrize("name, d, options, n, n_elem, which", GRADCHECK_CASES)
+def test_whole_model_gradients(name, d, options, n, n_elem, which):
+    """Every parameter is probed in the CNN, FFN-STN and LSTM-STN (d=3) cases. The costlier
+    LSTM-STN cases (d=2 without feedback, d=1 with N=1) probe the 'loc' group, whose gradient
+    passes through every classifier layer, the pooling, the sampler and the BPTT loop, plus the head."""
+    model = build_model(name, d, dtype="float64", seed=3, **options)
+    jitter = np.random.default_rng(2)
+    for k, p in model.params.items():  # zero biases put ReLUs of all-zero (padded) patches exactly on the kink
+        if k.endswith(".b") and k != "reg.b":
+            p += 0.01 * jitter.standard_normal(p.shape)
+    x, labels = toy_canvases(np.random.default_rng(4), n)
+    names = None if which is None else [k for k, g in model.groups.items() if g == "loc" or k.startswith("cls.head")]
+    errors = check_model_gradients(model, x, labels, n_elem=n_elem, names=names)
+    assert set(errors) == set(names or model.params)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= TOL, f"{name} d={d} {options}: {worst} relative error {errors[worst]:.2e}; all: {errors}"
+
+
+# ----- overfitting a small batch ----------------------------------------------------------------
+
+def adam_steps(model, x, labels, steps, lr):
+    """A tiny local Adam (beta 0.9 / 0.999) for the overfit tests; returns the loss trace."""
+    m = {k: np.zeros_like(v) for k, v in model.params.items()}
+    v = {k: np.zeros_like(p) for k, p in model.params.items()}
+    rng = np.random.default_rng(0)
+    trace = []
+    for t in range(1, steps + 1):
+        loss, _ = model.loss_and_grads(x, labels, rng=rng)
+        trace.append(loss)
+        for k, p in model.params.items():
+            g = model.grads[k]
+            m[k] = 0.9 * m[k] + 0.1 * g
+            v[k] = 0.999 * v[k] + 0.001 * g * g
+            p -= lr * (m[k] / (1 - 0.9 ** t)) / (np.sqrt(v[k] / (1 - 0.999 ** t)) + 1e-8)
+    return trace
+
+
+@pytest.mark.parametrize("name, d, steps, factor", [("cnn", 1, 15, 20), ("ffn-stn", 4, 30, 3), ("lstm-stn", 4, 30, 3)])
+def test_overfits_a_small_batch(name, d, steps, factor):
+    """8 toy canvases, dropout off, Adam 1e-3: the loss must fall by `factor` (CNN: 2.3 -> ~0 in 15
+    steps; the STN models must also move their glimpses, so they are slower: ~4x in 30 steps)."""
+    model = build_model(name, d, dtype="float32", seed=0, dropout=0.0)
+    x, labels = toy_canvases(np.random.default_rng(5), 8, "float32")
+    trace = adam_steps(model, x, labels, steps, lr=1e-3)
+    assert trace[-1] < trace[0] / factor, f"{name}: loss {trace[0]:.3f} -> {trace[-1]:.3f} ({np.round(trace, 3)})"

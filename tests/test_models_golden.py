@@ -1,0 +1,25 @@
+"""Golden regression: each model's loss, gradient entries and a 5-step SGD loss trace (float64)
+must match tests/golden/<model>.npz to a relative 1e-10, so a refactor cannot silently change
+the numbers. After an intended change, regenerate with `python -m tests.golden.make_golden`
+and say why in the commit."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.golden.make_golden import CONFIGS, compute_golden, golden_path
+
+REGENERATE = "if the change is intended, regenerate with `python -m tests.golden.make_golden` and say why in the commit"
+
+
+@pytest.mark.parametrize("model_name", list(CONFIGS))
+def test_matches_golden(model_name):
+    want = np.load(golden_path(model_name))
+    got = compute_golden(model_name)
+    assert json.loads(str(want["config"])) == json.loads(got["config"]), f"{model_name}: golden config changed; {REGENERATE}"
+    assert list(want["grad_names"]) == list(got["grad_names"]), f"{model_name}: parameter names changed; {REGENERATE}"
+    for key in ("loss", "grad_entries", "trace"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-10, atol=1e-15,
+                                   err_msg=f"{model_name}: {key} differs from tests/golden/{model_name}.npz; {REGENERATE}")
