@@ -141,3 +141,23 @@ def test_executor_writes_outputs_in_place_and_runs_in_the_notebook_folder(tmp_pa
     execute_notebook(path, timeout=60, in_place=True)
     saved = nbformat.read(path, as_version=4)
     assert saved.cells[0].outputs[0]["text"].strip() == "lessons"
+
+
+def test_main_skips_notebooks_without_mnist_and_reports_failures(tmp_path, monkeypatch, capsys):
+    import tests.notebooks as runner
+
+    needs = nbformat.v4.new_notebook()
+    needs.metadata["minstn"] = {"needs_mnist": True}
+    needs.cells = [nbformat.v4.new_code_cell("raise RuntimeError('must not run')")]
+    nbformat.write(needs, tmp_path / "a_needs_mnist.ipynb")
+    bad = nbformat.v4.new_notebook()
+    bad.cells = [nbformat.v4.new_code_cell("1 / 0")]
+    nbformat.write(bad, tmp_path / "b_bad.ipynb")
+    monkeypatch.setattr(runner, "default_mnist_dir", lambda: None)
+    assert runner.main([str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "skip" in out and "a_needs_mnist.ipynb: needs MNIST; set MINSTN_DATA_DIR or pass --data-dir" in out
+    assert "FAIL" in out and "ZeroDivisionError" in out
+    with pytest.raises(SystemExit):
+        runner.main([str(tmp_path / "missing")])
+    assert "no such notebook or folder" in capsys.readouterr().err
