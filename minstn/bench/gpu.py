@@ -14,8 +14,10 @@
    synchronize, stop the clock (wall time, so kernel-launch overhead counts).
    Columns: microseconds per forward + backward; effective GB/s = sampler_bytes() / time;
    time / kernel (above 1 = slower than the kernel); max |V - V_kernel| (a correctness check).
-2. Training images per second of each model at d = 2 on the GPU, from
-   minstn.bench.train.measure_images_per_sec(model, downsample, device, batch_size, steps).
+2. Training images per second of each model at d = 2 on the GPU (float32, forward + backward +
+   Adam), from minstn.bench.train.measure_images_per_sec(model, downsample, device, batch_size,
+   steps); the two STN models once with the CUDA kernels (sampler_impl='kernel') and once with
+   the CuPy array code (sampler_impl='array').
 
 Without CuPy or a usable GPU it prints the DeviceError's message and exits with code 1.
 """
@@ -167,16 +169,20 @@ def _import_torch_cuda():
     return torch, ""
 
 
-def _train_rows(dev, batch_size, steps):
-    """Images/s of each model at d = 2, or (None, note) when minstn.bench.train is missing."""
+def train_rows(dev, batch_size, steps, warmup=1, sampler_impls=("kernel", "array"), models=MODELS):
+    """Training images/s of each model at d = 2 on `dev`: a list of (model, sampler_impl, images/s),
+    the STN models once per sampler implementation ('-' for the CNN, which has no sampler).
+    Returns (None, note) when minstn.bench.train.measure_images_per_sec is not importable."""
     try:
         from minstn.bench.train import measure_images_per_sec
     except ImportError as e:
         return None, f"minstn.bench.train.measure_images_per_sec is not importable ({e}): training throughput not measured"
     rows = []
-    for model in MODELS:
-        ips = measure_images_per_sec(model, 2, str(dev), batch_size, steps)
-        rows.append((model, float(ips)))
+    for model in models:
+        for impl in (("-",) if model == "cnn" else sampler_impls):
+            options = {} if impl == "-" else {"sampler_impl": impl}
+            ips = measure_images_per_sec(model, 2, str(dev), batch_size, steps, warmup=warmup, **options)
+            rows.append((model, impl, float(ips)))
     return rows, ""
 
 
@@ -231,14 +237,14 @@ def main(argv=None) -> int:
         return 0
     print(f"## Training images/s at d = 2 (batch {args.batch_size}, {args.steps} steps)")
     print()
-    train, note = _train_rows(dev, args.batch_size, args.steps)
+    train, note = train_rows(dev, args.batch_size, args.steps, warmup=max(1, args.warmup))
     if train is None:
         print(f"note: {note}")
         return 0
-    print("| model | images/s |")
-    print("| --- | ---: |")
-    for model, ips in train:
-        print(f"| {model} | {ips:.0f} |")
+    print("| model | sampler_impl | images/s |")
+    print("| --- | --- | ---: |")
+    for model, impl, ips in train:
+        print(f"| {model} | {impl} | {ips:.0f} |")
     return 0
 
 
