@@ -115,3 +115,10 @@ def test_conv_errors(rng):
         conv2d_forward(x, w.astype(np.float32), b, 1)
     with pytest.raises(TypeError, match="x must be a NumPy or CuPy array, got list"):
         conv2d_forward(x.tolist(), w, b, 1)
+
+
+def test_conv_backward_rejects_wrong_gradient_shape(rng):
+    x, w, b = _inputs(rng, 2, 2, 5, 5, 3, 3, 3)
+    out, cache = conv2d_forward(x, w, b, 1)
+    with pytest.raises(ValueError, match=r"conv2d_backward: dout must have the forward output's shape \(2, 3, 5, 5\), got \(1, 3, 5, 5\)"):
+        conv2d_backward(out[:1], cache)

@@ -104,3 +104,19 @@ def test_linear_relu_dropout_errors(rng):
         dropout_forward(x, "0.5", rng)
     with pytest.raises(TypeError, match="rng must be a random Generator"):
         dropout_forward(x, 0.5, 42)
+
+
+def test_backward_rejects_wrong_gradient_shape(rng):
+    """A (1, D) gradient would broadcast silently against (N, D); it must be an error instead."""
+    x, w, b = rng.standard_normal((3, 5)), rng.standard_normal((5, 4)), rng.standard_normal(4)
+    out, cache = linear_forward(x, w, b)
+    with pytest.raises(ValueError, match=r"linear_backward: dout must have the forward output's shape \(3, 4\), got \(1, 4\)"):
+        linear_backward(out[:1], cache)
+    out, cache = relu_forward(x)
+    with pytest.raises(ValueError, match=r"relu_backward: dout must have the forward output's shape \(3, 5\)"):
+        relu_backward(out[:1], cache)
+    out, cache = dropout_forward(x, 0.5, rng)
+    with pytest.raises(ValueError, match=r"dropout_backward: dout must have the forward output's shape"):
+        dropout_backward(out[:, :2], cache)
+    with pytest.raises(TypeError, match="linear_backward: dout must be a NumPy or CuPy array, got list"):
+        linear_backward([[1.0]], linear_forward(x, w, b)[1])

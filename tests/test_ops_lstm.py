@@ -120,3 +120,16 @@ def test_lstm_errors(rng):
         lstm_forward(x, h, c, **p)
     with pytest.raises(ValueError, match="xs must have at least one time step"):
         lstm_forward(np.zeros((0, N, D)), h, c, **p)
+
+
+def test_lstm_backward_rejects_wrong_gradient_shape(rng):
+    N, D, H = 2, 3, 4
+    p = _params(rng, D, H)
+    h, c, cache = lstm_cell_forward(rng.standard_normal((N, D)), np.zeros((N, H)), np.zeros((N, H)), **p)
+    with pytest.raises(ValueError, match=r"lstm_cell_backward: dh must have the forward output's shape \(2, 4\), got \(1, 4\)"):
+        lstm_cell_backward(h[:1], c, cache)
+    with pytest.raises(ValueError, match=r"lstm_cell_backward: dc must have the forward output's shape \(2, 4\)"):
+        lstm_cell_backward(h, c[:, :1], cache)
+    hs, cache = lstm_forward(rng.standard_normal((3, N, D)), np.zeros((N, H)), np.zeros((N, H)), **p)
+    with pytest.raises(ValueError, match=r"lstm_backward: dhs must have the forward output's shape \(3, 2, 4\), got \(2, 2, 4\)"):
+        lstm_backward(hs[:2], cache)

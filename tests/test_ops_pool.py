@@ -117,3 +117,14 @@ def test_pool_errors(rng):
         avgpool2d_forward(x, 6)
     with pytest.raises(ValueError, match=r"avgpool2d_forward: x must be 4-D"):
         avgpool2d_forward(x[0, 0], 2)
+
+
+def test_pool_backward_rejects_wrong_gradient_shape(rng):
+    x = rng.standard_normal((2, 1, 6, 6))
+    out, cache = maxpool2d_forward(x)
+    with pytest.raises(ValueError, match=r"maxpool2d_backward: dout must have the forward output's shape \(2, 1, 3, 3\)"):
+        maxpool2d_backward(out[:, :, :1], cache)
+    for d in (1, 2):
+        out, cache = avgpool2d_forward(x, d)
+        with pytest.raises(ValueError, match=r"avgpool2d_backward: dout must have the forward output's shape"):
+            avgpool2d_backward(out[:1], cache)

@@ -242,3 +242,12 @@ def test_array_path_runs_on_cupy(rng):
     dtheta_c = affine_grid_backward(dgrid_c, gcache_c)
     for a, b in ((grid, grid_c), (V, V_c), (dU, dU_c), (dgrid, dgrid_c), (dtheta, dtheta_c)):
         np.testing.assert_allclose(a, cupy.asnumpy(b), atol=1e-12)
+
+
+def test_stn_backward_rejects_wrong_gradient_shape(rng):
+    grid, gcache = affine_grid_forward(THETAS, (3, 4))
+    with pytest.raises(ValueError, match=r"affine_grid_backward: dgrid must have the forward output's shape \(2, 3, 4, 2\)"):
+        affine_grid_backward(grid[:, :2], gcache)
+    V, scache = bilinear_sample_forward(rng.standard_normal((2, 1, 5, 5)), grid)
+    with pytest.raises(ValueError, match=r"bilinear_sample_backward: dV must have the forward output's shape \(2, 1, 3, 4\), got \(2, 1, 4, 3\)"):
+        bilinear_sample_backward(V.reshape(2, 1, 4, 3), scache)

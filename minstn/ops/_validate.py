@@ -73,3 +73,18 @@ def check_shape(op: str, name: str, a, expected: tuple, layout: str):
     """`a.shape == expected`, with both in the message."""
     if tuple(a.shape) != tuple(expected):
         raise ValueError(f"{op}: {name} must have shape {layout} = {tuple(expected)}, got {tuple(a.shape)}")
+
+
+def check_dout(op: str, name: str, dout, expected: tuple):
+    """An upstream gradient must be an array of exactly the forward output's shape.
+
+    Without this check a wrong-shaped gradient could be silently broadcast (e.g. (1, D)
+    against (N, D)) and give wrong gradients with no error.
+    """
+    if not _is_array(dout):
+        raise TypeError(f"{op}: {name} must be a NumPy or CuPy array, got {type(dout).__name__}")
+    if tuple(dout.shape) != tuple(expected):
+        raise ValueError(
+            f"{op}: {name} must have the forward output's shape {tuple(expected)}, got {tuple(dout.shape)}"
+        )
+    return dout

@@ -37,7 +37,7 @@ from __future__ import annotations
 import numbers
 
 from minstn.backend import xp_of
-from minstn.ops._validate import check_float_array, check_same_dtype, check_same_module
+from minstn.ops._validate import check_dout, check_float_array, check_same_dtype, check_same_module
 
 __all__ = ["conv2d_forward", "conv2d_backward", "resolve_padding"]
 
@@ -150,6 +150,7 @@ def conv2d_backward(dout, cache):
     xp = xp_of(dout)
     N = x_shape[0]
     F, C, kh, kw = w.shape
+    check_dout("conv2d_backward", "dout", dout, (N, F, H_out, W_out))
     dout2 = xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(F, N * H_out * W_out)  # (F, N*P)
     db = dout2.sum(axis=1)  # (F,)
     dw = (cols @ dout2.T).T  # (K, N*P) @ (N*P, F) -> (K, F), transposed to (F, K); this order of

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numbers
 
 from minstn.backend import is_cupy, xp_of
-from minstn.ops._validate import check_float_array, check_same_dtype, check_same_module
+from minstn.ops._validate import check_dout, check_float_array, check_same_dtype, check_same_module
 
 __all__ = [
     "linear_forward",
@@ -51,6 +51,7 @@ def linear_forward(x, w, b):
 def linear_backward(dout, cache):
     """dout (N, M) -> (dx (N, D), dw (D, M), db (M,))."""
     x, w = cache
+    check_dout("linear_backward", "dout", dout, (x.shape[0], w.shape[1]))
     dx = dout @ w.T  # (N, D)
     dw = x.T @ dout  # (D, M)
     db = dout.sum(axis=0)  # (M,)
@@ -68,6 +69,7 @@ def relu_forward(x):
 def relu_backward(dout, cache):
     """dx = dout where x > 0, else 0 (the kink at 0 gets 0)."""
     out = cache
+    check_dout("relu_backward", "dout", dout, out.shape)
     xp = xp_of(dout)
     return xp.where(out > 0, dout, xp.zeros((), dtype=dout.dtype))
 
@@ -106,4 +108,5 @@ def dropout_backward(dout, cache):
     mask = cache
     if mask is None:
         return dout
+    check_dout("dropout_backward", "dout", dout, mask.shape)
     return dout * mask

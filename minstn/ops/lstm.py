@@ -23,7 +23,7 @@ the dh, dc flowing back from step t+1 are added to the upstream dh of step t.
 from __future__ import annotations
 
 from minstn.backend import xp_of
-from minstn.ops._validate import check_float_array, check_same_dtype, check_same_module
+from minstn.ops._validate import check_dout, check_float_array, check_same_dtype, check_same_module
 
 __all__ = ["lstm_cell_forward", "lstm_cell_backward", "lstm_forward", "lstm_backward", "sigmoid"]
 
@@ -97,6 +97,9 @@ def lstm_cell_backward(dh, dc, cache):
     Returns (dx (N, D), dh_prev (N, H), dc_prev (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,)).
     """
     x, h_prev, c_prev, Wx, Wh, i, f, g, o, tc = cache
+    check_dout("lstm_cell_backward", "dh", dh, h_prev.shape)
+    if dc is not None:
+        check_dout("lstm_cell_backward", "dc", dc, c_prev.shape)
     xp = xp_of(dh)
     dc_total = dh * o * (1.0 - tc * tc)  # (N, H), through h = o * tanh(c); a new array
     if dc is not None:
@@ -153,6 +156,7 @@ def lstm_backward(dhs, cache):
     xp = xp_of(dhs)
     T = len(caches)
     x0, h0, c0, Wx, Wh = caches[0][:5]
+    check_dout("lstm_backward", "dhs", dhs, (T,) + tuple(h0.shape))
     dxs = xp.empty((T,) + tuple(x0.shape), dtype=dhs.dtype)  # (T, N, D)
     dWx = xp.zeros_like(Wx)
     dWh = xp.zeros_like(Wh)

@@ -21,7 +21,7 @@ the derivative of max, and would not pass a finite-difference check).
 from __future__ import annotations
 
 from minstn.backend import xp_of
-from minstn.ops._validate import check_float_array, check_positive_int
+from minstn.ops._validate import check_dout, check_float_array, check_positive_int
 
 __all__ = ["maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward"]
 
@@ -61,6 +61,7 @@ def maxpool2d_backward(dout, cache):
     xp = xp_of(dout)
     N, C, H, W = x_shape
     H2, W2 = H // 2, W // 2
+    check_dout("maxpool2d_backward", "dout", dout, (N, C, H2, W2))
     dxw = xp.empty((N, C, H2, 2, W2, 2), dtype=dout.dtype)  # (N, C, H2, 2, W2, 2)
     zero = xp.zeros((), dtype=dout.dtype)
     dxw[:, :, :, 0, :, 0] = xp.where(win == 0, dout, zero)
@@ -105,11 +106,12 @@ def avgpool2d_forward(x, d):
 def avgpool2d_backward(dout, cache):
     """dout (N, C, Hd, Wd) -> dx (N, C, H, W): each input pixel of a window gets dout / d^2."""
     x_shape, d = cache
+    N, C, H, W = x_shape
+    Hd, Wd = H // d, W // d
+    check_dout("avgpool2d_backward", "dout", dout, (N, C, Hd, Wd))
     if d == 1:
         return dout
     xp = xp_of(dout)
-    N, C, H, W = x_shape
-    Hd, Wd = H // d, W // d
     g = dout * (1.0 / (d * d))  # (N, C, Hd, Wd), a new array
     dx_crop = xp.repeat(xp.repeat(g, d, axis=2), d, axis=3)  # (N, C, Hd*d, Wd*d): each pixel of a window
     if (Hd * d, Wd * d) == (H, W):

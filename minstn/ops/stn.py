@@ -37,7 +37,7 @@ from __future__ import annotations
 import numbers
 
 from minstn.backend import is_cupy, xp_of
-from minstn.ops._validate import check_float_array, check_same_dtype, check_same_module
+from minstn.ops._validate import check_dout, check_float_array, check_same_dtype, check_same_module
 
 __all__ = [
     "affine_grid_forward",
@@ -116,7 +116,7 @@ def _affine_grid_array_forward(theta, out_hw):
     H_out, W_out = out_hw
     base = base_grid(out_hw, xp, theta.dtype)  # (P, 3)
     grid = xp.matmul(base, theta.transpose(0, 2, 1))  # (P, 3) @ (N, 3, 2) -> (N, P, 2)
-    return grid.reshape(N, H_out, W_out, 2), ("array", base)
+    return grid.reshape(N, H_out, W_out, 2), ("array", base, (N, H_out, W_out, 2))
 
 
 def affine_grid_backward(dgrid, cache):
@@ -125,7 +125,8 @@ def affine_grid_backward(dgrid, cache):
         from minstn.ops import cuda as _cuda
 
         return _cuda.affine_grid_backward(dgrid, cache)
-    _, base = cache
+    _, base, grid_shape = cache
+    check_dout("affine_grid_backward", "dgrid", dgrid, grid_shape)
     xp = xp_of(dgrid)
     N = dgrid.shape[0]
     dg = dgrid.reshape(N, -1, 2)  # (N, P, 2)
@@ -211,7 +212,7 @@ def _bilinear_array_forward(U, grid):
     top = v00 + wxc * d_top  # (N, C, P) interpolated in x on the upper row
     bot = v10 + wxc * d_bot
     V = top + wyc * (bot - top)  # (N, C, P) then in y
-    cache = ("array", U.shape, base, wx, wy, d_top, d_bot, top, bot)
+    cache = ("array", U.shape, (H_out, W_out), base, wx, wy, d_top, d_bot, top, bot)
     return V.reshape(N, C, H_out, W_out), cache
 
 
@@ -221,11 +222,11 @@ def bilinear_sample_backward(dV, cache):
         from minstn.ops import cuda as _cuda
 
         return _cuda.bilinear_sample_backward(dV, cache)
-    _, U_shape, base, wx, wy, d_top, d_bot, top, bot = cache
-    xp = xp_of(dV)
+    _, U_shape, (H_out, W_out), base, wx, wy, d_top, d_bot, top, bot = cache
     N, C, H, W = U_shape
+    check_dout("bilinear_sample_backward", "dV", dV, (N, C, H_out, W_out))
+    xp = xp_of(dV)
     Hp, Wp = H + _LO + _HI, W + _LO + _HI
-    H_out, W_out = dV.shape[2], dV.shape[3]
     dV3 = dV.reshape(N, C, H_out * W_out)  # (N, C, P)
     wxc, wyc = wx[:, None], wy[:, None]  # (N, 1, P)
     # dU: corner k of every point adds (its bilinear weight) * dV to its pixel;
