@@ -251,3 +251,21 @@ def test_stn_backward_rejects_wrong_gradient_shape(rng):
     V, scache = bilinear_sample_forward(rng.standard_normal((2, 1, 5, 5)), grid)
     with pytest.raises(ValueError, match=r"bilinear_sample_backward: dV must have the forward output's shape \(2, 1, 3, 4\), got \(2, 1, 4, 3\)"):
         bilinear_sample_backward(V.reshape(2, 1, 4, 3), scache)
+
+
+def test_nan_sample_point_gives_nan_there_and_nothing_else(rng):
+    """A NaN grid point (a diverged theta) must not crash the gather: V is NaN at that point,
+    every other point is unchanged, and dU stays finite (the point adds nothing)."""
+    U = rng.standard_normal((2, 3, 4, 5))
+    grid = rng.uniform(-0.9, 0.9, size=(2, 3, 2, 2))
+    V_ref, _ = bilinear_sample_forward(U, grid)
+    bad = grid.copy()
+    bad[1, 2, 0, 0] = np.nan
+    V, cache = bilinear_sample_forward(U, bad)
+    assert np.isnan(V[1, :, 2, 0]).all()
+    keep = np.ones(V.shape, bool)
+    keep[1, :, 2, 0] = False
+    np.testing.assert_array_equal(V[keep], V_ref[keep])
+    dU, dgrid = bilinear_sample_backward(np.ones_like(V), cache)
+    assert np.isfinite(dU).all()
+    assert np.isnan(dgrid[1, 2, 0]).any()

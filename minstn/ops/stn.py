@@ -191,8 +191,11 @@ def _bilinear_array_forward(U, grid):
     y = g[:, :, 1] * (0.5 * H) + (0.5 * (H - 1))
     xp.clip(x, -2, W + 1, out=x)  # x is a fresh array: clipping in place is safe
     xp.clip(y, -2, H + 1, out=y)
-    x0 = xp.floor(x)  # (N, P), float
-    y0 = xp.floor(y)
+    # A NaN coordinate (a diverged theta) stays NaN through clip; its corners are put in the zero
+    # border (so the indices stay valid and dU gets nothing), while wx, wy stay NaN, so V is NaN
+    # there: the failure shows instead of crashing or hiding, as in the CUDA kernel.
+    x0 = xp.floor(xp.nan_to_num(x, nan=-2.0))  # (N, P), float
+    y0 = xp.floor(xp.nan_to_num(y, nan=-2.0))
     wx = x - x0  # (N, P) in [0, 1): weight of the right neighbour x0 + 1
     wy = y - y0  # weight of the lower neighbour y0 + 1
     # flat index of the top-left corner (y0 + _LO, x0 + _LO) within one padded image, computed in
