@@ -1,0 +1,95 @@
+"""The training benchmark (minstn.bench.train) and its PyTorch twin (minstn.bench.torch_models),
+on tiny settings: it runs, reports a positive rate, rejects bad arguments, and the twin has the
+same architecture (same parameter count, same output shapes) as minstn.models."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minstn.bench.train import main, measure_images_per_sec
+from minstn.models import build_model
+
+
+def test_measure_images_per_sec_runs():
+    rate = measure_images_per_sec("ffn-stn", 4, batch_size=2, steps=1, warmup=0)
+    assert np.isfinite(rate) and rate > 0
+    with pytest.raises(ValueError, match="need steps >= 1"):
+        measure_images_per_sec("ffn-stn", 4, steps=0)
+
+
+def test_main_prints_a_table(capsys):
+    assert main(["--models", "lstm-stn", "--downsample", "4", "--batch-size", "2", "--steps", "1",
+                 "--warmup", "0", "--no-torch"]) == 0
+    out = capsys.readouterr().out
+    assert "| lstm-stn | 4 |" in out and "training images/s" in out
+    with pytest.raises(SystemExit):
+        main(["--downsample", "5", "--no-torch"])
+    assert "--downsample values must be in 1..4" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, d", [("cnn", 1), ("ffn-stn", 3), ("lstm-stn", 2)])
+def test_torch_twin_has_the_same_architecture(name, d):
+    torch = pytest.importorskip("torch")
+    from minstn.bench.torch_models import build_torch_model
+
+    ours = build_model(name, d)
+    twin = build_torch_model(name, d, **ours.options)
+    n_twin = sum(p.numel() for p in twin.parameters())
+    extra = 4 * 256 if name == "lstm-stn" else 0   # nn.LSTMCell keeps two bias vectors, minstn one
+    assert n_twin == ours.num_params() + extra
+    x = np.random.default_rng(0).random((2, 1, 100, 100), dtype=np.float32)
+    twin.eval()
+    with torch.no_grad():
+        assert tuple(twin(torch.from_numpy(x)).shape) == (2, 4, 10)
+    with pytest.raises(ValueError, match="unknown model 'rnn'"):
+        build_torch_model("rnn", 2)
+
+
+def _copy_into_twin(model, twin, torch):
+    """Load minstn parameters into the PyTorch twin (linear weights transposed; the LSTM's one
+    bias goes to bias_ih, bias_hh = 0). Returns {minstn name: torch parameter}."""
+    convs = [m for m in twin.modules() if isinstance(m, torch.nn.Conv2d)]
+    names = [k[:-2] for k in model.params if k.endswith(".w") and "conv" in k]
+    pairs = {}
+    for name, conv in zip(names, convs):          # modules come in definition order: loc, then cls
+        pairs[name + ".w"], pairs[name + ".b"] = conv.weight, conv.bias
+    fcs = [m for m in twin.cls.modules() if isinstance(m, torch.nn.Linear)]
+    pairs["cls.fc.w"], pairs["cls.fc.b"], pairs["cls.head.w"], pairs["cls.head.b"] = (
+        fcs[0].weight, fcs[0].bias, fcs[1].weight, fcs[1].bias)
+    if hasattr(twin, "reg"):
+        pairs["reg.w"], pairs["reg.b"] = twin.reg.weight, twin.reg.bias
+    if hasattr(twin, "lstm"):
+        pairs["lstm.Wx"], pairs["lstm.Wh"], pairs["lstm.b"] = twin.lstm.weight_ih, twin.lstm.weight_hh, twin.lstm.bias_ih
+        with torch.no_grad():
+            twin.lstm.bias_hh.zero_()
+    assert set(pairs) == set(model.params)
+    with torch.no_grad():
+        for k, p in pairs.items():
+            v = torch.from_numpy(model.params[k])
+            p.copy_(v.T if v.ndim == 2 else v)   # minstn linear weights are (D, M), torch's (M, D)
+    return pairs
+
+
+@pytest.mark.parametrize("name, d, options", [("cnn", 1, {}), ("ffn-stn", 3, {"init_scale": 0.8, "regressor_std": 0.01}),
+                                              ("lstm-stn", 2, {}), ("lstm-stn", 4, {"feedback": "none"})])
+def test_matches_the_torch_twin_in_float64(name, d, options):
+    """An independent check of each whole model: with the same weights, minstn and PyTorch
+    (autograd) agree on the logits, the loss and every parameter gradient (float64, no dropout)."""
+    torch = pytest.importorskip("torch")
+    from minstn.bench.torch_models import build_torch_model
+
+    model = build_model(name, d, dtype="float64", seed=1, dropout=0.0, **options)
+    twin = build_torch_model(name, d, **model.options).double()
+    pairs = _copy_into_twin(model, twin, torch)
+    rng = np.random.default_rng(2)
+    x = rng.random((3, 1, 100, 100))
+    labels = rng.integers(0, 10, size=(3, 4))
+    loss, logits = model.loss_and_grads(x, labels)
+    out = twin(torch.from_numpy(x))
+    t_loss = torch.nn.functional.cross_entropy(out.reshape(-1, 10), torch.from_numpy(labels).reshape(-1))
+    t_loss.backward()
+    np.testing.assert_allclose(logits, out.detach().numpy(), rtol=1e-9, atol=1e-12)
+    assert abs(loss - t_loss.item()) < 1e-10
+    for k, p in pairs.items():
+        g = p.grad.numpy()
+        np.testing.assert_allclose(model.grads[k], g.T if g.ndim == 2 else g, rtol=1e-7, atol=1e-12, err_msg=k)
