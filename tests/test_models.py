@@ -207,6 +207,12 @@ def test_call_errors(rng):
         build_model("cnn").attend(x)
     with pytest.raises(ModelError, match="batch_size must be at least 1"):
         m.predict(x, batch_size=0)
+    with pytest.raises(TypeError, match="images must be a NumPy or CuPy array"):
+        m.predict(x.tolist())
+    with pytest.raises(TypeError, match="images have dtype float64"):
+        m.attend(x.astype(np.float64))
+    with pytest.raises(ModelError, match=r"images must have shape \(N, 1, 100, 100\)"):
+        m.predict(x[:0])
 
 
 def test_state_round_trip_and_load_errors(rng):

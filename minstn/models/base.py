@@ -101,12 +101,11 @@ class Model:
         host NumPy logits (N, 4, 10). images may be a host array; each batch is moved to the device."""
         if batch_size < 1:
             raise ModelError(f"batch_size must be at least 1, got {batch_size}")
+        check_images(images, CANVAS, self.dtype, self.xp)  # the whole array once, before batching
         out = []
         for i in range(0, images.shape[0], batch_size):
             logits, _ = self.forward(self._images(images[i:i + batch_size]), train=False)
             out.append(to_numpy(logits))
-        if not out:
-            raise ModelError("predict got no images (N = 0)")
         return np.concatenate(out, axis=0)
 
     def attend(self, images, batch_size: int = 256):

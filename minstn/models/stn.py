@@ -46,7 +46,7 @@ from minstn import ops
 from minstn.backend import to_numpy
 from minstn.models.base import CANVAS, POSITIONS, Model
 from minstn.models.classifier import classifier_backward, classifier_forward, init_classifier
-from minstn.models.layers import ModelError, uniform_lstm
+from minstn.models.layers import ModelError, check_images, uniform_lstm
 from minstn.models.localisation import init_localisation, loc_features, localisation_backward, localisation_forward
 
 __all__ = ["FFNSTN", "LSTMSTN"]
@@ -131,6 +131,7 @@ class _STN(Model):
         {'thetas': (N, T, 2, 3), 'glimpses': (N, T, 1, S, S)} (T = 4 for the LSTM-STN, 1 for the FFN-STN)."""
         if batch_size < 1:
             raise ModelError(f"batch_size must be at least 1, got {batch_size}")
+        check_images(images, CANVAS, self.dtype, self.xp)  # the whole array once, before batching
         thetas, glimpses = [], []
         T, S = self.steps, self.glimpse_side
         for i in range(0, images.shape[0], batch_size):
@@ -140,8 +141,6 @@ class _STN(Model):
             g, _ = self._glimpses_forward(x, th.reshape(n * T, 2, 3))              # (n*T, 1, S, S)
             thetas.append(to_numpy(th).reshape(n, T, 2, 3))
             glimpses.append(to_numpy(g).reshape(n, T, 1, S, S))
-        if not thetas:
-            raise ModelError("attend got no images (N = 0)")
         return {"thetas": np.concatenate(thetas), "glimpses": np.concatenate(glimpses)}
 
 
