@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from minstn.fileio import atomic_open
 
 __all__ = ["save", "load", "CheckpointError", "FORMAT", "VERSION", "META_KEY"]
 
@@ -65,19 +66,8 @@ def save(path, arrays: dict, meta: dict) -> str:
         text = json.dumps(meta, allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as e:
         raise ValueError(f"meta must be JSON-serialisable without NaN/inf ({e})") from e
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **host, **{META_KEY: np.array(text)})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, suffix=".npz") as f:
+        np.savez(f, **host, **{META_KEY: np.array(text)})
     return path
 
 

@@ -45,6 +45,7 @@ from minstn.config import (
     given_options,
     resolve_model_options,
 )
+from minstn.fileio import atomic_write_bytes
 from minstn.evaluate import error_stats, evaluate_model, model_meta, theta_stats
 from minstn.optim import EarlyStopping, build_optimizer, build_schedule, clip_by_global_norm, clip_by_value, global_norm
 
@@ -428,10 +429,7 @@ def _finish(cfg, model, splits, run_dir, best_path, result_path, pos, device, lo
         "train_size": int(splits["train"]["images"].shape[0]), "val_size": int(splits["val"]["images"].shape[0]),
         "config": cfg.to_dict(),
     }
-    with open(result_path + ".tmp", "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    os.replace(result_path + ".tmp", result_path)
+    atomic_write_bytes(result_path, (json.dumps(result, indent=2) + "\n").encode())
     log(f"test per-digit error {test['digit_error']:.2f} %, sequence error {test['seq_error']:.2f} % "
         f"(best epoch {meta['best_epoch']}); wrote {result_path}")
     return result

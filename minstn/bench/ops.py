@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -24,21 +23,10 @@ from datetime import datetime, timezone
 import numpy as np
 
 from minstn import ops
+from minstn.bench import cpu_model
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _REEXEC_FLAG = "MINSTN_BENCH_REEXEC"
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (or platform.processor() elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def median_ms(fns, repeat: int, stat: str = "median") -> list:

@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from minstn.bench import cpu_model
+
 __all__ = ["measure_images_per_sec", "measure_torch_images_per_sec", "main"]
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -104,17 +106,6 @@ def _versions() -> str:
     return ", ".join(parts)
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main(argv=None) -> int:
     from minstn.models import MODEL_NAMES
 
@@ -145,7 +136,7 @@ def main(argv=None) -> int:
             print("torch is not importable: timing minstn only (pip install torch for the comparison)")
     print(f"# training images/s, batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up, "
           f"float32, device {args.device}, torch threads {threads}, NumPy: {blas}")
-    print(f"# CPU: {_cpu_name()} ({os.cpu_count()} logical cores); {_versions()}")
+    print(f"# CPU: {cpu_model()} ({os.cpu_count()} logical cores); {_versions()}")
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
     header = "| model | d | minstn img/s |" + (" PyTorch img/s | ratio |" if torch_ok else "")
     print(header)

@@ -32,12 +32,13 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
 
 import numpy as np
+
+from minstn.fileio import atomic_open, atomic_write_bytes
 
 __all__ = [
     "DataError",
@@ -191,28 +192,9 @@ def write_idx(path, array, compress=None):
         compress = path.endswith(".gz")
     if compress:
         data = gzip.compress(data, compresslevel=6, mtime=0)
-    _atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data)
 
 
-def _file_mode():
-    """The mode a plain open() would give a new file (mkstemp creates files as 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _atomic_write_bytes(path, data):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 # ----------------------------------------------------------------------------------------
@@ -279,11 +261,9 @@ def find_data_dir(data_dir=None, download=True, mirrors=MNIST_MIRRORS, sha256=MN
 
 def _fetch(url, dest, expected_sha256, timeout, progress):
     """Download url into dest atomically; raise DataError on any failure (no file left behind)."""
-    folder = os.path.dirname(dest)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".download-", suffix=".part")
     try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as resp:
+        with atomic_open(dest) as f, urllib.request.urlopen(url, timeout=timeout) as resp:
+            digest = hashlib.sha256()
             total = int(resp.headers.get("Content-Length") or 0)
             done = 0
             while True:
@@ -296,20 +276,16 @@ def _fetch(url, dest, expected_sha256, timeout, progress):
                 if progress:
                     pct = f"{100 * done / total:5.1f}%" if total else f"{done / 1e6:.1f} MB"
                     print(f"\r  {os.path.basename(dest)}: {pct}", end="", file=sys.stderr, flush=True)
-        if progress:
-            print(file=sys.stderr, flush=True)
-        got = digest.hexdigest()
-        if expected_sha256 is not None and got != expected_sha256:
-            raise DataError(f"{url}: sha256 {got} does not match the expected {expected_sha256}")
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, dest)
+            if progress:
+                print(file=sys.stderr, flush=True)
+            got = digest.hexdigest()
+            if expected_sha256 is not None and got != expected_sha256:
+                # raised inside the block: atomic_open removes the partial file, dest is untouched
+                raise DataError(f"{url}: sha256 {got} does not match the expected {expected_sha256}")
     except DataError:
         raise
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         raise DataError(f"{url}: {e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def download_mnist(folder, names=ALL_FILES, mirrors=MNIST_MIRRORS, sha256=MNIST_SHA256,

@@ -30,13 +30,14 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import warnings
 import zipfile
 
 import numpy as np
 
-from .mnist import ALL_FILES, DataError, _file_mode, find_data_dir, mnist_file_path, read_idx
+from minstn.fileio import atomic_open
+
+from .mnist import ALL_FILES, DataError, find_data_dir, mnist_file_path, read_idx
 from .sequences import CANVAS, DIGITS, SPLIT_IDS, SequenceOptions, generate_split
 
 __all__ = [
@@ -107,18 +108,8 @@ def save_sequence_file(path, d, params=None):
     arrays = {k: np.asarray(d[k]) if k in d else None for k in SPLIT_KEYS}
     _check_split({k: v for k, v in arrays.items() if v is not None}, f"save_sequence_file({path})")
     record = json.dumps(params if params is not None else {"format": FORMAT_VERSION}, sort_keys=True)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, params=np.array(record), **arrays)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, suffix=".npz") as f:
+        np.savez(f, params=np.array(record), **arrays)
 
 
 def _open(path):
