@@ -67,6 +67,44 @@ __device__ __forceinline__ long long stn_index(T floored, long long size) {
     return (long long)floored;
 }
 
+// One sample point of the bilinear sampler: its pixel coordinate, the top-left corner
+// (x0, y0) = floor, the other corner at +1 (never ceil), the four bilinear weights, and which
+// corners lie inside the image (zero padding: a corner outside reads as 0 and gets no dU).
+// The forward and the backward kernels both start from this, so they cannot disagree.
+template <typename T>
+struct SamplePoint {
+    long long x0, y0, x1, y1;    // corner indices (x1 = x0 + 1, y1 = y0 + 1)
+    T wx0, wx1, wy0, wy1;        // weights of the left/right columns and upper/lower rows
+    bool in00, in01, in10, in11;  // corner (y0, x0), (y0, x1), (y1, x0), (y1, x1) inside U
+};
+
+// Normalised source coordinate (x_s, y_s) -> SamplePoint on an H x W image (align_corners=False).
+template <typename T>
+__device__ __forceinline__ SamplePoint<T> stn_sample_point(T x_s, T y_s, long long H, long long W) {
+    const T x = (x_s + T(1)) * (T(0.5) * T(W)) - T(0.5);  // = ((x_s + 1) W - 1) / 2
+    const T y = (y_s + T(1)) * (T(0.5) * T(H)) - T(0.5);  // = ((y_s + 1) H - 1) / 2
+    const T x0f = stn_floor(x);
+    const T y0f = stn_floor(y);
+    SamplePoint<T> s;
+    s.x0 = stn_index(x0f, W);
+    s.y0 = stn_index(y0f, H);
+    s.x1 = s.x0 + 1;  // never ceil(x)
+    s.y1 = s.y0 + 1;
+    s.wx1 = x - x0f;
+    s.wx0 = T(1) - s.wx1;
+    s.wy1 = y - y0f;
+    s.wy0 = T(1) - s.wy1;
+    const bool in_x0 = (s.x0 >= 0) && (s.x0 < W);
+    const bool in_x1 = (s.x1 >= 0) && (s.x1 < W);
+    const bool in_y0 = (s.y0 >= 0) && (s.y0 < H);
+    const bool in_y1 = (s.y1 >= 0) && (s.y1 < H);
+    s.in00 = in_y0 && in_x0;
+    s.in01 = in_y0 && in_x1;
+    s.in10 = in_y1 && in_x0;
+    s.in11 = in_y1 && in_x1;
+    return s;
+}
+
 // The normalised target coordinate of grid index k along an axis of `size` points:
 // (2 k + 1) / size - 1.  Computed in double and rounded once to T, as the array code does
 // (base_grid builds it in float64 and casts), so both give the same bits in float32 too.
@@ -164,38 +202,18 @@ __global__ void bilinear_sample_forward(const T* __restrict__ U,     // (N, C, H
         const long long n = p / (Ho * Wo);
         const long long r = p - n * (Ho * Wo);  // i * Wo + j, the point within its image
 
-        // Normalised source coordinate -> pixel coordinate (align_corners=False).
-        const T x = (grid[2 * p + 0] + T(1)) * (T(0.5) * T(W)) - T(0.5);  // = ((x_s + 1) W - 1) / 2
-        const T y = (grid[2 * p + 1] + T(1)) * (T(0.5) * T(H)) - T(0.5);  // = ((y_s + 1) H - 1) / 2
-        const T x0f = stn_floor(x);
-        const T y0f = stn_floor(y);
-        const long long x0 = stn_index(x0f, W);
-        const long long y0 = stn_index(y0f, H);
-        const long long x1 = x0 + 1;  // never ceil(x)
-        const long long y1 = y0 + 1;
-        const T wx1 = x - x0f;
-        const T wx0 = T(1) - wx1;
-        const T wy1 = y - y0f;
-        const T wy0 = T(1) - wy1;
-        // Zero padding: which of the four corners lie inside the image.
-        const bool in_x0 = (x0 >= 0) && (x0 < W);
-        const bool in_x1 = (x1 >= 0) && (x1 < W);
-        const bool in_y0 = (y0 >= 0) && (y0 < H);
-        const bool in_y1 = (y1 >= 0) && (y1 < H);
-        const bool in00 = in_y0 && in_x0;  // corner (y0, x0)
-        const bool in01 = in_y0 && in_x1;  // corner (y0, x1)
-        const bool in10 = in_y1 && in_x0;  // corner (y1, x0)
-        const bool in11 = in_y1 && in_x1;  // corner (y1, x1)
+        // Coordinates, corners and weights, once per point for all channels.
+        const SamplePoint<T> s = stn_sample_point(grid[2 * p + 0], grid[2 * p + 1], H, W);
 
         for (long long c = 0; c < C; ++c) {
             const T* u = U + (n * C + c) * H * W;  // U[n, c], (H, W)
             // A corner outside the image reads as 0 (zero padding).
-            const T u00 = in00 ? u[y0 * W + x0] : T(0);
-            const T u01 = in01 ? u[y0 * W + x1] : T(0);
-            const T u10 = in10 ? u[y1 * W + x0] : T(0);
-            const T u11 = in11 ? u[y1 * W + x1] : T(0);
+            const T u00 = s.in00 ? u[s.y0 * W + s.x0] : T(0);
+            const T u01 = s.in01 ? u[s.y0 * W + s.x1] : T(0);
+            const T u10 = s.in10 ? u[s.y1 * W + s.x0] : T(0);
+            const T u11 = s.in11 ? u[s.y1 * W + s.x1] : T(0);
             V[(n * C + c) * Ho * Wo + r] =
-                wy0 * wx0 * u00 + wy0 * wx1 * u01 + wy1 * wx0 * u10 + wy1 * wx1 * u11;
+                s.wy0 * s.wx0 * u00 + s.wy0 * s.wx1 * u01 + s.wy1 * s.wx0 * u10 + s.wy1 * s.wx1 * u11;
         }
     }
 }
@@ -227,26 +245,7 @@ __global__ void bilinear_sample_backward(const T* __restrict__ dV,    // (N, C, 
         const long long r = p - n * (Ho * Wo);  // i * Wo + j
 
         // The forward's coordinates, corners and weights, recomputed (cheaper than storing).
-        const T x = (grid[2 * p + 0] + T(1)) * (T(0.5) * T(W)) - T(0.5);  // = ((x_s + 1) W - 1) / 2
-        const T y = (grid[2 * p + 1] + T(1)) * (T(0.5) * T(H)) - T(0.5);  // = ((y_s + 1) H - 1) / 2
-        const T x0f = stn_floor(x);
-        const T y0f = stn_floor(y);
-        const long long x0 = stn_index(x0f, W);
-        const long long y0 = stn_index(y0f, H);
-        const long long x1 = x0 + 1;
-        const long long y1 = y0 + 1;
-        const T wx1 = x - x0f;
-        const T wx0 = T(1) - wx1;
-        const T wy1 = y - y0f;
-        const T wy0 = T(1) - wy1;
-        const bool in_x0 = (x0 >= 0) && (x0 < W);
-        const bool in_x1 = (x1 >= 0) && (x1 < W);
-        const bool in_y0 = (y0 >= 0) && (y0 < H);
-        const bool in_y1 = (y1 >= 0) && (y1 < H);
-        const bool in00 = in_y0 && in_x0;
-        const bool in01 = in_y0 && in_x1;
-        const bool in10 = in_y1 && in_x0;
-        const bool in11 = in_y1 && in_x1;
+        const SamplePoint<T> s = stn_sample_point(grid[2 * p + 0], grid[2 * p + 1], H, W);
 
         T dx = T(0);  // d loss / d x (pixel units), summed over channels
         T dy = T(0);  // d loss / d y
@@ -254,18 +253,18 @@ __global__ void bilinear_sample_backward(const T* __restrict__ dV,    // (N, C, 
             const T g = dV[(n * C + c) * Ho * Wo + r];  // dV[n, c, i, j]
             const T* u = U + (n * C + c) * H * W;       // U[n, c]
             T* du = dU + (n * C + c) * H * W;           // dU[n, c]
-            const T u00 = in00 ? u[y0 * W + x0] : T(0);
-            const T u01 = in01 ? u[y0 * W + x1] : T(0);
-            const T u10 = in10 ? u[y1 * W + x0] : T(0);
-            const T u11 = in11 ? u[y1 * W + x1] : T(0);
+            const T u00 = s.in00 ? u[s.y0 * W + s.x0] : T(0);
+            const T u01 = s.in01 ? u[s.y0 * W + s.x1] : T(0);
+            const T u10 = s.in10 ? u[s.y1 * W + s.x0] : T(0);
+            const T u11 = s.in11 ? u[s.y1 * W + s.x1] : T(0);
             // dU: the forward's weights times the upstream gradient, corner by corner.
-            if (in00) atomicAdd(&du[y0 * W + x0], (wy0 * wx0) * g);
-            if (in01) atomicAdd(&du[y0 * W + x1], (wy0 * wx1) * g);
-            if (in10) atomicAdd(&du[y1 * W + x0], (wy1 * wx0) * g);
-            if (in11) atomicAdd(&du[y1 * W + x1], (wy1 * wx1) * g);
+            if (s.in00) atomicAdd(&du[s.y0 * W + s.x0], (s.wy0 * s.wx0) * g);
+            if (s.in01) atomicAdd(&du[s.y0 * W + s.x1], (s.wy0 * s.wx1) * g);
+            if (s.in10) atomicAdd(&du[s.y1 * W + s.x0], (s.wy1 * s.wx0) * g);
+            if (s.in11) atomicAdd(&du[s.y1 * W + s.x1], (s.wy1 * s.wx1) * g);
             // d/dx of the weights: d wx1/dx = 1, d wx0/dx = -1 (same for y).
-            dx += g * (wy0 * (u01 - u00) + wy1 * (u11 - u10));
-            dy += g * (wx0 * (u10 - u00) + wx1 * (u11 - u01));
+            dx += g * (s.wy0 * (u01 - u00) + s.wy1 * (u11 - u10));
+            dy += g * (s.wx0 * (u10 - u00) + s.wx1 * (u11 - u01));
         }
         dgrid[2 * p + 0] = dx * (T(0.5) * T(W));  // dx/dx_s = W / 2
         dgrid[2 * p + 1] = dy * (T(0.5) * T(H));  // dy/dy_s = H / 2
