@@ -30,6 +30,22 @@ def maxpool2d_forward(x):
     """2x2 max-pool, stride 2.
 
     x (N, C, H, W) with H, W >= 2 -> out (N, C, floor(H/2), floor(W/2)), cache.
+
+    Two passes of pairwise maxima, first across columns, then across rows:
+
+        xw   = x cropped to even sizes, viewed as (N, C, H2, 2, W2, 2)
+        cmax = max(xw[..., 0], xw[..., 1])          (N, C, H2, 2, W2)  best of each column pair
+        out  = max(cmax[:, :, :, 0], cmax[:, :, :, 1])   (N, C, H2, W2)  then of each row pair
+
+    For a C-contiguous x with even H and W the column pass runs as ONE long loop over the
+    whole array (NumPy merges the contiguous axes of the view), which is why it comes first.
+    The cache keeps two boolean masks, one per pass, that record which half won:
+
+        right (N, C, H2, 2, W2)  the right pixel of a column pair won (it was strictly larger)
+        lower (N, C, H2, W2)     the lower row of the window won (strictly larger)
+
+    Ties go to the first pixel (left, upper): the winner is the first maximum in the order
+    (0,0), (0,1), (1,0), (1,1), and it alone receives the gradient.
     """
     op = "maxpool2d_forward"
     check_float_array(op, "x", x, 4, "(N, C, H, W)")
@@ -38,41 +54,56 @@ def maxpool2d_forward(x):
         raise ValueError(f"{op}: x must be at least 2x2 in its last two axes, got {H}x{W}")
     xp = xp_of(x)
     H2, W2 = H // 2, W // 2
-    xw = x[:, :, : 2 * H2, : 2 * W2].reshape(N, C, H2, 2, W2, 2)  # view when H, W are even
-    a00 = xw[:, :, :, 0, :, 0]  # (N, C, H2, W2), the four window positions as strided views
-    a01 = xw[:, :, :, 0, :, 1]
-    a10 = xw[:, :, :, 1, :, 0]
-    a11 = xw[:, :, :, 1, :, 1]
-    top = xp.maximum(a00, a01)  # (N, C, H2, W2), best of the window's first row
-    bottom = xp.maximum(a10, a11)  # best of the second row
-    out = xp.maximum(top, bottom)  # (N, C, H2, W2)
-    # winner index 0..3 = 2 * row + col, first maximum in row-major order winning ties:
-    # row 1 only if the bottom row is strictly larger, column 1 only if strictly larger
-    row = bottom > top  # (N, C, H2, W2) bool
-    col = xp.where(row, a11 > a10, a01 > a00)
-    win = (row.astype(xp.uint8) << 1) | col.astype(xp.uint8)  # uint8: one byte per window
-    cache = (x.shape, win)
+    xw = x[:, :, : 2 * H2, : 2 * W2].reshape(N, C, H2, 2, W2, 2)  # a view: only axes are split
+    left, rightpx = xw[..., 0], xw[..., 1]                       # (N, C, H2, 2, W2) strided views
+    cmax = xp.maximum(left, rightpx)                             # (N, C, H2, 2, W2)
+    right = rightpx > left                                       # (N, C, H2, 2, W2) bool
+    upper_row, lower_row = cmax[:, :, :, 0], cmax[:, :, :, 1]    # (N, C, H2, W2) each
+    out = xp.maximum(upper_row, lower_row)                       # (N, C, H2, W2)
+    lower = lower_row > upper_row                                # (N, C, H2, W2) bool
+    cache = (x.shape, _layout(x), right, lower)
     return out, cache
 
 
+def _layout(x) -> str:
+    """'cnhw' when x (N, C, H, W) is a transposed view of a C-contiguous (C, N, H, W) buffer
+    (what conv2d_forward returns), else 'nchw'. The backward pass allocates dx the same way, so
+    the gradient reaches the convolution's backward in the order it reads fastest."""
+    return "cnhw" if x.ndim == 4 and x.transpose(1, 0, 2, 3).flags.c_contiguous and not x.flags.c_contiguous else "nchw"
+
+
+def _empty_like_layout(xp, shape, dtype, layout):
+    """An uninitialised (N, C, ...) array, stored as (C, N, ...) when layout == 'cnhw'."""
+    if layout == "cnhw":
+        return xp.empty((shape[1], shape[0]) + tuple(shape[2:]), dtype=dtype).swapaxes(0, 1)
+    return xp.empty(shape, dtype=dtype)
+
+
 def maxpool2d_backward(dout, cache):
-    """dout (N, C, H2, W2) -> dx (N, C, H, W): dout goes to each window's single winner."""
-    x_shape, win = cache
+    """dout (N, C, H2, W2) -> dx (N, C, H, W): dout goes to each window's single winner.
+
+    The two forward passes undone in reverse order, each a pair of assignments (`=`):
+
+        dcmax[:, :, :, 1] = dout * lower,   dcmax[:, :, :, 0] = dout - dcmax[:, :, :, 1]
+        dxw[..., 1]       = dcmax * right,  dxw[..., 0]       = dcmax - dxw[..., 1]
+
+    (d - d * m is exactly d where m is 0 and exactly 0 where m is 1.)
+    """
+    x_shape, layout, right, lower = cache
     xp = xp_of(dout)
     N, C, H, W = x_shape
     H2, W2 = H // 2, W // 2
     check_dout("maxpool2d_backward", "dout", dout, (N, C, H2, W2))
-    dxw = xp.empty((N, C, H2, 2, W2, 2), dtype=dout.dtype)  # (N, C, H2, 2, W2, 2)
-    zero = xp.zeros((), dtype=dout.dtype)
-    dxw[:, :, :, 0, :, 0] = xp.where(win == 0, dout, zero)
-    dxw[:, :, :, 0, :, 1] = xp.where(win == 1, dout, zero)
-    dxw[:, :, :, 1, :, 0] = xp.where(win == 2, dout, zero)
-    dxw[:, :, :, 1, :, 1] = xp.where(win == 3, dout, zero)
-    dx_crop = dxw.reshape(N, C, 2 * H2, 2 * W2)
-    if (2 * H2, 2 * W2) == (H, W):
-        return dx_crop
-    dx = xp.zeros(x_shape, dtype=dout.dtype)  # odd size: the dropped row/column gets 0
-    dx[:, :, : 2 * H2, : 2 * W2] = dx_crop
+    dcmax = _empty_like_layout(xp, (N, C, H2, 2, W2), dout.dtype, layout)   # (N, C, H2, 2, W2)
+    xp.multiply(dout, lower, out=dcmax[:, :, :, 1])          # the lower row won
+    xp.subtract(dout, dcmax[:, :, :, 1], out=dcmax[:, :, :, 0])  # the upper row won
+    dx = _empty_like_layout(xp, x_shape, dout.dtype, layout)                 # (N, C, H, W)
+    if (2 * H2, 2 * W2) != (H, W):  # odd size: the dropped row/column gets 0
+        dx[:, :, 2 * H2:] = 0
+        dx[:, :, :, 2 * W2:] = 0
+    dxw = dx[:, :, : 2 * H2, : 2 * W2].reshape(N, C, H2, 2, W2, 2)  # a view (axes are only split)
+    xp.multiply(dcmax, right, out=dxw[..., 1])               # the right pixel won
+    xp.subtract(dcmax, dxw[..., 1], out=dxw[..., 0])         # the left pixel won
     return dx
 
 
