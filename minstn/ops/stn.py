@@ -219,33 +219,26 @@ def _bilinear_array_forward(U, grid):
     return V.reshape(N, C, H_out, W_out), cache
 
 
-def bilinear_sample_backward(dV, cache):
-    """dV (N, C, H_out, W_out) -> (dU (N, C, H, W), dgrid (N, H_out, W_out, 2))."""
+def bilinear_sample_backward(dV, cache, need_dU: bool = True):
+    """dV (N, C, H_out, W_out) -> (dU (N, C, H, W), dgrid (N, H_out, W_out, 2)).
+
+    need_dU=False returns dU as None: the spatial transformers sample from the input canvas,
+    which is data, so only dgrid flows on. The array code then skips the scatter (the costly
+    half of this backward); the CUDA kernel computes dU regardless (it is one atomicAdd per
+    corner in the same pass) and it is dropped.
+    """
     if cache[0] == "kernel":
         from minstn.ops import cuda as _cuda
 
-        return _cuda.bilinear_sample_backward(dV, cache)
+        dU, dgrid = _cuda.bilinear_sample_backward(dV, cache)
+        return (dU if need_dU else None), dgrid
     _, U_shape, (H_out, W_out), base, wx, wy, d_top, d_bot, top, bot = cache
     N, C, H, W = U_shape
     check_dout("bilinear_sample_backward", "dV", dV, (N, C, H_out, W_out))
     xp = xp_of(dV)
-    Hp, Wp = H + _LO + _HI, W + _LO + _HI
     dV3 = dV.reshape(N, C, H_out * W_out)  # (N, C, P)
     wxc, wyc = wx[:, None], wy[:, None]  # (N, 1, P)
-    # dU: corner k of every point adds (its bilinear weight) * dV to its pixel;
-    # one bincount over the flat (n, c, pixel) index of all four corners of all points
-    idx = xp.empty((4,) + tuple(base.shape), dtype=xp.int64)  # (4, N, C, P)
-    for k, offset in enumerate((0, 1, Wp, Wp + 1)):  # the four corners, not pixels
-        xp.add(base, offset, out=idx[k])
-    g_bot = dV3 * wyc  # (N, C, P) share of the lower row
-    g_top = dV3 - g_bot  # share of the upper row: dV * (1 - wy)
-    contrib = xp.empty((4,) + tuple(base.shape), dtype=dV.dtype)  # (4, N, C, P)
-    xp.multiply(g_top, wxc, out=contrib[1])  # (y0, x1): dV (1 - wy) wx
-    xp.subtract(g_top, contrib[1], out=contrib[0])  # (y0, x0): dV (1 - wy) (1 - wx)
-    xp.multiply(g_bot, wxc, out=contrib[3])  # (y1, x1): dV wy wx
-    xp.subtract(g_bot, contrib[3], out=contrib[2])  # (y1, x0): dV wy (1 - wx)
-    dUpad = xp.bincount(idx.reshape(-1), weights=contrib.reshape(-1), minlength=N * C * Hp * Wp)  # float64
-    dU = dUpad.reshape(N, C, Hp, Wp)[:, :, _LO : _LO + H, _LO : _LO + W].astype(dV.dtype)  # drop the border
+    dU = _scatter_dU(dV3, base, wxc, wyc, U_shape, xp) if need_dU else None
     # dgrid: V = top + wy (bot - top) with top, bot linear in wx, and dx/dx_s = W/2, dy/dy_s = H/2
     dVdx = d_top + wyc * (d_bot - d_top)  # (N, C, P), d V / d x
     dVdy = bot - top  # (N, C, P), d V / d y
@@ -253,3 +246,23 @@ def bilinear_sample_backward(dV, cache):
     dgrid[:, :, 0] = (dV3 * dVdx).sum(axis=1) * (0.5 * W)  # sum over channels
     dgrid[:, :, 1] = (dV3 * dVdy).sum(axis=1) * (0.5 * H)
     return dU, dgrid.reshape(N, H_out, W_out, 2)
+
+
+def _scatter_dU(dV3, base, wxc, wyc, U_shape, xp):
+    """dU (N, C, H, W) of the array sampler: every corner of every point adds its share."""
+    N, C, H, W = U_shape
+    Hp, Wp = H + _LO + _HI, W + _LO + _HI
+    # dU: corner k of every point adds (its bilinear weight) * dV to its pixel;
+    # one bincount over the flat (n, c, pixel) index of all four corners of all points
+    idx = xp.empty((4,) + tuple(base.shape), dtype=xp.int64)  # (4, N, C, P)
+    for k, offset in enumerate((0, 1, Wp, Wp + 1)):  # the four corners, not pixels
+        xp.add(base, offset, out=idx[k])
+    g_bot = dV3 * wyc  # (N, C, P) share of the lower row
+    g_top = dV3 - g_bot  # share of the upper row: dV * (1 - wy)
+    contrib = xp.empty((4,) + tuple(base.shape), dtype=dV3.dtype)  # (4, N, C, P)
+    xp.multiply(g_top, wxc, out=contrib[1])  # (y0, x1): dV (1 - wy) wx
+    xp.subtract(g_top, contrib[1], out=contrib[0])  # (y0, x0): dV (1 - wy) (1 - wx)
+    xp.multiply(g_bot, wxc, out=contrib[3])  # (y1, x1): dV wy wx
+    xp.subtract(g_bot, contrib[3], out=contrib[2])  # (y1, x0): dV wy (1 - wx)
+    dUpad = xp.bincount(idx.reshape(-1), weights=contrib.reshape(-1), minlength=N * C * Hp * Wp)  # float64
+    return dUpad.reshape(N, C, Hp, Wp)[:, :, _LO : _LO + H, _LO : _LO + W].astype(dV3.dtype)  # drop the border
