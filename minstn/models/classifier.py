@@ -3,6 +3,10 @@
     [conv 3x3 'same' 32, ReLU, maxpool 2] x 2, conv 3x3 'same' 32, ReLU, dropout p,
     FC 400 + ReLU, FC 400 -> 10 * heads
 
+Each block runs as conv -> maxpool -> ReLU: ReLU is monotonic, so max(relu(a), relu(b)) =
+relu(max(a, b)) exactly, in value and in gradient (the same winner, or a zero gradient either
+way), and the ReLU then touches a quarter of the pixels.
+
 Shape legend:
     B        images entering the classifier (N canvases, or N*T glimpses for the LSTM-STN)
     S        side of the (square) input: 100 (CNN), or floor(100 / d) for a glimpse
@@ -54,12 +58,12 @@ def classifier_forward(params: dict, x, dropout: float, train: bool, rng):
     is true; it then needs `rng`, a np.random.Generator.
     """
     a1, c_conv1 = ops.conv2d_forward(x, params["cls.conv1.w"], params["cls.conv1.b"], "same")  # (B, 32, S, S)
-    r1, c_relu1 = ops.relu_forward(a1)
-    p1, c_pool1 = ops.maxpool2d_forward(r1)                                                    # (B, 32, S/2, S/2)
-    a2, c_conv2 = ops.conv2d_forward(p1, params["cls.conv2.w"], params["cls.conv2.b"], "same")
-    r2, c_relu2 = ops.relu_forward(a2)
-    p2, c_pool2 = ops.maxpool2d_forward(r2)                                                    # (B, 32, S2, S2)
-    a3, c_conv3 = ops.conv2d_forward(p2, params["cls.conv3.w"], params["cls.conv3.b"], "same")
+    p1, c_pool1 = ops.maxpool2d_forward(a1)                                                    # (B, 32, S/2, S/2)
+    r1, c_relu1 = ops.relu_forward(p1)
+    a2, c_conv2 = ops.conv2d_forward(r1, params["cls.conv2.w"], params["cls.conv2.b"], "same")
+    p2, c_pool2 = ops.maxpool2d_forward(a2)                                                    # (B, 32, S2, S2)
+    r2, c_relu2 = ops.relu_forward(p2)
+    a3, c_conv3 = ops.conv2d_forward(r2, params["cls.conv3.w"], params["cls.conv3.b"], "same")
     r3, c_relu3 = ops.relu_forward(a3)
     use_dropout = train and dropout > 0
     if use_dropout:
@@ -95,11 +99,11 @@ def classifier_backward(dout, cache, grads: dict, need_dx: bool = True):
     dd3 = dflat.reshape(d3_shape)                                                      # (B, 32, S2, S2)
     dr3 = ops.dropout_backward(dd3, c_drop) if c_drop is not None else dd3
     da3 = ops.relu_backward(dr3, c_relu3)
-    dp2, grads["cls.conv3.w"], grads["cls.conv3.b"] = ops.conv2d_backward(da3, c_conv3)
-    dr2 = ops.maxpool2d_backward(dp2, c_pool2)
-    da2 = ops.relu_backward(dr2, c_relu2)
-    dp1, grads["cls.conv2.w"], grads["cls.conv2.b"] = ops.conv2d_backward(da2, c_conv2)
-    dr1 = ops.maxpool2d_backward(dp1, c_pool1)
-    da1 = ops.relu_backward(dr1, c_relu1)
-    dx, grads["cls.conv1.w"], grads["cls.conv1.b"] = ops.conv2d_backward(da1, c_conv1)
-    return dx if need_dx else None
+    dr2, grads["cls.conv3.w"], grads["cls.conv3.b"] = ops.conv2d_backward(da3, c_conv3)
+    dp2 = ops.relu_backward(dr2, c_relu2)
+    da2 = ops.maxpool2d_backward(dp2, c_pool2)
+    dr1, grads["cls.conv2.w"], grads["cls.conv2.b"] = ops.conv2d_backward(da2, c_conv2)
+    dp1 = ops.relu_backward(dr1, c_relu1)
+    da1 = ops.maxpool2d_backward(dp1, c_pool1)
+    dx, grads["cls.conv1.w"], grads["cls.conv1.b"] = ops.conv2d_backward(da1, c_conv1, need_dx=need_dx)
+    return dx

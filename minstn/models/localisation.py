@@ -3,6 +3,9 @@
     4 x [conv 3x3 'same' 20 filters, ReLU, maxpool 2]:  100 -> 50 -> 25 -> 12 -> 6,
     flattened to 20 * 6 * 6 = 720 features.
 
+Each block runs as conv -> maxpool -> ReLU, which equals conv -> ReLU -> maxpool exactly
+(ReLU is monotonic; see classifier.py) with the ReLU on a quarter of the pixels.
+
 Shape legend:
     N   canvases
     L   side of the canvas (100), L_k = floor(L / 2^k) after k blocks
@@ -44,9 +47,9 @@ def localisation_forward(params: dict, x):
     h = x
     for k in range(1, LOC_BLOCKS + 1):
         a, c_conv = ops.conv2d_forward(h, params[f"loc.conv{k}.w"], params[f"loc.conv{k}.b"], "same")  # (N, 20, L_{k-1}, L_{k-1})
-        r, c_relu = ops.relu_forward(a)
-        h, c_pool = ops.maxpool2d_forward(r)                                                         # (N, 20, L_k, L_k)
-        caches.append((c_conv, c_relu, c_pool))
+        m, c_pool = ops.maxpool2d_forward(a)                                                         # (N, 20, L_k, L_k)
+        h, c_relu = ops.relu_forward(m)
+        caches.append((c_conv, c_pool, c_relu))
     feats = h.reshape(x.shape[0], -1)                                                                # (N, 720)
     return feats, (caches, h.shape)
 
@@ -56,7 +59,8 @@ def localisation_backward(dfeats, cache, grads: dict) -> None:
     caches, h_shape = cache
     dh = dfeats.reshape(h_shape)                                                                     # (N, 20, L_4, L_4)
     for k in range(LOC_BLOCKS, 0, -1):
-        c_conv, c_relu, c_pool = caches[k - 1]
-        dr = ops.maxpool2d_backward(dh, c_pool)
-        da = ops.relu_backward(dr, c_relu)
-        dh, grads[f"loc.conv{k}.w"], grads[f"loc.conv{k}.b"] = ops.conv2d_backward(da, c_conv)
+        c_conv, c_pool, c_relu = caches[k - 1]
+        dm = ops.relu_backward(dh, c_relu)
+        da = ops.maxpool2d_backward(dm, c_pool)
+        # the canvas is data: the first block needs no input gradient
+        dh, grads[f"loc.conv{k}.w"], grads[f"loc.conv{k}.b"] = ops.conv2d_backward(da, c_conv, need_dx=k > 1)

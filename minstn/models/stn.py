@@ -94,7 +94,7 @@ class _STN(Model):
         c_grid, c_samp, c_pool, N = cache
         T, G = self.steps, self.grid_side
         dV = ops.avgpool2d_backward(dglimpses, c_pool)                         # (N*T, 1, G, G)
-        _dU, dgrid = ops.bilinear_sample_backward(dV.reshape(N, 1, T * G, G), c_samp)  # dgrid (N, T*G, G, 2)
+        _, dgrid = ops.bilinear_sample_backward(dV.reshape(N, 1, T * G, G), c_samp, need_dU=False)  # (N, T*G, G, 2)
         dthetas = ops.affine_grid_backward(dgrid.reshape(N * T, G, G, 2), c_grid)      # (N*T, 2, 3)
         return dthetas
 
