@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from minstn import checkpoint
+from minstn import checkpoint, host
 from minstn.backend import DeviceError, resolve_device, to_numpy
 from minstn.config import (
     RESUME_OVERRIDABLE,
@@ -44,6 +44,7 @@ from minstn.config import (
     config_from_dict,
     given_options,
     resolve_model_options,
+    resolve_parallel,
 )
 from minstn.fileio import atomic_write_bytes
 from minstn.evaluate import error_stats, evaluate_model, model_meta, theta_stats
@@ -232,6 +233,11 @@ def train(cfg: TrainConfig, splits: dict | None = None, log=None, stream=None) -
     n_train = train_x.shape[0]
 
     model = build_model(cfg.model, cfg.downsample, dtype=cfg.dtype, device=device, seed=cfg.seed, **options)
+    chunk, workers = resolve_parallel(cfg, device.kind, host.cpu_count())
+    if device.kind == "cpu":
+        host.keep_freed_memory()          # reuse freed activations instead of page-faulting new ones
+        if workers > 1:
+            host.set_blas_threads(1)      # the workers are the parallelism; BLAS threads would oversubscribe
     lr_mult = {name: cfg.loc_lr_mult for name, group in model.groups.items() if group == "loc"}
     opt = build_optimizer(cfg.optimizer, model.params, cfg.lr, lr_mult, cfg.weight_decay, cfg.momentum, cfg.nesterov)
     schedule = build_schedule(cfg.lr_schedule, cfg.lr, cfg.lr_step, cfg.lr_factor, cfg.lr_patience, cfg.min_lr)
@@ -264,6 +270,9 @@ def train(cfg: TrainConfig, splits: dict | None = None, log=None, stream=None) -
     log(f"config ({os.path.join(run_dir, 'config.json')}):\n{cfg.to_json()}")
     log(f"model: {model!r}; {n_train} training, {val_x.shape[0]} validation, {splits['test']['images'].shape[0]} test canvases; "
         f"device {device}; run folder {run_dir}")
+    if device.kind == "cpu":
+        log(f"CPU: chunks of {chunk or 'the whole batch'} canvases on {workers} worker thread(s), "
+            f"BLAS threads {host.blas_threads() or 'unknown'}")
 
     def state_meta():
         return {
@@ -331,7 +340,8 @@ def train(cfg: TrainConfig, splits: dict | None = None, log=None, stream=None) -
             while step < n_steps:
                 idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]      # (N,)
                 rng_before = dropout_rng.bit_generator.state
-                loss, logits = model.loss_and_grads(train_x[idx], train_y[idx], rng=dropout_rng)
+                loss, logits = model.loss_and_grads(train_x[idx], train_y[idx], rng=dropout_rng,
+                                                    chunk=chunk, workers=workers)
                 grads = model.grads
                 if cfg.clip_value:
                     grads = clip_by_value(grads, cfg.clip_value)

@@ -118,12 +118,12 @@ def test_interrupt_mid_epoch_saves_and_resume_is_exact(data_dir, tmp_path, monke
     calls = {"n": 0}
     real = Model.loss_and_grads
 
-    def interrupted(self, images, labels, rng=None):
+    def interrupted(self, images, labels, rng=None, **kw):
         calls["n"] += 1
         if calls["n"] == 4:       # epoch 2, step 2: after the forward pass has used dropout
-            real(self, images, labels, rng=rng)
+            real(self, images, labels, rng=rng, **kw)
             raise KeyboardInterrupt
-        return real(self, images, labels, rng=rng)
+        return real(self, images, labels, rng=rng, **kw)
 
     monkeypatch.setattr(Model, "loss_and_grads", interrupted)
     capsys.readouterr()
@@ -148,9 +148,9 @@ def test_nan_loss_stops_keeps_last_good_checkpoint(data_dir, tmp_path, monkeypat
     calls = {"n": 0}
     real = Model.loss_and_grads
 
-    def nan_in_epoch_2(self, images, labels, rng=None):
+    def nan_in_epoch_2(self, images, labels, rng=None, **kw):
         calls["n"] += 1
-        loss, logits = real(self, images, labels, rng=rng)
+        loss, logits = real(self, images, labels, rng=rng, **kw)
         return (float("nan") if calls["n"] == 3 else loss), logits
 
     monkeypatch.setattr(Model, "loss_and_grads", nan_in_epoch_2)
@@ -177,8 +177,8 @@ def test_huge_learning_rate_diverges_with_a_clear_message(data_dir, tmp_path, ca
 def test_gradient_norm_inf_is_caught_before_the_update(data_dir, tmp_path, monkeypatch, capsys):
     real = Model.loss_and_grads
 
-    def inf_grads(self, images, labels, rng=None):
-        loss, logits = real(self, images, labels, rng=rng)
+    def inf_grads(self, images, labels, rng=None, **kw):
+        loss, logits = real(self, images, labels, rng=rng, **kw)
         name = next(iter(self.grads))
         self.grads[name] = np.full_like(self.grads[name], np.inf)
         return loss, logits

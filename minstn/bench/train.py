@@ -2,14 +2,16 @@
 
     python -m minstn.bench train [--models cnn ffn-stn lstm-stn] [--downsample 1 2]
                                  [--batch-size 64] [--steps 5] [--warmup 1] [--threads T]
-                                 [--device cpu] [--no-torch]
+                                 [--chunk 16] [--workers T] [--device cpu] [--no-torch]
 
 Each model is timed on random canvases (float32, batch 64, dropout on, minstn.optim.Adam at
-lr 1e-3). Where torch is importable, the same architecture written in PyTorch
-(minstn.bench.torch_models) is timed in the same run with the same thread count
-(torch.set_num_threads(T)), and the ratio minstn / PyTorch is printed. NumPy's BLAS picks its
-thread count when it loads, from OMP_NUM_THREADS / OPENBLAS_NUM_THREADS (default: all cores);
-to compare at T threads run `OMP_NUM_THREADS=T python -m minstn.bench train --threads T`.
+lr 1e-3) the way `python -m minstn.train` runs it on the CPU: the batch cut into chunks of 16
+canvases, processed by T worker threads, BLAS single-threaded (Model.loss_and_grads; see
+minstn.host). The column "whole batch" is the same model without chunks or workers, BLAS on T
+threads, for comparison. Where torch is importable, the same architecture written in PyTorch
+(minstn.bench.torch_models) is timed in the same run with T threads (torch.set_num_threads(T)),
+and the ratio minstn / PyTorch (both on T cores) is printed. T defaults to the cores this
+process may use.
 
 measure_images_per_sec() is also used by the GPU benchmark (minstn.bench.gpu).
 """
@@ -23,12 +25,10 @@ import time
 
 import numpy as np
 
+from minstn import host
 from minstn.bench import cpu_model
 
 __all__ = ["measure_images_per_sec", "measure_torch_images_per_sec", "main"]
-
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
 
 def _batch(batch_size: int, seed: int = 0):
     rng = np.random.default_rng(seed)
@@ -38,9 +38,10 @@ def _batch(batch_size: int, seed: int = 0):
 
 
 def measure_images_per_sec(model_name: str, downsample: int, device="cpu", batch_size: int = 64, steps: int = 5,
-                           warmup: int = 1, **options) -> float:
+                           warmup: int = 1, chunk: int = 0, workers: int = 1, **options) -> float:
     """Training images/s of one minstn model: `warmup` untimed steps, then `steps` timed steps of
-    loss_and_grads (forward, loss, backward) + Adam.step, float32, on `device`."""
+    loss_and_grads (forward, loss, backward; `chunk` and `workers` as there) + Adam.step, float32,
+    on `device`. The caller sets the BLAS threads (minstn.host.set_blas_threads)."""
     from minstn.backend import resolve_device
     from minstn.models import build_model
     from minstn.optim import Adam
@@ -54,12 +55,12 @@ def measure_images_per_sec(model_name: str, downsample: int, device="cpu", batch
     images = dev.asarray(images)
     rng = np.random.default_rng(0)
     for _ in range(warmup):
-        model.loss_and_grads(images, labels, rng=rng)
+        model.loss_and_grads(images, labels, rng=rng, chunk=chunk, workers=workers)
         opt.step(model.grads)
     dev.synchronize()
     t0 = time.perf_counter()
     for _ in range(steps):
-        model.loss_and_grads(images, labels, rng=rng)
+        model.loss_and_grads(images, labels, rng=rng, chunk=chunk, workers=workers)
         opt.step(model.grads)
     dev.synchronize()
     return steps * batch_size / (time.perf_counter() - t0)
@@ -116,15 +117,28 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per measurement (default 5)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
     ap.add_argument("--threads", type=int, default=None,
-                    help="PyTorch threads (default: the machine's cores); set OMP_NUM_THREADS to the same for NumPy")
+                    help="cores for both sides: PyTorch threads, minstn worker threads and 'whole batch' BLAS threads "
+                         "(default: the cores this process may use)")
+    ap.add_argument("--chunk", type=int, default=16, help="minstn: canvases per chunk (default 16, as the trainer on the CPU)")
+    ap.add_argument("--workers", type=int, default=None, help="minstn: worker threads (default: --threads)")
     ap.add_argument("--device", default="cpu", help="device of the minstn models (default cpu)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    ap.add_argument("--no-whole", action="store_true", help="skip the minstn 'whole batch' column")
     args = ap.parse_args(argv)
     for d in args.downsample:
         if not 1 <= d <= 4:
             ap.error(f"--downsample values must be in 1..4, got {d}")
-    threads = args.threads or os.cpu_count() or 1
-    blas = ", ".join(f"{v}={os.environ[v]}" for v in _THREAD_VARS if v in os.environ) or "BLAS threads unset (all cores)"
+    if args.chunk < 0 or (args.threads is not None and args.threads < 1) or (args.workers is not None and args.workers < 1):
+        ap.error("--chunk must be >= 0, --threads and --workers >= 1")
+    threads = args.threads or host.cpu_count()
+    workers = args.workers or threads
+    if args.device != "cpu":
+        chunk, workers = 0, 1
+    else:
+        chunk = args.chunk
+        if chunk == 0 and workers > 1:
+            ap.error("--workers above 1 needs --chunk above 0")
+    host.keep_freed_memory()
     torch_ok = False
     if not args.no_torch:
         try:
@@ -134,18 +148,28 @@ def main(argv=None) -> int:
             torch_ok = True
         except ImportError:
             print("torch is not importable: timing minstn only (pip install torch for the comparison)")
+    whole = not args.no_whole and args.device == "cpu" and (chunk, workers) != (0, 1)
     print(f"# training images/s, batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up, "
-          f"float32, device {args.device}, torch threads {threads}, NumPy: {blas}")
+          f"float32, device {args.device}, {threads} thread(s) for each side")
+    print(f"# minstn: chunks of {chunk or args.batch_size} on {workers} worker(s), BLAS 1 thread"
+          + (f"; 'whole batch': no chunks, BLAS {threads} threads" if whole else ""))
     print(f"# CPU: {cpu_model()} ({os.cpu_count()} logical cores); {_versions()}")
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
-    header = "| model | d | minstn img/s |" + (" PyTorch img/s | ratio |" if torch_ok else "")
+    header = "| model | d | minstn img/s |" + (" whole batch img/s |" if whole else "") + (
+        " PyTorch img/s | ratio |" if torch_ok else "")
     print(header)
     print("|" + " --- |" * (header.count("|") - 1))
     for name in args.models:
         for d in (args.downsample if name != "cnn" else [1]):
+            host.set_blas_threads(1 if workers > 1 else threads)
             ours = measure_images_per_sec(name, d, device=args.device, batch_size=args.batch_size,
-                                          steps=args.steps, warmup=args.warmup)
+                                          steps=args.steps, warmup=args.warmup, chunk=chunk, workers=workers)
             row = f"| {name} | {d} | {ours:.1f} |"
+            if whole:
+                host.set_blas_threads(threads)
+                plain = measure_images_per_sec(name, d, device=args.device, batch_size=args.batch_size,
+                                               steps=args.steps, warmup=args.warmup)
+                row += f" {plain:.1f} |"
             if torch_ok:
                 theirs = measure_torch_images_per_sec(name, d, batch_size=args.batch_size, steps=args.steps,
                                                       warmup=args.warmup)

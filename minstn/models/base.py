@@ -12,6 +12,11 @@ state, no call-order rules beyond "backward takes the cache of its own forward")
 """
 from __future__ import annotations
 
+import copy
+import functools
+import numbers
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from minstn import ops
@@ -22,6 +27,22 @@ __all__ = ["Model", "CANVAS", "POSITIONS"]
 
 CANVAS = 100    # canvas side in pixels (SPEC section 3)
 POSITIONS = 4   # digits per canvas
+
+
+def _check_parallel(chunk, workers) -> None:
+    """Clear errors for the chunk / workers arguments of loss_and_grads."""
+    if isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 0:
+        raise ModelError(f"chunk must be an integer >= 0 (0 = the whole batch at once), got {chunk!r}")
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
+        raise ModelError(f"workers must be a positive integer (1 = no threads), got {workers!r}")
+    if workers > 1 and chunk == 0:
+        raise ModelError(f"workers={workers} needs chunk > 0: the workers share the batch's chunks")
+
+
+@functools.lru_cache(maxsize=None)
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One thread pool per worker count, created on first use and kept for the process."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="minstn-chunk")
 
 
 class Model:
@@ -82,18 +103,65 @@ class Model:
             raise TypeError(f"rng must be a random Generator such as np.random.default_rng(0), got {type(rng).__name__}")
         return rng
 
-    def loss_and_grads(self, images, labels, rng=None):
+    def loss_and_grads(self, images, labels, rng=None, *, chunk: int = 0, workers: int = 1):
         """One training step's worth of work: forward (train=True), softmax cross-entropy, backward.
 
         images (N, 1, 100, 100), labels (N, 4) ints. Returns (loss: float, logits (N, 4, 10));
         the gradients of the mean loss are in self.grads.
+
+        chunk    0 (default): the whole batch in one pass. k > 0: the batch is cut into chunks of
+                 at most k canvases, each chunk's gradient is computed on its own and they are
+                 summed, weighted by chunk size: the same mean-loss gradient, up to rounding
+                 (every canvas is independent of the others). Smaller activations stay in the
+                 CPU's caches; on a 2-core machine chunk 16 was the fastest (benchmarks/train.md).
+        workers  threads that process the chunks concurrently (CPU only; NumPy releases the GIL in
+                 its loops). With workers > 1 set the BLAS to one thread (minstn.host.set_blas_threads).
+        Dropout: with chunks, chunk i draws its masks from a generator seeded by the i-th of
+        n_chunks integers drawn from `rng` once per step, so the result does not depend on the
+        number of workers or their timing; it differs from the unchunked step's masks.
         """
         images = self._images(images)
         check_labels(labels, images.shape[0], POSITIONS)
+        _check_parallel(chunk, workers)
+        if chunk == 0:
+            return self._whole_loss_and_grads(images, labels, rng)
+        return self._chunked_loss_and_grads(images, labels, rng, chunk, workers)
+
+    def _whole_loss_and_grads(self, images, labels, rng):
+        """The step on the whole batch at once (images already checked)."""
         labels = self.device.asarray(labels)
         logits, cache = self.forward(images, train=True, rng=rng)      # (N, 4, 10)
         loss, dlogits = ops.softmax_cross_entropy(logits, labels)
         self.backward(dlogits, cache)
+        return float(loss), logits
+
+    def _chunked_loss_and_grads(self, images, labels, rng, chunk, workers):
+        """loss_and_grads over chunks of the batch: each chunk runs on a shallow copy of the model
+        (shared params, its own grads dict); the results are combined with weights n_i / N."""
+        N = images.shape[0]
+        starts = list(range(0, N, chunk))
+        seeds = rng.integers(0, 2**63 - 1, size=len(starts)) if rng is not None else [None] * len(starts)
+
+        def one(i):
+            lo, hi = starts[i], min(starts[i] + chunk, N)
+            part = copy.copy(self)                 # shares params; gets its own grads below
+            part.grads = {}
+            sub_rng = np.random.default_rng(int(seeds[i])) if seeds[i] is not None else None
+            loss, logits = part._whole_loss_and_grads(images[lo:hi], labels[lo:hi], sub_rng)
+            return (hi - lo) / N, loss, logits, part.grads
+
+        if workers > 1 and self.device.kind == "cpu":
+            results = list(_pool(int(workers)).map(one, range(len(starts))))
+        else:
+            results = [one(i) for i in range(len(starts))]
+        for k in self.params:
+            g = None
+            for weight, _, _, grads in results:
+                term = grads[k] * weight if weight != 1.0 else grads[k]
+                g = term if g is None else g + term
+            self.grads[k] = g
+        loss = sum(weight * part_loss for weight, part_loss, _, _ in results)
+        logits = self.xp.concatenate([r[2] for r in results], axis=0)
         return float(loss), logits
 
     def predict(self, images, batch_size: int = 256):
