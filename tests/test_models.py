@@ -295,3 +295,48 @@ def test_overfits_a_small_batch(name, d, steps, factor):
     x, labels = toy_canvases(np.random.default_rng(5), 4, "float32")
     trace = adam_steps(model, x, labels, steps, lr=1e-3)
     assert trace[-1] < trace[0] / factor, f"{name}: loss {trace[0]:.3f} -> {trace[-1]:.3f} ({np.round(trace, 3)})"
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_chunked_step_equals_whole_batch(name, rng):
+    """chunk > 0 gives the same loss, logits and gradients as the whole batch (dropout off,
+    float64), with chunks of unequal size (5 canvases in chunks of 2)."""
+    x = rng.random((5, 1, 100, 100))
+    y = rng.integers(0, 10, size=(5, 4))
+    opts = {"dropout": 0.0}
+    whole = build_model(name, 3, dtype="float64", seed=1, **opts)
+    loss, logits = whole.loss_and_grads(x, y)
+    for workers in (1, 2):
+        parts = build_model(name, 3, dtype="float64", seed=1, **opts)
+        loss_c, logits_c = parts.loss_and_grads(x, y, chunk=2, workers=workers)
+        assert loss_c == pytest.approx(loss, rel=1e-12)
+        np.testing.assert_allclose(logits_c, logits, rtol=1e-12, atol=1e-12)
+        for k in whole.grads:
+            np.testing.assert_allclose(parts.grads[k], whole.grads[k], rtol=1e-10, atol=1e-13, err_msg=k)
+
+
+def test_chunked_step_with_dropout_does_not_depend_on_workers(rng):
+    x = rng.random((6, 1, 100, 100)).astype(np.float32)
+    y = rng.integers(0, 10, size=(6, 4))
+    results = []
+    for workers in (1, 2, 3):
+        m = build_model("lstm-stn", 2, seed=0)
+        loss, _ = m.loss_and_grads(x, y, rng=np.random.default_rng(7), chunk=2, workers=workers)
+        results.append((loss, {k: v.copy() for k, v in m.grads.items()}))
+    for loss, grads in results[1:]:
+        assert loss == results[0][0]
+        for k in grads:
+            np.testing.assert_array_equal(grads[k], results[0][1][k])
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"chunk": -1}, "chunk must be an integer >= 0"),
+    ({"chunk": 2.5}, "chunk must be an integer >= 0"),
+    ({"workers": 0, "chunk": 2}, "workers must be a positive integer"),
+    ({"workers": 2}, "needs chunk > 0"),
+])
+def test_chunk_and_worker_errors(kw, msg, rng):
+    m = build_model("cnn", seed=0)
+    x = rng.random((2, 1, 100, 100)).astype(np.float32)
+    with pytest.raises(ModelError, match=msg):
+        m.loss_and_grads(x, np.zeros((2, 4), dtype=int), rng=rng, **kw)

@@ -122,3 +122,32 @@ def test_conv_backward_rejects_wrong_gradient_shape(rng):
     out, cache = conv2d_forward(x, w, b, 1)
     with pytest.raises(ValueError, match=r"conv2d_backward: dout must have the forward output's shape \(2, 3, 5, 5\), got \(1, 3, 5, 5\)"):
         conv2d_backward(out[:1], cache)
+
+
+def test_conv_need_dx_false_skips_only_dx(rng):
+    x, w, b = _inputs(rng, 2, 3, 6, 5, 4, 3, 3)
+    out, cache = conv2d_forward(x, w, b, "same")
+    dout = rng.standard_normal(out.shape)
+    dx, dw, db = conv2d_backward(dout, cache)
+    none, dw2, db2 = conv2d_backward(dout, cache, need_dx=False)
+    assert none is None
+    np.testing.assert_array_equal(dw2, dw)
+    np.testing.assert_array_equal(db2, db)
+
+
+def test_conv_output_is_channel_major_and_any_input_layout_works(rng):
+    """out is an (N, F, H, W) view of channel-major memory; an input stored either way (NCHW
+    or channel-major, as the previous conv's output) gives the same numbers."""
+    x, w, b = _inputs(rng, 3, 4, 7, 6, 5, 3, 3)
+    out, cache = conv2d_forward(x, w, b, "same")
+    assert not out.flags.c_contiguous
+    assert np.ascontiguousarray(out.transpose(1, 0, 2, 3)).base is None  # a proper array either way
+    x_cm = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)  # channel-major storage
+    out2, cache2 = conv2d_forward(x_cm, w, b, "same")
+    np.testing.assert_array_equal(out2, out)
+    dout = rng.standard_normal(out.shape)
+    dout_cm = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    for g, g2 in zip(conv2d_backward(dout, cache), conv2d_backward(dout_cm, cache2)):
+        np.testing.assert_array_equal(g2, g)
+    out_n, _ = conv2d_forward_naive(x, w, b, "same")
+    np.testing.assert_allclose(out, out_n, rtol=1e-12, atol=1e-12)

@@ -128,3 +128,27 @@ def test_pool_backward_rejects_wrong_gradient_shape(rng):
         out, cache = avgpool2d_forward(x, d)
         with pytest.raises(ValueError, match=r"avgpool2d_backward: dout must have the forward output's shape"):
             avgpool2d_backward(out[:1], cache)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 6, 8), (2, 3, 7, 5)])
+def test_maxpool_channel_major_input_gives_same_values_and_layout(rng, shape):
+    """A channel-major input (how conv2d_forward stores its output) pools to the same values,
+    and dx comes back in channel-major memory, the order conv2d_backward reads fastest."""
+    x = _distinct(rng, shape)
+    x_cm = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    out, cache = maxpool2d_forward(x)
+    out_cm, cache_cm = maxpool2d_forward(x_cm)
+    np.testing.assert_array_equal(out_cm, out)
+    dout = rng.standard_normal(out.shape)
+    dx, dx_cm = maxpool2d_backward(dout, cache), maxpool2d_backward(dout, cache_cm)
+    np.testing.assert_array_equal(dx_cm, dx)
+    assert dx.flags.c_contiguous and dx_cm.transpose(1, 0, 2, 3).flags.c_contiguous
+    np.testing.assert_array_equal(dx, maxpool2d_backward_naive(dout, maxpool2d_forward_naive(x)[1]))
+
+
+def test_maxpool_all_equal_window_sends_gradient_to_first(rng):
+    """A constant region (a blank canvas under a conv gives exactly its bias) ties all four."""
+    x = np.full((1, 2, 4, 6), 0.25)
+    out, cache = maxpool2d_forward(x)
+    dx = maxpool2d_backward(np.ones_like(out), cache)
+    assert dx.sum() == out.size and np.all(dx[:, :, ::2, ::2] == 1)

@@ -269,3 +269,16 @@ def test_nan_sample_point_gives_nan_there_and_nothing_else(rng):
     dU, dgrid = bilinear_sample_backward(np.ones_like(V), cache)
     assert np.isfinite(dU).all()
     assert np.isnan(dgrid[1, 2, 0]).any()
+
+
+def test_sampler_need_dU_false_skips_only_dU(rng):
+    """The spatial transformers sample from the canvas (data): need_dU=False returns dU as None
+    and the same dgrid."""
+    U = rng.standard_normal((2, 3, 7, 6))
+    grid = grid_away_from_integers(rng, 2, 5, 4, 7, 6)
+    V, cache = bilinear_sample_forward(U, grid)
+    dV = rng.standard_normal(V.shape)
+    dU, dgrid = bilinear_sample_backward(dV, cache)
+    none, dgrid2 = bilinear_sample_backward(dV, cache, need_dU=False)
+    assert none is None and dU.shape == U.shape
+    np.testing.assert_array_equal(dgrid2, dgrid)

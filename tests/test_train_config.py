@@ -65,6 +65,9 @@ def test_run_dir_default():
         (["--dropout", "1"], "--dropout must be in"),
         (["--hidden-size", "0"], "--hidden-size must be at least 1"),
         (["--resume"], "--resume needs --out DIR"),
+        (["--chunk", "-1"], "--chunk must be >= 0"),
+        (["--workers", "0"], "--workers must be at least 1"),
+        (["--workers", "2", "--chunk", "0"], "--workers 2 needs --chunk above 0"),
     ],
 )
 def test_bad_values_exit_2_with_a_message(argv, message, capsys):
@@ -118,3 +121,14 @@ def test_docs_list_every_option():
     for name in config.RESUME_OVERRIDABLE:
         if name != "resume":
             assert f"`--{name.replace('_', '-')}`" in text, name
+
+
+def test_resolve_parallel_defaults_per_device():
+    cfg = TrainConfig()
+    assert config.resolve_parallel(cfg, "cpu", 2) == (16, 2)
+    assert config.resolve_parallel(cfg, "cpu", 1) == (16, 1)
+    assert config.resolve_parallel(cfg, "gpu", 2) == (0, 1)
+    assert config.resolve_parallel(TrainConfig(chunk=0), "cpu", 4) == (0, 1)
+    assert config.resolve_parallel(TrainConfig(chunk=8, workers=3), "cpu", 2) == (8, 3)
+    with pytest.raises(ConfigError, match="--workers 2 is for the CPU"):
+        config.resolve_parallel(TrainConfig(workers=2), "gpu", 2)
