@@ -39,7 +39,7 @@ __all__ = [
 MODEL_NAMES = ("cnn", "ffn-stn", "lstm-stn")
 
 #: TrainConfig fields that are model options, passed to build_model(name, d, **options)
-MODEL_OPTION_FIELDS = ("dropout", "init_scale", "regressor_std", "feedback", "hidden_size", "sampler_impl")
+MODEL_OPTION_FIELDS = ("dropout", "head_init", "init_scale", "regressor_std", "feedback", "hidden_size", "sampler_impl")
 
 #: settings that may differ from the saved ones when continuing a run with --resume
 RESUME_OVERRIDABLE = (
@@ -70,6 +70,7 @@ class TrainConfig:
 
     # -- model options (None = the model's default from minstn.models.DEFAULT_OPTIONS)
     dropout: float = _opt(None, "dropout probability before the classifier's FC layer (default 0.5)", float)
+    head_init: str = _opt(None, "the classifier's last layer at the start: 'he' (He-normal, SPEC) or 'zero' (uniform predictions, loss ln 10) (default he)", str, ("he", "zero"))
     init_scale: float = _opt(None, "STN models: initial zoom of the affine regressor bias (1 = whole canvas; LSTM-STN default 0.5)", float)
     regressor_std: float = _opt(None, "STN models: std of the regressor's initial weights (0 = zeros; LSTM-STN default 1e-3)", float)
     feedback: str = _opt(None, "LSTM-STN: feed the previous theta back into the LSTM ('theta', default) or not ('none')", str, ("none", "theta"))

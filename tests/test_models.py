@@ -340,3 +340,22 @@ def test_chunk_and_worker_errors(kw, msg, rng):
     x = rng.random((2, 1, 100, 100)).astype(np.float32)
     with pytest.raises(ModelError, match=msg):
         m.loss_and_grads(x, np.zeros((2, 4), dtype=int), rng=rng, **kw)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_zero_head_starts_at_uniform_predictions(name, rng):
+    """head_init='zero': logits 0, loss exactly ln 10; only the head gets a gradient at step 0;
+    every other parameter equals the 'he' model's (the random draw is still made)."""
+    he = build_model(name, 2, dtype="float64", seed=3)
+    zero = build_model(name, 2, dtype="float64", seed=3, head_init="zero")
+    assert not np.any(zero.params["cls.head.w"])
+    for k in he.params:
+        if k != "cls.head.w":
+            np.testing.assert_array_equal(zero.params[k], he.params[k], err_msg=k)
+    x = rng.random((2, 1, 100, 100))
+    loss, logits = zero.loss_and_grads(x, rng.integers(0, 10, size=(2, 4)), rng=np.random.default_rng(0))
+    assert loss == pytest.approx(np.log(10), abs=1e-12) and not np.any(logits)
+    assert np.any(zero.grads["cls.head.w"])
+    assert all(not np.any(g) for k, g in zero.grads.items() if k not in ("cls.head.w", "cls.head.b"))
+    with pytest.raises(ModelError, match="head_init must be 'he' or 'zero'"):
+        build_model(name, 2, head_init="small")

@@ -123,9 +123,15 @@ class TorchLSTMSTN(nn.Module):
 
 def build_torch_model(name: str, downsample: int, **options) -> nn.Module:
     """The PyTorch twin of minstn.models.build_model(name, downsample, **options) (float32, CPU).
-    The option sampler_impl has no PyTorch meaning and is ignored."""
+    The option sampler_impl has no PyTorch meaning and is ignored; head_init 'zero' zeroes the
+    classifier's last weights, as in minstn."""
     options = {k: v for k, v in options.items() if k != "sampler_impl"}
+    head_init = options.pop("head_init", "he")
     classes = {"cnn": TorchCNN, "ffn-stn": TorchFFNSTN, "lstm-stn": TorchLSTMSTN}
     if name not in classes:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(classes)}")
-    return classes[name](downsample, **options)
+    model = classes[name](downsample, **options)
+    if head_init == "zero":                      # the classifier's last layer starts at 0
+        with torch.no_grad():
+            model.cls[-1].weight.zero_()
+    return model

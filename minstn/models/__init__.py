@@ -11,6 +11,8 @@ Models:
 
 Options (DEFAULT_OPTIONS gives each model's defaults; unknown options are errors):
     dropout        dropout probability before the classifier's FC layer (all models; 0.5)
+    head_init      'he' | 'zero': the classifier's last layer starts He-initialised or at 0
+                   (uniform predictions, loss ln 10, at the start) (all models; 'he')
     init_scale     s in the regressor's initial bias [[s,0,0],[0,s,0]]: the glimpse starts as a
                    centred zoom by 1/s (STN models; FFN 1.0 = identity, LSTM 0.5)
     regressor_std  std of the regressor's initial weights, 0 = zeros (STN models; FFN 0.0, LSTM 1e-3)
@@ -45,10 +47,11 @@ __all__ = [
 MODEL_NAMES = ("cnn", "ffn-stn", "lstm-stn")
 
 DEFAULT_OPTIONS = {
-    "cnn": {"dropout": 0.5},
-    "ffn-stn": {"dropout": 0.5, "init_scale": 1.0, "regressor_std": 0.0, "sampler_impl": "auto"},
+    "cnn": {"dropout": 0.5, "head_init": "he"},
+    "ffn-stn": {"dropout": 0.5, "head_init": "he", "init_scale": 1.0, "regressor_std": 0.0, "sampler_impl": "auto"},
     "lstm-stn": {
         "dropout": 0.5,
+        "head_init": "he",
         "init_scale": 0.5,
         "regressor_std": 1e-3,
         "feedback": "theta",
@@ -91,6 +94,10 @@ def _check_option(name: str, key: str, value):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ModelError(f"{name}: hidden_size must be a positive integer, got {value!r}")
         return int(value)
+    if key == "head_init":
+        if value not in ("he", "zero"):
+            raise ModelError(f"{name}: head_init must be 'he' or 'zero', got {value!r}")
+        return value
     if key == "sampler_impl":
         if value not in ("auto", "array", "kernel"):
             raise ModelError(f"{name}: sampler_impl must be 'auto', 'array' or 'kernel', got {value!r}")

@@ -37,8 +37,13 @@ FILTERS = 32   # filters of each of the three conv layers
 HIDDEN = 400   # units of the fully connected layer
 
 
-def init_classifier(rng: np.random.Generator, side: int, heads: int) -> dict:
-    """He-initialised classifier parameters (host float64) for S x S inputs and `heads` 10-way heads."""
+def init_classifier(rng: np.random.Generator, side: int, heads: int, head_init: str = "he") -> dict:
+    """He-initialised classifier parameters (host float64) for S x S inputs and `heads` 10-way heads.
+
+    head_init 'zero' sets the last layer's weights (cls.head.w) to 0 instead (the random draw is
+    still made, so every other parameter is the same as with 'he'): the model then starts at
+    exactly uniform predictions, loss ln 10, instead of He-scaled logits. See docs/models.md.
+    """
     s2 = pooled_size(side, 2)
     if s2 < 1:
         raise ModelError(f"the classifier needs inputs of at least 4x4 pixels, got {side}x{side}")
@@ -48,6 +53,10 @@ def init_classifier(rng: np.random.Generator, side: int, heads: int) -> dict:
     p["cls.conv3.w"], p["cls.conv3.b"] = he_conv(rng, FILTERS, FILTERS)
     p["cls.fc.w"], p["cls.fc.b"] = he_linear(rng, FILTERS * s2 * s2, HIDDEN)
     p["cls.head.w"], p["cls.head.b"] = he_linear(rng, HIDDEN, 10 * heads)
+    if head_init == "zero":
+        p["cls.head.w"] = np.zeros_like(p["cls.head.w"])
+    elif head_init != "he":
+        raise ModelError(f"head_init must be 'he' or 'zero', got {head_init!r}")
     return p
 
 

@@ -24,7 +24,7 @@ class CNN(Model):
     name = "cnn"
 
     def _init_params(self, rng):
-        return init_classifier(rng, CANVAS, heads=POSITIONS)
+        return init_classifier(rng, CANVAS, heads=POSITIONS, head_init=self.options["head_init"])
 
     def forward(self, images, train: bool = True, rng=None):
         """images (N, 1, 100, 100) -> (logits (N, 4, 10), cache). rng: dropout generator (train only)."""

@@ -155,7 +155,7 @@ class FFNSTN(_STN):
 
     def _init_params(self, rng):
         p = init_localisation(rng)
-        p.update(init_classifier(rng, self.glimpse_side, heads=POSITIONS))
+        p.update(init_classifier(rng, self.glimpse_side, heads=POSITIONS, head_init=self.options["head_init"]))
         p.update(self._init_regressor(rng, loc_features(CANVAS)))
         return p
 
@@ -184,7 +184,7 @@ class LSTMSTN(_STN):
         F, H = loc_features(CANVAS), self.options["hidden_size"]
         E = F + 6 if self.options["feedback"] == "theta" else F
         p = init_localisation(rng)
-        p.update(init_classifier(rng, self.glimpse_side, heads=1))
+        p.update(init_classifier(rng, self.glimpse_side, heads=1, head_init=self.options["head_init"]))
         p["lstm.Wx"], p["lstm.Wh"], p["lstm.b"] = uniform_lstm(rng, E, H)   # (E, 4H), (H, 4H), (4H,)
         p.update(self._init_regressor(rng, H))
         return p
