@@ -25,6 +25,20 @@ def test_main_prints_a_table(capsys):
     with pytest.raises(SystemExit):
         main(["--downsample", "5", "--no-torch"])
     assert "--downsample values must be in 1..4" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--chunk", "0", "--workers", "2", "--no-torch"])
+    assert "--workers above 1 needs --chunk above 0" in capsys.readouterr().err
+
+
+def test_main_chunks_on_workers_and_restores_blas_threads(capsys):
+    from minstn import host
+
+    before = host.blas_threads()
+    assert main(["--models", "cnn", "--batch-size", "4", "--steps", "1", "--warmup", "0", "--no-torch",
+                 "--chunk", "2", "--workers", "2", "--threads", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "chunks of 2 on 2 worker(s)" in out and "whole batch img/s" in out and "| cnn | 1 |" in out
+    assert host.blas_threads() == before
 
 
 @pytest.mark.parametrize("name, d", [("cnn", 1), ("ffn-stn", 3), ("lstm-stn", 2)])

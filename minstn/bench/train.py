@@ -124,6 +124,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", help="device of the minstn models (default cpu)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     ap.add_argument("--no-whole", action="store_true", help="skip the minstn 'whole batch' column")
+    ap.add_argument("--no-keep-memory", action="store_true",
+                    help="leave glibc's malloc as it is (by default the benchmark, like the trainer, calls "
+                         "minstn.host.keep_freed_memory(), which speeds up both sides)")
     args = ap.parse_args(argv)
     for d in args.downsample:
         if not 1 <= d <= 4:
@@ -138,7 +141,7 @@ def main(argv=None) -> int:
         chunk = args.chunk
         if chunk == 0 and workers > 1:
             ap.error("--workers above 1 needs --chunk above 0")
-    host.keep_freed_memory()
+    kept = False if args.no_keep_memory else host.keep_freed_memory()
     torch_ok = False
     if not args.no_torch:
         try:
@@ -153,12 +156,24 @@ def main(argv=None) -> int:
           f"float32, device {args.device}, {threads} thread(s) for each side")
     print(f"# minstn: chunks of {chunk or args.batch_size} on {workers} worker(s), BLAS 1 thread"
           + (f"; 'whole batch': no chunks, BLAS {threads} threads" if whole else ""))
+    print(f"# process-wide for both sides: glibc keeps freed memory (minstn.host.keep_freed_memory): {'yes' if kept else 'no'}")
     print(f"# CPU: {cpu_model()} ({os.cpu_count()} logical cores); {_versions()}")
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
     header = "| model | d | minstn img/s |" + (" whole batch img/s |" if whole else "") + (
         " PyTorch img/s | ratio |" if torch_ok else "")
     print(header)
     print("|" + " --- |" * (header.count("|") - 1))
+    blas_before = host.blas_threads()
+    try:
+        _rows(args, threads, workers, chunk, whole, torch_ok)
+    finally:
+        if blas_before:
+            host.set_blas_threads(blas_before)   # leave the process as it was
+    return 0
+
+
+def _rows(args, threads, workers, chunk, whole, torch_ok) -> None:
+    """Time each model and print its table row."""
     for name in args.models:
         for d in (args.downsample if name != "cnn" else [1]):
             host.set_blas_threads(1 if workers > 1 else threads)
@@ -175,7 +190,6 @@ def main(argv=None) -> int:
                                                       warmup=args.warmup)
                 row += f" {theirs:.1f} | {ours / theirs:.2f} |"
             print(row, flush=True)
-    return 0
 
 
 if __name__ == "__main__":
