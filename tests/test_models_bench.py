@@ -107,3 +107,10 @@ def test_matches_the_torch_twin_in_float64(name, d, options):
     for k, p in pairs.items():
         g = p.grad.numpy()
         np.testing.assert_allclose(model.grads[k], g.T if g.ndim == 2 else g, rtol=1e-7, atol=1e-12, err_msg=k)
+
+
+def test_profile_lists_the_ops(capsys):
+    assert main(["--profile", "--models", "ffn-stn", "--downsample", "4", "--batch-size", "4", "--steps", "1",
+                 "--chunk", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "ffn-stn d=4" in out and "| conv2d_backward |" in out and "| bilinear_sample_forward |" in out

@@ -3,6 +3,7 @@
     python -m minstn.bench train [--models cnn ffn-stn lstm-stn] [--downsample 1 2]
                                  [--batch-size 64] [--steps 5] [--warmup 1] [--threads T]
                                  [--chunk 16] [--workers T] [--device cpu] [--no-torch]
+    python -m minstn.bench train --profile --models lstm-stn --downsample 2   # seconds in each op
 
 Each model is timed on random canvases (float32, batch 64, dropout on, minstn.optim.Adam at
 lr 1e-3) the way `python -m minstn.train` runs it on the CPU: the batch cut into chunks of 16
@@ -28,7 +29,7 @@ import numpy as np
 from minstn import host
 from minstn.bench import cpu_model
 
-__all__ = ["measure_images_per_sec", "measure_torch_images_per_sec", "main"]
+__all__ = ["measure_images_per_sec", "measure_torch_images_per_sec", "profile_ops", "main"]
 
 def _batch(batch_size: int, seed: int = 0):
     rng = np.random.default_rng(seed)
@@ -96,6 +97,47 @@ def measure_torch_images_per_sec(model_name: str, downsample: int, batch_size: i
     return steps * batch_size / (time.perf_counter() - t0)
 
 
+def profile_ops(model_name: str, downsample: int, batch_size: int = 64, steps: int = 3, chunk: int = 0) -> tuple:
+    """Seconds per training step spent in each minstn.ops function (CPU, one worker, float32).
+
+    Every forward/backward function of minstn.ops is wrapped with a timer for the duration of
+    the call (the models call them as ops.<name>), so the table adds up to the step's time minus
+    the model code between the calls. Returns (seconds per step, {op name: seconds per step}).
+    """
+    from minstn import ops
+    from minstn.models import build_model
+
+    totals = {}
+    names = [n for n in dir(ops) if n.endswith(("_forward", "_backward")) or n == "softmax_cross_entropy"]
+    originals = {n: getattr(ops, n) for n in names}
+
+    def timed(name, fn):
+        def call(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[name] = totals.get(name, 0.0) + time.perf_counter() - t
+        return call
+
+    model = build_model(model_name, downsample, dtype="float32", seed=0)
+    images, labels = _batch(batch_size)
+    rng = np.random.default_rng(0)
+    try:
+        for n in names:
+            setattr(ops, n, timed(n, originals[n]))
+        model.loss_and_grads(images, labels, rng=rng, chunk=chunk)      # warm-up
+        totals.clear()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            model.loss_and_grads(images, labels, rng=rng, chunk=chunk)
+        step = (time.perf_counter() - t0) / steps
+    finally:
+        for n in names:
+            setattr(ops, n, originals[n])
+    return step, {k: v / steps for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
 def _versions() -> str:
     parts = [f"python {platform.python_version()}", f"numpy {np.__version__}"]
     try:
@@ -124,6 +166,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", help="device of the minstn models (default cpu)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     ap.add_argument("--no-whole", action="store_true", help="skip the minstn 'whole batch' column")
+    ap.add_argument("--profile", action="store_true",
+                    help="instead of the comparison: seconds per step in each op, one worker, BLAS on --threads")
     ap.add_argument("--no-keep-memory", action="store_true",
                     help="leave glibc's malloc as it is (by default the benchmark, like the trainer, calls "
                          "minstn.host.keep_freed_memory(), which speeds up both sides)")
@@ -142,6 +186,8 @@ def main(argv=None) -> int:
         if chunk == 0 and workers > 1:
             ap.error("--workers above 1 needs --chunk above 0")
     kept = False if args.no_keep_memory else host.keep_freed_memory()
+    if args.profile:
+        return _profile(args, threads, chunk)
     torch_ok = False
     if not args.no_torch:
         try:
@@ -169,6 +215,27 @@ def main(argv=None) -> int:
     finally:
         if blas_before:
             host.set_blas_threads(blas_before)   # leave the process as it was
+    return 0
+
+
+def _profile(args, threads, chunk) -> int:
+    blas_before = host.blas_threads()
+    host.set_blas_threads(threads)
+    try:
+        print(f"# seconds per training step in each minstn.ops function: batch {args.batch_size}, chunks of "
+              f"{chunk or args.batch_size}, one worker, BLAS {threads} thread(s), mean of {args.steps} steps")
+        print(f"# CPU: {cpu_model()} ({os.cpu_count()} logical cores); {_versions()}")
+        for name in args.models:
+            for d in (args.downsample if name != "cnn" else [1]):
+                step, per_op = profile_ops(name, d, args.batch_size, args.steps, chunk)
+                print(f"\n{name} d={d}: {step:.3f} s per step ({args.batch_size / step:.1f} img/s), "
+                      f"{sum(per_op.values()) / step:.0%} of it inside the ops")
+                print("| op | s / step | share |\n| --- | --- | --- |")
+                for op, sec in per_op.items():
+                    print(f"| {op} | {sec:.3f} | {sec / step:.0%} |")
+    finally:
+        if blas_before:
+            host.set_blas_threads(blas_before)
     return 0
 
 
