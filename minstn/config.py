@@ -39,7 +39,7 @@ __all__ = [
 MODEL_NAMES = ("cnn", "ffn-stn", "lstm-stn")
 
 #: TrainConfig fields that are model options, passed to build_model(name, d, **options)
-MODEL_OPTION_FIELDS = ("dropout", "head_init", "init_scale", "regressor_std", "feedback", "hidden_size", "sampler_impl")
+MODEL_OPTION_FIELDS = ("dropout", "head_init", "init_scale", "regressor_std", "feedback", "step_spread", "hidden_size", "sampler_impl")
 
 #: settings that may differ from the saved ones when continuing a run with --resume
 RESUME_OVERRIDABLE = (
@@ -74,6 +74,7 @@ class TrainConfig:
     init_scale: float = _opt(None, "STN models: initial zoom of the affine regressor bias (1 = whole canvas; LSTM-STN default 0.5)", float)
     regressor_std: float = _opt(None, "STN models: std of the regressor's initial weights (0 = zeros; LSTM-STN default 1e-3)", float)
     feedback: str = _opt(None, "LSTM-STN: feed the previous theta back into the LSTM ('theta', default) or not ('none')", str, ("none", "theta"))
+    step_spread: float = _opt(None, "LSTM-STN: a learned per-step theta bias whose glimpse centres start at tx = s * (t - 1.5); 0 = none (default 0)", float)
     hidden_size: int = _opt(None, "LSTM-STN: number of LSTM cells (default 256)", int)
     sampler_impl: str = _opt(None, "STN models: affine-grid/sampler code, 'auto' (CUDA kernel on the GPU), 'array' or 'kernel'", str, ("auto", "array", "kernel"))
 

@@ -246,6 +246,7 @@ GRADCHECK_CASES = [  # (model, d, options, N, elements per parameter, which para
     ("lstm-stn", 3, {"feedback": "theta", "regressor_std": 0.02}, 2, 1, None),
     ("lstm-stn", 2, {"feedback": "none", "regressor_std": 0.02}, 2, 1, LOC_AND_HEAD),
     ("lstm-stn", 1, {"feedback": "theta", "regressor_std": 0.02}, 1, 1, LOC_AND_HEAD),
+    ("lstm-stn", 4, {"feedback": "theta", "regressor_std": 0.02, "step_spread": 0.4}, 2, 1, LOC_AND_HEAD),
 ]
 
 
@@ -359,3 +360,14 @@ def test_zero_head_starts_at_uniform_predictions(name, rng):
     assert all(not np.any(g) for k, g in zero.grads.items() if k not in ("cls.head.w", "cls.head.b"))
     with pytest.raises(ModelError, match="head_init must be 'he' or 'zero'"):
         build_model(name, 2, head_init="small")
+
+
+def test_step_spread_adds_a_per_step_bias(rng):
+    """step_spread s: reg.step_b (4, 6) in the 'loc' group, glimpse centres at tx = s * (t - 1.5)."""
+    m = build_model("lstm-stn", 4, dtype="float64", seed=0, step_spread=0.4, regressor_std=0.0)
+    assert m.params["reg.step_b"].shape == (4, 6) and m.groups["reg.step_b"] == "loc"
+    th = m.attend(rng.random((2, 1, 100, 100)))["thetas"]                       # (2, 4, 2, 3)
+    np.testing.assert_allclose(th[:, :, 0, 2], [[-0.6, -0.2, 0.2, 0.6]] * 2, atol=1e-12)
+    assert "reg.step_b" not in build_model("lstm-stn", 4, seed=0).params
+    with pytest.raises(ModelError, match="step_spread must be in"):
+        build_model("lstm-stn", 4, step_spread=2.0)

@@ -72,6 +72,8 @@ def _copy_into_twin(model, twin, torch):
         fcs[0].weight, fcs[0].bias, fcs[1].weight, fcs[1].bias)
     if hasattr(twin, "reg"):
         pairs["reg.w"], pairs["reg.b"] = twin.reg.weight, twin.reg.bias
+    if getattr(twin, "step_b", None) is not None:
+        pairs["reg.step_b"] = twin.step_b
     if hasattr(twin, "lstm"):
         pairs["lstm.Wx"], pairs["lstm.Wh"], pairs["lstm.b"] = twin.lstm.weight_ih, twin.lstm.weight_hh, twin.lstm.bias_ih
         with torch.no_grad():
@@ -80,12 +82,13 @@ def _copy_into_twin(model, twin, torch):
     with torch.no_grad():
         for k, p in pairs.items():
             v = torch.from_numpy(model.params[k])
-            p.copy_(v.T if v.ndim == 2 else v)   # minstn linear weights are (D, M), torch's (M, D)
+            p.copy_(v.T if v.ndim == 2 and k != "reg.step_b" else v)   # linear weights: minstn (D, M), torch (M, D)
     return pairs
 
 
 @pytest.mark.parametrize("name, d, options", [("cnn", 1, {}), ("ffn-stn", 3, {"init_scale": 0.8, "regressor_std": 0.01}),
-                                              ("lstm-stn", 2, {}), ("lstm-stn", 4, {"feedback": "none"})])
+                                              ("lstm-stn", 2, {}), ("lstm-stn", 4, {"feedback": "none"}),
+                                              ("lstm-stn", 4, {"step_spread": 0.4, "head_init": "zero"})])
 def test_matches_the_torch_twin_in_float64(name, d, options):
     """An independent check of each whole model: with the same weights, minstn and PyTorch
     (autograd) agree on the logits, the loss and every parameter gradient (float64, no dropout)."""
@@ -106,7 +109,7 @@ def test_matches_the_torch_twin_in_float64(name, d, options):
     assert abs(loss - t_loss.item()) < 1e-10
     for k, p in pairs.items():
         g = p.grad.numpy()
-        np.testing.assert_allclose(model.grads[k], g.T if g.ndim == 2 else g, rtol=1e-7, atol=1e-12, err_msg=k)
+        np.testing.assert_allclose(model.grads[k], g.T if g.ndim == 2 and k != "reg.step_b" else g, rtol=1e-7, atol=1e-12, err_msg=k)
 
 
 def test_profile_lists_the_ops(capsys):

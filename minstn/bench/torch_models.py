@@ -86,7 +86,8 @@ class TorchFFNSTN(nn.Module):
 
 class TorchLSTMSTN(nn.Module):
     def __init__(self, downsample: int = 2, dropout: float = 0.5, init_scale: float = 0.5,
-                 regressor_std: float = 1e-3, feedback: str = "theta", hidden_size: int = 256):
+                 regressor_std: float = 1e-3, feedback: str = "theta", hidden_size: int = 256,
+                 step_spread: float = 0.0):
         super().__init__()
         self.d, self.T, self.H = downsample, 4, hidden_size
         self.G = downsample * (CANVAS // downsample)
@@ -100,6 +101,11 @@ class TorchLSTMSTN(nn.Module):
             self.lstm.bias_hh.zero_()
         self.reg = _regressor(hidden_size, init_scale, regressor_std)
         self.register_buffer("theta0", torch.tensor([init_scale, 0, 0, 0, init_scale, 0], dtype=torch.float32))
+        self.step_b = None
+        if step_spread > 0:                      # a learned bias per step (minstn's reg.step_b)
+            step_b = torch.zeros(self.T, 6)
+            step_b[:, 2] = step_spread * (torch.arange(self.T, dtype=torch.float32) - (self.T - 1) / 2)
+            self.step_b = nn.Parameter(step_b)
 
     def forward(self, x):                                                     # x (N, 1, 100, 100)
         N, T, G = x.shape[0], self.T, self.G
@@ -108,10 +114,12 @@ class TorchLSTMSTN(nn.Module):
         c = f.new_zeros(N, self.H)
         theta = self.theta0.expand(N, 6)
         thetas = []
-        for _ in range(T):
+        for t in range(T):
             inp = torch.cat([f, theta], dim=1) if self.feedback else f
             h, c = self.lstm(inp, (h, c))
             theta = self.reg(h)                                               # (N, 6)
+            if self.step_b is not None:
+                theta = theta + self.step_b[t]
             thetas.append(theta)
         th = torch.stack(thetas, dim=1).view(N * T, 2, 3)                     # (N*T, 2, 3)
         grid = F.affine_grid(th, [N * T, 1, G, G], align_corners=False).view(N, T * G, G, 2)

@@ -17,6 +17,8 @@ Options (DEFAULT_OPTIONS gives each model's defaults; unknown options are errors
                    centred zoom by 1/s (STN models; FFN 1.0 = identity, LSTM 0.5)
     regressor_std  std of the regressor's initial weights, 0 = zeros (STN models; FFN 0.0, LSTM 1e-3)
     feedback       'none' | 'theta': feed theta_{t-1} into the LSTM beside the features (LSTM; 'theta')
+    step_spread    s >= 0: a learned per-step theta bias starting with the glimpse centres at
+                   tx = s * (t - 1.5); 0 = no such bias (LSTM; 0.0)
     hidden_size    LSTM cells (LSTM; 256)
     sampler_impl   'auto' | 'array' | 'kernel': which affine-grid / sampler code runs (STN models; 'auto')
 """
@@ -55,6 +57,7 @@ DEFAULT_OPTIONS = {
         "init_scale": 0.5,
         "regressor_std": 1e-3,
         "feedback": "theta",
+        "step_spread": 0.0,
         "hidden_size": 256,
         "sampler_impl": "auto",
     },
@@ -85,6 +88,11 @@ def _check_option(name: str, key: str, value):
         v = number(value)
         if not v >= 0:
             raise ModelError(f"{name}: regressor_std must be >= 0 (0 = zero weights), got {value!r}")
+        return v
+    if key == "step_spread":
+        v = number(value)
+        if not 0 <= v <= 1:
+            raise ModelError(f"{name}: step_spread must be in [0, 1] (0 = off, 0.4 = centres at -0.6 .. 0.6), got {value!r}")
         return v
     if key == "feedback":
         if value not in ("none", "theta"):

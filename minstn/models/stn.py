@@ -27,7 +27,7 @@ LSTM-STN (per canvas, the same features every step):
     for t = 1..T:
         x_t = [f, theta_{t-1}]  (feedback='theta')  or  f  (feedback='none')    (N, E)
         h_t, c_t = LSTM(x_t, h_{t-1}, c_{t-1})                                (N, H)
-        theta_t = h_t @ W_reg + b_reg                                          (N, 6)
+        theta_t = h_t @ W_reg + b_reg (+ step_b[t] with step_spread > 0)       (N, 6)
     glimpse t = avgpool_d(sample(canvas, grid(theta_t)));  logits t = classifier(glimpse t)
 
 With feedback='theta' the gradient flows through the fed-back theta_{t-1} into the regressor
@@ -174,7 +174,13 @@ class LSTMSTN(_STN):
     """LSTM-STN-CNN: the loc features drive an LSTM for T = 4 steps; h_t -> theta_t -> glimpse t.
 
     Options: dropout (0.5), hidden_size (256), init_scale (0.5), regressor_std (1e-3),
-    feedback ('theta'), sampler_impl ('auto'). See docs/models.md for why.
+    feedback ('theta'), step_spread (0: off), head_init ('he'), sampler_impl ('auto').
+    See docs/models.md for why.
+
+    step_spread s > 0 adds a learned bias per step, reg.step_b (T, 6), added to theta_t, that
+    starts with the glimpse centres spread along x: tx = s * (t - 1.5) for t = 0..3 (s = 0.4:
+    -0.6, -0.2, 0.2, 0.6). It breaks the symmetry between the steps from the first batch on;
+    the LSTM still decides where each glimpse goes.
     """
 
     name = "lstm-stn"
@@ -187,6 +193,11 @@ class LSTMSTN(_STN):
         p.update(init_classifier(rng, self.glimpse_side, heads=1, head_init=self.options["head_init"]))
         p["lstm.Wx"], p["lstm.Wh"], p["lstm.b"] = uniform_lstm(rng, E, H)   # (E, 4H), (H, 4H), (4H,)
         p.update(self._init_regressor(rng, H))
+        spread = self.options["step_spread"]
+        if spread > 0:  # a learned bias per step, starting as glimpse centres spread along x
+            step_b = np.zeros((self.steps, 6))                              # (T, 6)
+            step_b[:, 2] = spread * (np.arange(self.steps) - (self.steps - 1) / 2)
+            p["reg.step_b"] = step_b
         return p
 
     def _thetas_forward(self, images):
@@ -202,6 +213,8 @@ class LSTMSTN(_STN):
             x = xp.concatenate([feats, theta], axis=1) if feedback else feats          # (N, E)
             h, c, c_cell = ops.lstm_cell_forward(x, h, c, P["lstm.Wx"], P["lstm.Wh"], P["lstm.b"])  # (N, H) each
             theta, c_reg = ops.linear_forward(h, P["reg.w"], P["reg.b"])                 # (N, 6)
+            if "reg.step_b" in P:
+                theta = theta + P["reg.step_b"][_t]                                      # this step's own bias
             c_cells.append(c_cell)
             c_regs.append(c_reg)
             thetas.append(theta)
@@ -217,8 +230,10 @@ class LSTMSTN(_STN):
         dc_next = xp.zeros((N, H), dtype=self.dtype)    # gradient into c_t from step t+1
         dfed = xp.zeros((N, 6), dtype=self.dtype)       # gradient into theta_t through the input of step t+1
         dfeats = dWx = dWh = db = dWr = dbr = 0
+        dstep = [None] * T
         for t in range(T - 1, -1, -1):
             dtheta = dthetas[:, t] + dfed                                                    # (N, 6)
+            dstep[t] = dtheta.sum(axis=0)                                                    # (6,) for reg.step_b[t]
             dh_reg, dWr_t, dbr_t = ops.linear_backward(dtheta, c_regs[t])                    # (N, H)
             dh = dh_reg + dh_next
             dx, dh_next, dc_next, dWx_t, dWh_t, db_t = ops.lstm_cell_backward(dh, dc_next, c_cells[t])  # dx (N, E)
@@ -227,5 +242,7 @@ class LSTMSTN(_STN):
             dWx, dWh, db = dWx + dWx_t, dWh + dWh_t, db + db_t
             dWr, dbr = dWr + dWr_t, dbr + dbr_t
         self.grads["reg.w"], self.grads["reg.b"] = dWr, dbr
+        if "reg.step_b" in self.params:
+            self.grads["reg.step_b"] = xp.stack(dstep)                                       # (T, 6)
         self.grads["lstm.Wx"], self.grads["lstm.Wh"], self.grads["lstm.b"] = dWx, dWh, db
         localisation_backward(dfeats, c_loc, self.grads)
