@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIGS = {
     "cnn": {"name": "cnn", "downsample": 1, "options": {}},
     "ffn-stn": {"name": "ffn-stn", "downsample": 2, "options": {"init_scale": 0.9, "regressor_std": 0.01}},
-    "lstm-stn": {"name": "lstm-stn", "downsample": 2, "options": {}},
+    "lstm-stn": {"name": "lstm-stn", "downsample": 2, "options": {"head_init": "he"}},  # He: every gradient non-zero
 }
 MODEL_SEED, DATA_SEED, N, STEPS, LR = 0, 1, 2, 5, 0.01
 
