@@ -87,8 +87,8 @@ def _copy_into_twin(model, twin, torch):
 
 
 @pytest.mark.parametrize("name, d, options", [("cnn", 1, {}), ("ffn-stn", 3, {"init_scale": 0.8, "regressor_std": 0.01}),
-                                              ("lstm-stn", 2, {}), ("lstm-stn", 4, {"feedback": "none"}),
-                                              ("lstm-stn", 4, {"step_spread": 0.4, "head_init": "zero"})])
+                                              ("lstm-stn", 2, {"head_init": "he"}), ("lstm-stn", 4, {"feedback": "none", "head_init": "he"}),
+                                              ("lstm-stn", 4, {"step_spread": 0.4, "head_init": "he"}), ("lstm-stn", 2, {})])
 def test_matches_the_torch_twin_in_float64(name, d, options):
     """An independent check of each whole model: with the same weights, minstn and PyTorch
     (autograd) agree on the logits, the loss and every parameter gradient (float64, no dropout)."""
