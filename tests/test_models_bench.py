@@ -86,7 +86,8 @@ def _copy_into_twin(model, twin, torch):
     return pairs
 
 
-@pytest.mark.parametrize("name, d, options", [("cnn", 1, {}), ("ffn-stn", 3, {"init_scale": 0.8, "regressor_std": 0.01}),
+@pytest.mark.parametrize("name, d, options", [("cnn", 1, {"head_init": "he"}),
+                                              ("ffn-stn", 3, {"init_scale": 0.8, "regressor_std": 0.01, "head_init": "he"}),
                                               ("lstm-stn", 2, {"head_init": "he"}), ("lstm-stn", 4, {"feedback": "none", "head_init": "he"}),
                                               ("lstm-stn", 4, {"step_spread": 0.4, "head_init": "he"}), ("lstm-stn", 2, {})])
 def test_matches_the_torch_twin_in_float64(name, d, options):

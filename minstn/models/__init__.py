@@ -12,8 +12,7 @@ Models:
 Options (DEFAULT_OPTIONS gives each model's defaults; unknown options are errors):
     dropout        dropout probability before the classifier's FC layer (all models; 0.5)
     head_init      'he' | 'zero': the classifier's last layer starts He-initialised or at 0
-                   (uniform predictions, loss ln 10, at the start) (all models; LSTM 'zero',
-                   CNN and FFN 'he')
+                   (uniform predictions, loss ln 10, at the start) (all models; 'zero')
     init_scale     s in the regressor's initial bias [[s,0,0],[0,s,0]]: the glimpse starts as a
                    centred zoom by 1/s (STN models; FFN 1.0 = identity, LSTM 0.5)
     regressor_std  std of the regressor's initial weights, 0 = zeros (STN models; FFN 0.0, LSTM 1e-3)
@@ -50,8 +49,8 @@ __all__ = [
 MODEL_NAMES = ("cnn", "ffn-stn", "lstm-stn")
 
 DEFAULT_OPTIONS = {
-    "cnn": {"dropout": 0.5, "head_init": "he"},
-    "ffn-stn": {"dropout": 0.5, "head_init": "he", "init_scale": 1.0, "regressor_std": 0.0, "sampler_impl": "auto"},
+    "cnn": {"dropout": 0.5, "head_init": "zero"},
+    "ffn-stn": {"dropout": 0.5, "head_init": "zero", "init_scale": 1.0, "regressor_std": 0.0, "sampler_impl": "auto"},
     "lstm-stn": {
         "dropout": 0.5,
         "head_init": "zero",

@@ -29,8 +29,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # exactly on a pixel (where the bilinear sampler's gradient has a kink and round-off could pick
 # either side).
 CONFIGS = {
-    "cnn": {"name": "cnn", "downsample": 1, "options": {}},
-    "ffn-stn": {"name": "ffn-stn", "downsample": 2, "options": {"init_scale": 0.9, "regressor_std": 0.01}},
+    "cnn": {"name": "cnn", "downsample": 1, "options": {"head_init": "he"}},
+    "ffn-stn": {"name": "ffn-stn", "downsample": 2, "options": {"init_scale": 0.9, "regressor_std": 0.01, "head_init": "he"}},
     "lstm-stn": {"name": "lstm-stn", "downsample": 2, "options": {"head_init": "he"}},  # He: every gradient non-zero
 }
 MODEL_SEED, DATA_SEED, N, STEPS, LR = 0, 1, 2, 5, 0.01
