@@ -70,7 +70,7 @@ class TrainConfig:
 
     # -- model options (None = the model's default from minstn.models.DEFAULT_OPTIONS)
     dropout: float = _opt(None, "dropout probability before the classifier's FC layer (default 0.5)", float)
-    head_init: str = _opt(None, "the classifier's last layer at the start: 'he' (He-normal, SPEC) or 'zero' (uniform predictions, loss ln 10) (default he)", str, ("he", "zero"))
+    head_init: str = _opt(None, "the classifier's last layer at the start: 'he' (He-normal, SPEC) or 'zero' (uniform predictions, loss ln 10) (default zero)", str, ("he", "zero"))
     init_scale: float = _opt(None, "STN models: initial zoom of the affine regressor bias (1 = whole canvas; LSTM-STN default 0.5)", float)
     regressor_std: float = _opt(None, "STN models: std of the regressor's initial weights (0 = zeros; LSTM-STN default 1e-3)", float)
     feedback: str = _opt(None, "LSTM-STN: feed the previous theta back into the LSTM ('theta', default) or not ('none')", str, ("none", "theta"))

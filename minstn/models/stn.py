@@ -174,7 +174,7 @@ class LSTMSTN(_STN):
     """LSTM-STN-CNN: the loc features drive an LSTM for T = 4 steps; h_t -> theta_t -> glimpse t.
 
     Options: dropout (0.5), hidden_size (256), init_scale (0.5), regressor_std (1e-3),
-    feedback ('theta'), step_spread (0: off), head_init ('he'), sampler_impl ('auto').
+    feedback ('theta'), step_spread (0: off), head_init ('zero'), sampler_impl ('auto').
     See docs/models.md for why.
 
     step_spread s > 0 adds a learned bias per step, reg.step_b (T, 6), added to theta_t, that
