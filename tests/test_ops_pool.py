@@ -152,3 +152,16 @@ def test_maxpool_all_equal_window_sends_gradient_to_first(rng):
     out, cache = maxpool2d_forward(x)
     dx = maxpool2d_backward(np.ones_like(out), cache)
     assert dx.sum() == out.size and np.all(dx[:, :, ::2, ::2] == 1)
+
+
+def test_maxpool_after_a_padded_conv_returns_channel_major_dx(rng):
+    """conv2d_forward's output is a view with gaps of a channel-major buffer; the pool detects
+    the channel-major order from the strides and hands dx back in it."""
+    from minstn.ops import conv2d_forward
+
+    a, _ = conv2d_forward(rng.standard_normal((3, 2, 6, 8)), rng.standard_normal((4, 2, 3, 3)), np.zeros(4), "same")
+    assert not a.transpose(1, 0, 2, 3).flags.c_contiguous       # gaps: the padded columns
+    out, cache = maxpool2d_forward(a)
+    dx = maxpool2d_backward(np.ones_like(out), cache)
+    assert dx.strides[1] > dx.strides[0]
+    np.testing.assert_array_equal(dx, maxpool2d_backward(np.ones_like(out), maxpool2d_forward(np.ascontiguousarray(a))[1]))

@@ -66,10 +66,11 @@ def maxpool2d_forward(x):
 
 
 def _layout(x) -> str:
-    """'cnhw' when x (N, C, H, W) is a transposed view of a C-contiguous (C, N, H, W) buffer
-    (what conv2d_forward returns), else 'nchw'. The backward pass allocates dx the same way, so
-    the gradient reaches the convolution's backward in the order it reads fastest."""
-    return "cnhw" if x.ndim == 4 and x.transpose(1, 0, 2, 3).flags.c_contiguous and not x.flags.c_contiguous else "nchw"
+    """'cnhw' when x (N, C, H, W) is stored channel-major, i.e. its channel axis has the larger
+    stride (what conv2d_forward returns: a view, with gaps, of a (C, N, Hp, Wp) buffer), else
+    'nchw'. The backward pass allocates dx the same way, so the gradient reaches the
+    convolution's backward in the order it reads fastest."""
+    return "cnhw" if x.shape[0] > 1 and x.shape[1] > 1 and x.strides[1] > x.strides[0] else "nchw"
 
 
 def _empty_like_layout(xp, shape, dtype, layout):
