@@ -25,8 +25,9 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from contextlib import contextmanager
 
-__all__ = ["blas_threads", "set_blas_threads", "keep_freed_memory", "cpu_count"]
+__all__ = ["blas_threads", "set_blas_threads", "preserved_blas_threads", "keep_freed_memory", "cpu_count"]
 
 # OpenBLAS as shipped in NumPy wheels (scipy-openblas, 64-bit ints) and as a system library
 _SET_NAMES = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
@@ -79,6 +80,17 @@ def set_blas_threads(n: int) -> bool:
         return False
     blas[0](n)
     return True
+
+
+@contextmanager
+def preserved_blas_threads():
+    """Restore the BLAS thread count on leaving the block, whatever the block set it to."""
+    before = blas_threads()
+    try:
+        yield
+    finally:
+        if before:
+            set_blas_threads(before)
 
 
 def keep_freed_memory() -> bool:

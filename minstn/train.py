@@ -202,12 +202,8 @@ def train(cfg: TrainConfig, splits: dict | None = None, log=None, stream=None) -
     Raises ConfigError, DeviceError, DataError, CheckpointError, TrainingDiverged (after saying so),
     KeyboardInterrupt (after saving DIR/last.npz).
     """
-    blas_before = host.blas_threads()
-    try:
+    with host.preserved_blas_threads():    # the workers may set it to 1: leave it as it was
         return _train(cfg, splits, log, stream)
-    finally:
-        if blas_before:
-            host.set_blas_threads(blas_before)   # the workers may have set it to 1: leave it as it was
 
 
 def _train(cfg: TrainConfig, splits, log, stream) -> dict:

@@ -36,3 +36,18 @@ def test_keep_freed_memory_reports_support():
     assert isinstance(ok, bool)
     if sys.platform.startswith("linux"):
         assert ok   # glibc accepts both mallopt settings
+
+
+def test_preserved_blas_threads_restores_the_count():
+    before = host.blas_threads()
+    if before is None:
+        pytest.skip("this NumPy's BLAS is not an OpenBLAS whose thread count can be set")
+    with host.preserved_blas_threads():
+        host.set_blas_threads(1)
+        assert host.blas_threads() == 1
+    assert host.blas_threads() == before
+    with pytest.raises(RuntimeError):
+        with host.preserved_blas_threads():
+            host.set_blas_threads(1)
+            raise RuntimeError("inside")
+    assert host.blas_threads() == before

@@ -200,7 +200,7 @@ def main(argv=None) -> int:
     whole = not args.no_whole and args.device == "cpu" and (chunk, workers) != (0, 1)
     print(f"# training images/s, batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up, "
           f"float32, device {args.device}, {threads} thread(s) for each side")
-    print(f"# minstn: chunks of {chunk or args.batch_size} on {workers} worker(s), BLAS 1 thread"
+    print(f"# minstn: chunks of {chunk or args.batch_size} on {workers} worker(s), BLAS {1 if workers > 1 else threads} thread(s)"
           + (f"; 'whole batch': no chunks, BLAS {threads} threads" if whole else ""))
     print(f"# process-wide for both sides: glibc keeps freed memory (minstn.host.keep_freed_memory): {'yes' if kept else 'no'}")
     print(f"# CPU: {cpu_model()} ({os.cpu_count()} logical cores); {_versions()}")
@@ -209,19 +209,14 @@ def main(argv=None) -> int:
         " PyTorch img/s | ratio |" if torch_ok else "")
     print(header)
     print("|" + " --- |" * (header.count("|") - 1))
-    blas_before = host.blas_threads()
-    try:
+    with host.preserved_blas_threads():   # leave the process as it was
         _rows(args, threads, workers, chunk, whole, torch_ok)
-    finally:
-        if blas_before:
-            host.set_blas_threads(blas_before)   # leave the process as it was
     return 0
 
 
 def _profile(args, threads, chunk) -> int:
-    blas_before = host.blas_threads()
-    host.set_blas_threads(threads)
-    try:
+    with host.preserved_blas_threads():
+        host.set_blas_threads(threads)
         print(f"# seconds per training step in each minstn.ops function: batch {args.batch_size}, chunks of "
               f"{chunk or args.batch_size}, one worker, BLAS {threads} thread(s), mean of {args.steps} steps")
         print(f"# CPU: {cpu_model()} ({os.cpu_count()} logical cores); {_versions()}")
@@ -233,9 +228,6 @@ def _profile(args, threads, chunk) -> int:
                 print("| op | s / step | share |\n| --- | --- | --- |")
                 for op, sec in per_op.items():
                     print(f"| {op} | {sec:.3f} | {sec / step:.0%} |")
-    finally:
-        if blas_before:
-            host.set_blas_threads(blas_before)
     return 0
 
 

@@ -155,11 +155,7 @@ class Model:
         else:
             results = [one(i) for i in range(len(starts))]
         for k in self.params:
-            g = None
-            for weight, _, _, grads in results:
-                term = grads[k] * weight if weight != 1.0 else grads[k]
-                g = term if g is None else g + term
-            self.grads[k] = g
+            self.grads[k] = sum(weight * grads[k] for weight, _, _, grads in results)
         loss = sum(weight * part_loss for weight, part_loss, _, _ in results)
         logits = self.xp.concatenate([r[2] for r in results], axis=0)
         return float(loss), logits

@@ -209,12 +209,12 @@ class LSTMSTN(_STN):
         c = xp.zeros((N, H), dtype=self.dtype)                                          # (N, H)
         theta = xp.broadcast_to(xp.asarray(_identity_bias(self.options["init_scale"]), dtype=self.dtype), (N, 6))
         c_cells, c_regs, thetas = [], [], []
-        for _t in range(T):
+        for t in range(T):
             x = xp.concatenate([feats, theta], axis=1) if feedback else feats          # (N, E)
             h, c, c_cell = ops.lstm_cell_forward(x, h, c, P["lstm.Wx"], P["lstm.Wh"], P["lstm.b"])  # (N, H) each
             theta, c_reg = ops.linear_forward(h, P["reg.w"], P["reg.b"])                 # (N, 6)
             if "reg.step_b" in P:
-                theta = theta + P["reg.step_b"][_t]                                      # this step's own bias
+                theta = theta + P["reg.step_b"][t]                                       # this step's own bias
             c_cells.append(c_cell)
             c_regs.append(c_reg)
             thetas.append(theta)
@@ -230,10 +230,12 @@ class LSTMSTN(_STN):
         dc_next = xp.zeros((N, H), dtype=self.dtype)    # gradient into c_t from step t+1
         dfed = xp.zeros((N, 6), dtype=self.dtype)       # gradient into theta_t through the input of step t+1
         dfeats = dWx = dWh = db = dWr = dbr = 0
+        step_bias = "reg.step_b" in self.params
         dstep = [None] * T
         for t in range(T - 1, -1, -1):
             dtheta = dthetas[:, t] + dfed                                                    # (N, 6)
-            dstep[t] = dtheta.sum(axis=0)                                                    # (6,) for reg.step_b[t]
+            if step_bias:
+                dstep[t] = dtheta.sum(axis=0)                                                # (6,) for reg.step_b[t]
             dh_reg, dWr_t, dbr_t = ops.linear_backward(dtheta, c_regs[t])                    # (N, H)
             dh = dh_reg + dh_next
             dx, dh_next, dc_next, dWx_t, dWh_t, db_t = ops.lstm_cell_backward(dh, dc_next, c_cells[t])  # dx (N, E)
@@ -242,7 +244,7 @@ class LSTMSTN(_STN):
             dWx, dWh, db = dWx + dWx_t, dWh + dWh_t, db + db_t
             dWr, dbr = dWr + dWr_t, dbr + dbr_t
         self.grads["reg.w"], self.grads["reg.b"] = dWr, dbr
-        if "reg.step_b" in self.params:
+        if step_bias:
             self.grads["reg.step_b"] = xp.stack(dstep)                                       # (T, 6)
         self.grads["lstm.Wx"], self.grads["lstm.Wh"], self.grads["lstm.b"] = dWx, dWh, db
         localisation_backward(dfeats, c_loc, self.grads)
