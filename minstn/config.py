@@ -44,7 +44,7 @@ MODEL_OPTION_FIELDS = ("dropout", "head_init", "init_scale", "regressor_std", "f
 #: settings that may differ from the saved ones when continuing a run with --resume
 RESUME_OVERRIDABLE = (
     "epochs", "time_budget", "max_steps", "device", "log_every", "eval_batch_size",
-    "data_dir", "data", "cache_dir", "resume", "out", "progress", "workers",
+    "data_dir", "data", "cache_dir", "resume", "out", "progress", "workers", "parallel",
 )
 
 
@@ -112,7 +112,8 @@ class TrainConfig:
     max_steps: int = _opt(0, "stop cleanly after this many optimiser steps in total, then test (0 = no limit)", int)
     eval_batch_size: int = _opt(256, "canvases per batch when evaluating", int)
     chunk: int = _opt(None, "CPU speed: cut each batch into chunks of this many canvases whose gradients are summed (same gradient; other dropout masks); 0 = whole batch; default 16 on the CPU, 0 on the GPU", int)
-    workers: int = _opt(None, "CPU speed: threads that process the chunks in parallel (BLAS then runs single-threaded); default: the cores this process may use (1 on the GPU)", int)
+    workers: int = _opt(None, "CPU speed: workers that process the chunks in parallel (each runs its BLAS on one thread); default: the cores this process may use, at most one per chunk (1 on the GPU)", int)
+    parallel: str = _opt("process", "CPU speed: the --workers are processes (shared-memory parameters and gradients, no GIL; measured faster) or threads (same result)", str, ("process", "thread"))
     theta_batch: int = _opt(64, "STN models: validation canvases used for the per-epoch theta statistics", int)
     log_every: int = _opt(50, "steps between progress lines when stderr is not a terminal", int)
     progress: bool = _opt(True, "show the progress bar on stderr", bool)
@@ -180,8 +181,10 @@ class TrainConfig:
 def resolve_parallel(cfg: TrainConfig, device_kind: str, cores: int) -> tuple:
     """(chunk, workers) to use: the config's values, or the defaults for the device.
 
-    CPU: chunks of 16 canvases on one worker thread per core (measured fastest on 2 cores,
-    benchmarks/train.md). GPU: the whole batch in one pass (chunks would only shrink the kernels).
+    CPU: chunks of 16 canvases on one worker per core (measured fastest on 2 cores,
+    benchmarks/train.md), but never more workers than a batch has chunks (with --batch-size 4 and
+    chunks of 16 there is one chunk, so one worker and no pool of processes).
+    GPU: the whole batch in one pass (chunks would only shrink the kernels).
     """
     if device_kind != "cpu":
         if cfg.workers is not None and cfg.workers > 1:
@@ -189,6 +192,8 @@ def resolve_parallel(cfg: TrainConfig, device_kind: str, cores: int) -> tuple:
         return (cfg.chunk or 0), 1
     chunk = 16 if cfg.chunk is None else cfg.chunk
     workers = cfg.workers if cfg.workers is not None else (max(1, cores) if chunk > 0 else 1)
+    if chunk > 0:
+        workers = min(workers, -(-cfg.batch_size // chunk))   # idle workers would only cost start-up time
     return chunk, workers
 
 

@@ -24,6 +24,7 @@ inf loss or gradient), 130 interrupted (last.npz saved, resume with --resume).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -37,6 +38,7 @@ import numpy as np
 
 from minstn import checkpoint, host
 from minstn.backend import DeviceError, resolve_device, to_numpy
+from minstn.parallel import ProcessChunks
 from minstn.config import (
     RESUME_OVERRIDABLE,
     ConfigError,
@@ -202,11 +204,11 @@ def train(cfg: TrainConfig, splits: dict | None = None, log=None, stream=None) -
     Raises ConfigError, DeviceError, DataError, CheckpointError, TrainingDiverged (after saying so),
     KeyboardInterrupt (after saving DIR/last.npz).
     """
-    with host.preserved_blas_threads():    # the workers may set it to 1: leave it as it was
-        return _train(cfg, splits, log, stream)
+    with host.preserved_blas_threads(), contextlib.ExitStack() as cleanup:   # BLAS threads as they were; workers stopped
+        return _train(cfg, splits, log, stream, cleanup)
 
 
-def _train(cfg: TrainConfig, splits, log, stream) -> dict:
+def _train(cfg: TrainConfig, splits, log, stream, cleanup: contextlib.ExitStack) -> dict:
     """The body of train()."""
     from minstn.models import DEFAULT_OPTIONS, build_model
 
@@ -240,10 +242,15 @@ def _train(cfg: TrainConfig, splits, log, stream) -> dict:
 
     model = build_model(cfg.model, cfg.downsample, dtype=cfg.dtype, device=device, seed=cfg.seed, **options)
     chunk, workers = resolve_parallel(cfg, device.kind, host.cpu_count())
+    runner = None                         # worker processes, when the CPU step runs on them
     if device.kind == "cpu":
         host.keep_freed_memory()          # reuse freed activations instead of page-faulting new ones
         if workers > 1:
-            host.set_blas_threads(1)      # the workers are the parallelism; BLAS threads would oversubscribe
+            # the workers are the parallelism: BLAS threads would oversubscribe the cores. Also in
+            # the parent of worker processes, whose idle OpenBLAS threads would spin on the workers' cores
+            host.set_blas_threads(1)
+            if cfg.parallel == "process":
+                runner = cleanup.enter_context(ProcessChunks(model, workers))
     lr_mult = {name: cfg.loc_lr_mult for name, group in model.groups.items() if group == "loc"}
     opt = build_optimizer(cfg.optimizer, model.params, cfg.lr, lr_mult, cfg.weight_decay, cfg.momentum, cfg.nesterov)
     schedule = build_schedule(cfg.lr_schedule, cfg.lr, cfg.lr_step, cfg.lr_factor, cfg.lr_patience, cfg.min_lr)
@@ -277,7 +284,8 @@ def _train(cfg: TrainConfig, splits, log, stream) -> dict:
     log(f"model: {model!r}; {n_train} training, {val_x.shape[0]} validation, {splits['test']['images'].shape[0]} test canvases; "
         f"device {device}; run folder {run_dir}")
     if device.kind == "cpu":
-        log(f"CPU: chunks of {chunk or 'the whole batch'} canvases on {workers} worker thread(s), "
+        kind = "process(es)" if runner is not None else "thread(s)"
+        log(f"CPU: chunks of {chunk or 'the whole batch'} canvases on {workers} worker {kind}, "
             f"BLAS threads {host.blas_threads() or 'unknown'}")
 
     def state_meta():
@@ -346,8 +354,11 @@ def _train(cfg: TrainConfig, splits, log, stream) -> dict:
             while step < n_steps:
                 idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]      # (N,)
                 rng_before = dropout_rng.bit_generator.state
-                loss, logits = model.loss_and_grads(train_x[idx], train_y[idx], rng=dropout_rng,
-                                                    chunk=chunk, workers=workers)
+                if runner is not None:
+                    loss, logits = runner.loss_and_grads(train_x[idx], train_y[idx], dropout_rng, chunk=chunk)
+                else:
+                    loss, logits = model.loss_and_grads(train_x[idx], train_y[idx], rng=dropout_rng,
+                                                        chunk=chunk, workers=workers)
                 grads = model.grads
                 if cfg.clip_value:
                     grads = clip_by_value(grads, cfg.clip_value)

@@ -37,8 +37,17 @@ def test_main_chunks_on_workers_and_restores_blas_threads(capsys):
     assert main(["--models", "cnn", "--batch-size", "4", "--steps", "1", "--warmup", "0", "--no-torch",
                  "--chunk", "2", "--workers", "2", "--threads", "2"]) == 0
     out = capsys.readouterr().out
-    assert "chunks of 2 on 2 worker(s)" in out and "whole batch img/s" in out and "| cnn | 1 |" in out
+    assert "chunks of 2 on 2 worker processes" in out and "threads img/s" in out and "whole batch img/s" in out
+    assert "| cnn | 1 |" in out
     assert host.blas_threads() == before
+    assert main(["--models", "cnn", "--batch-size", "4", "--steps", "1", "--warmup", "0", "--no-torch", "--no-whole",
+                 "--chunk", "2", "--workers", "2", "--parallel", "thread", "--rounds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "chunks of 2 on 2 worker thread(s)" in out and "median of 2 interleaved rounds" in out
+    assert "threads img/s" not in out and "whole batch" not in out
+    with pytest.raises(SystemExit):
+        main(["--rounds", "0", "--no-torch"])
+    assert "--rounds must be at least 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name, d", [("cnn", 1), ("ffn-stn", 3), ("lstm-stn", 2)])

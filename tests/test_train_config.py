@@ -130,5 +130,7 @@ def test_resolve_parallel_defaults_per_device():
     assert config.resolve_parallel(cfg, "gpu", 2) == (0, 1)
     assert config.resolve_parallel(TrainConfig(chunk=0), "cpu", 4) == (0, 1)
     assert config.resolve_parallel(TrainConfig(chunk=8, workers=3), "cpu", 2) == (8, 3)
+    assert config.resolve_parallel(TrainConfig(batch_size=4), "cpu", 2) == (16, 1)       # one chunk: one worker
+    assert config.resolve_parallel(TrainConfig(batch_size=20, chunk=8, workers=5), "cpu", 2) == (8, 3)
     with pytest.raises(ConfigError, match="--workers 2 is for the CPU"):
         config.resolve_parallel(TrainConfig(workers=2), "gpu", 2)

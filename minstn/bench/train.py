@@ -2,14 +2,15 @@
 
     python -m minstn.bench train [--models cnn ffn-stn lstm-stn] [--downsample 1 2]
                                  [--batch-size 64] [--steps 5] [--warmup 1] [--threads T]
-                                 [--chunk 16] [--workers T] [--device cpu] [--no-torch]
+                                 [--chunk 16] [--workers T] [--parallel process|thread]
+                                 [--rounds R] [--device cpu] [--no-torch]
     python -m minstn.bench train --profile --models lstm-stn --downsample 2   # seconds in each op
 
 Each model is timed on random canvases (float32, batch 64, dropout on, minstn.optim.Adam at
 lr 1e-3) the way `python -m minstn.train` runs it on the CPU: the batch cut into chunks of 16
-canvases, processed by T worker threads, BLAS single-threaded (Model.loss_and_grads; see
-minstn.host). The column "whole batch" is the same model without chunks or workers, BLAS on T
-threads, for comparison. Where torch is importable, the same architecture written in PyTorch
+canvases, processed by T worker processes, BLAS single-threaded (minstn.parallel.ProcessChunks;
+see minstn.host). The column "threads" is the same on T worker threads (Model.loss_and_grads),
+and "whole batch" the model without chunks or workers, BLAS on T threads, for comparison. Where torch is importable, the same architecture written in PyTorch
 (minstn.bench.torch_models) is timed in the same run with T threads (torch.set_num_threads(T)),
 and the ratio minstn / PyTorch (both on T cores) is printed. T defaults to the cores this
 process may use.
@@ -39,10 +40,17 @@ def _batch(batch_size: int, seed: int = 0):
 
 
 def measure_images_per_sec(model_name: str, downsample: int, device="cpu", batch_size: int = 64, steps: int = 5,
-                           warmup: int = 1, chunk: int = 0, workers: int = 1, **options) -> float:
+                           warmup: int = 1, chunk: int = 0, workers: int = 1, parallel: str = "thread",
+                           **options) -> float:
     """Training images/s of one minstn model: `warmup` untimed steps, then `steps` timed steps of
     loss_and_grads (forward, loss, backward; `chunk` and `workers` as there) + Adam.step, float32,
-    on `device`. The caller sets the BLAS threads (minstn.host.set_blas_threads)."""
+    on `device`. parallel='process' runs the workers as processes (minstn.parallel.ProcessChunks,
+    as the trainer does by default; started before the warm-up). The caller sets the BLAS threads
+    (minstn.host.set_blas_threads)."""
+    import contextlib
+
+    from minstn.parallel import ProcessChunks
+
     from minstn.backend import resolve_device
     from minstn.models import build_model
     from minstn.optim import Adam
@@ -55,16 +63,23 @@ def measure_images_per_sec(model_name: str, downsample: int, device="cpu", batch
     images, labels = _batch(batch_size)
     images = dev.asarray(images)
     rng = np.random.default_rng(0)
-    for _ in range(warmup):
-        model.loss_and_grads(images, labels, rng=rng, chunk=chunk, workers=workers)
-        opt.step(model.grads)
-    dev.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        model.loss_and_grads(images, labels, rng=rng, chunk=chunk, workers=workers)
-        opt.step(model.grads)
-    dev.synchronize()
-    return steps * batch_size / (time.perf_counter() - t0)
+    use_processes = parallel == "process" and workers > 1 and dev.kind == "cpu"
+    with ProcessChunks(model, workers) if use_processes else contextlib.nullcontext() as runner:
+        def step():
+            if runner is not None:
+                runner.loss_and_grads(images, labels, rng, chunk=chunk)
+            else:
+                model.loss_and_grads(images, labels, rng=rng, chunk=chunk, workers=workers)
+            opt.step(model.grads)
+
+        for _ in range(warmup):
+            step()
+        dev.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        dev.synchronize()
+        return steps * batch_size / (time.perf_counter() - t0)
 
 
 def measure_torch_images_per_sec(model_name: str, downsample: int, batch_size: int = 64, steps: int = 5,
@@ -162,7 +177,14 @@ def main(argv=None) -> int:
                     help="cores for both sides: PyTorch threads, minstn worker threads and 'whole batch' BLAS threads "
                          "(default: the cores this process may use)")
     ap.add_argument("--chunk", type=int, default=16, help="minstn: canvases per chunk (default 16, as the trainer on the CPU)")
-    ap.add_argument("--workers", type=int, default=None, help="minstn: worker threads (default: --threads)")
+    ap.add_argument("--workers", type=int, default=None, help="minstn: workers (default: --threads)")
+    ap.add_argument("--parallel", choices=("process", "thread"), default="process",
+                    help="minstn: the workers are processes (default, as the trainer) or threads")
+    ap.add_argument("--no-threads-column", action="store_true",
+                    help="skip the 'threads' column (the same chunks on worker threads instead of processes)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure every column this many times, interleaved, and print the medians (default 1); "
+                         "the machine's speed drifts, and interleaving exposes both sides to the same drift")
     ap.add_argument("--device", default="cpu", help="device of the minstn models (default cpu)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     ap.add_argument("--no-whole", action="store_true", help="skip the minstn 'whole batch' column")
@@ -177,6 +199,8 @@ def main(argv=None) -> int:
             ap.error(f"--downsample values must be in 1..4, got {d}")
     if args.chunk < 0 or (args.threads is not None and args.threads < 1) or (args.workers is not None and args.workers < 1):
         ap.error("--chunk must be >= 0, --threads and --workers >= 1")
+    if args.rounds < 1:
+        ap.error(f"--rounds must be at least 1, got {args.rounds}")
     threads = args.threads or host.cpu_count()
     workers = args.workers or threads
     if args.device != "cpu":
@@ -198,19 +222,24 @@ def main(argv=None) -> int:
         except ImportError:
             print("torch is not importable: timing minstn only (pip install torch for the comparison)")
     whole = not args.no_whole and args.device == "cpu" and (chunk, workers) != (0, 1)
+    processes = args.parallel == "process" and workers > 1 and args.device == "cpu"
+    thread_col = processes and not args.no_threads_column
     print(f"# training images/s, batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up, "
-          f"float32, device {args.device}, {threads} thread(s) for each side")
-    print(f"# minstn: chunks of {chunk or args.batch_size} on {workers} worker(s), BLAS {1 if workers > 1 else threads} thread(s)"
+          f"float32, device {args.device}, {threads} thread(s) for each side"
+          + (f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else ""))
+    print(f"# minstn: chunks of {chunk or args.batch_size} on {workers} worker {'processes' if processes else 'thread(s)'}, "
+          f"BLAS {1 if workers > 1 else threads} thread(s)"
+          + ("; 'threads': the same on worker threads" if thread_col else "")
           + (f"; 'whole batch': no chunks, BLAS {threads} threads" if whole else ""))
     print(f"# process-wide for both sides: glibc keeps freed memory (minstn.host.keep_freed_memory): {'yes' if kept else 'no'}")
     print(f"# CPU: {cpu_model()} ({os.cpu_count()} logical cores); {_versions()}")
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
-    header = "| model | d | minstn img/s |" + (" whole batch img/s |" if whole else "") + (
-        " PyTorch img/s | ratio |" if torch_ok else "")
+    header = ("| model | d | minstn img/s |" + (" threads img/s |" if thread_col else "")
+              + (" whole batch img/s |" if whole else "") + (" PyTorch img/s | ratio |" if torch_ok else ""))
     print(header)
     print("|" + " --- |" * (header.count("|") - 1))
     with host.preserved_blas_threads():   # leave the process as it was
-        _rows(args, threads, workers, chunk, whole, torch_ok)
+        _rows(args, threads, workers, chunk, whole, thread_col, torch_ok)
     return 0
 
 
@@ -231,25 +260,36 @@ def _profile(args, threads, chunk) -> int:
     return 0
 
 
-def _rows(args, threads, workers, chunk, whole, torch_ok) -> None:
-    """Time each model and print its table row."""
+def _rows(args, threads, workers, chunk, whole, thread_col, torch_ok) -> None:
+    """Time each model and print its table row (medians over --rounds interleaved rounds)."""
     for name in args.models:
         for d in (args.downsample if name != "cnn" else [1]):
-            host.set_blas_threads(1 if workers > 1 else threads)
-            ours = measure_images_per_sec(name, d, device=args.device, batch_size=args.batch_size,
-                                          steps=args.steps, warmup=args.warmup, chunk=chunk, workers=workers)
-            row = f"| {name} | {d} | {ours:.1f} |"
+            common = dict(device=args.device, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup)
+            columns = [("minstn", lambda: _ours(name, d, threads, common, chunk=chunk, workers=workers,
+                                               parallel=args.parallel))]
+            if thread_col:
+                columns.append(("threads", lambda: _ours(name, d, threads, common, chunk=chunk, workers=workers,
+                                                        parallel="thread")))
             if whole:
-                host.set_blas_threads(threads)
-                plain = measure_images_per_sec(name, d, device=args.device, batch_size=args.batch_size,
-                                               steps=args.steps, warmup=args.warmup)
-                row += f" {plain:.1f} |"
+                columns.append(("whole", lambda: _ours(name, d, threads, common)))
             if torch_ok:
-                theirs = measure_torch_images_per_sec(name, d, batch_size=args.batch_size, steps=args.steps,
-                                                      warmup=args.warmup)
-                row += f" {theirs:.1f} | {ours / theirs:.2f} |"
+                columns.append(("torch", lambda: measure_torch_images_per_sec(
+                    name, d, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup)))
+            runs = {key: [] for key, _ in columns}
+            for _ in range(args.rounds):
+                for key, measure in columns:
+                    runs[key].append(measure())
+            med = {key: float(np.median(v)) for key, v in runs.items()}
+            row = f"| {name} | {d} | " + " | ".join(f"{med[key]:.1f}" for key, _ in columns) + " |"
+            if torch_ok:
+                row += f" {med['minstn'] / med['torch']:.2f} |"
             print(row, flush=True)
 
+
+def _ours(name, d, threads, common, chunk=0, workers=1, parallel="thread") -> float:
+    """One minstn measurement with the BLAS threads set as the trainer sets them."""
+    host.set_blas_threads(1 if workers > 1 else threads)
+    return measure_images_per_sec(name, d, chunk=chunk, workers=workers, parallel=parallel, **common)
 
 if __name__ == "__main__":
     sys.exit(main())
