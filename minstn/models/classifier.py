@@ -5,7 +5,9 @@
 
 Each block runs as conv -> maxpool -> ReLU: ReLU is monotonic, so max(relu(a), relu(b)) =
 relu(max(a, b)) exactly, in value and in gradient (the same winner, or a zero gradient either
-way), and the ReLU then touches a quarter of the pixels.
+way), and the ReLU then touches a quarter of the pixels. The conv and the max-pool of a block
+are one op, ops.conv2d_maxpool_forward: the same numbers as the two ops in a row, computed in
+pooling-phase order, which turns the pool into four contiguous arrays (minstn/ops/convpool.py).
 
 Shape legend:
     B        images entering the classifier (N canvases, or N*T glimpses for the LSTM-STN)
@@ -66,11 +68,9 @@ def classifier_forward(params: dict, x, dropout: float, train: bool, rng):
     Dropout (inverted, probability `dropout`) acts after the third conv's ReLU when `train`
     is true; it then needs `rng`, a np.random.Generator.
     """
-    a1, c_conv1 = ops.conv2d_forward(x, params["cls.conv1.w"], params["cls.conv1.b"], "same")  # (B, 32, S, S)
-    p1, c_pool1 = ops.maxpool2d_forward(a1)                                                    # (B, 32, S/2, S/2)
+    p1, c_block1 = ops.conv2d_maxpool_forward(x, params["cls.conv1.w"], params["cls.conv1.b"], "same")   # (B, 32, S/2, S/2)
     r1, c_relu1 = ops.relu_forward(p1)
-    a2, c_conv2 = ops.conv2d_forward(r1, params["cls.conv2.w"], params["cls.conv2.b"], "same")
-    p2, c_pool2 = ops.maxpool2d_forward(a2)                                                    # (B, 32, S2, S2)
+    p2, c_block2 = ops.conv2d_maxpool_forward(r1, params["cls.conv2.w"], params["cls.conv2.b"], "same")  # (B, 32, S2, S2)
     r2, c_relu2 = ops.relu_forward(p2)
     a3, c_conv3 = ops.conv2d_forward(r2, params["cls.conv3.w"], params["cls.conv3.b"], "same")
     r3, c_relu3 = ops.relu_forward(a3)
@@ -89,8 +89,7 @@ def classifier_forward(params: dict, x, dropout: float, train: bool, rng):
     f, c_fc = ops.linear_forward(flat, params["cls.fc.w"], params["cls.fc.b"])                 # (B, 400)
     rf, c_relu4 = ops.relu_forward(f)
     out, c_head = ops.linear_forward(rf, params["cls.head.w"], params["cls.head.b"])           # (B, K)
-    cache = (c_conv1, c_relu1, c_pool1, c_conv2, c_relu2, c_pool2, c_conv3, c_relu3, c_drop,
-             d3.shape, c_fc, c_relu4, c_head)
+    cache = (c_block1, c_relu1, c_block2, c_relu2, c_conv3, c_relu3, c_drop, d3.shape, c_fc, c_relu4, c_head)
     return out, cache
 
 
@@ -100,8 +99,7 @@ def classifier_backward(dout, cache, grads: dict, need_dx: bool = True):
     dout (B, K). Returns dx (B, 1, S, S) when need_dx, else None (the CNN and the models'
     first layers have nothing upstream to feed). Mirrors the forward in reverse.
     """
-    (c_conv1, c_relu1, c_pool1, c_conv2, c_relu2, c_pool2, c_conv3, c_relu3, c_drop,
-     d3_shape, c_fc, c_relu4, c_head) = cache
+    (c_block1, c_relu1, c_block2, c_relu2, c_conv3, c_relu3, c_drop, d3_shape, c_fc, c_relu4, c_head) = cache
     drf, grads["cls.head.w"], grads["cls.head.b"] = ops.linear_backward(dout, c_head)  # (B, 400)
     df = ops.relu_backward(drf, c_relu4)
     dflat, grads["cls.fc.w"], grads["cls.fc.b"] = ops.linear_backward(df, c_fc)         # (B, 32*S2*S2)
@@ -110,9 +108,7 @@ def classifier_backward(dout, cache, grads: dict, need_dx: bool = True):
     da3 = ops.relu_backward(dr3, c_relu3)
     dr2, grads["cls.conv3.w"], grads["cls.conv3.b"] = ops.conv2d_backward(da3, c_conv3)
     dp2 = ops.relu_backward(dr2, c_relu2)
-    da2 = ops.maxpool2d_backward(dp2, c_pool2)
-    dr1, grads["cls.conv2.w"], grads["cls.conv2.b"] = ops.conv2d_backward(da2, c_conv2)
+    dr1, grads["cls.conv2.w"], grads["cls.conv2.b"] = ops.conv2d_maxpool_backward(dp2, c_block2)
     dp1 = ops.relu_backward(dr1, c_relu1)
-    da1 = ops.maxpool2d_backward(dp1, c_pool1)
-    dx, grads["cls.conv1.w"], grads["cls.conv1.b"] = ops.conv2d_backward(da1, c_conv1, need_dx=need_dx)
+    dx, grads["cls.conv1.w"], grads["cls.conv1.b"] = ops.conv2d_maxpool_backward(dp1, c_block1, need_dx=need_dx)
     return dx

@@ -4,7 +4,9 @@
     flattened to 20 * 6 * 6 = 720 features.
 
 Each block runs as conv -> maxpool -> ReLU, which equals conv -> ReLU -> maxpool exactly
-(ReLU is monotonic; see classifier.py) with the ReLU on a quarter of the pixels.
+(ReLU is monotonic; see classifier.py) with the ReLU on a quarter of the pixels, and the conv
+and the max-pool are one op, ops.conv2d_maxpool_forward (the same numbers, computed in
+pooling-phase order: minstn/ops/convpool.py).
 
 Shape legend:
     N   canvases
@@ -46,10 +48,9 @@ def localisation_forward(params: dict, x):
     caches = []
     h = x
     for k in range(1, LOC_BLOCKS + 1):
-        a, c_conv = ops.conv2d_forward(h, params[f"loc.conv{k}.w"], params[f"loc.conv{k}.b"], "same")  # (N, 20, L_{k-1}, L_{k-1})
-        m, c_pool = ops.maxpool2d_forward(a)                                                         # (N, 20, L_k, L_k)
+        m, c_convpool = ops.conv2d_maxpool_forward(h, params[f"loc.conv{k}.w"], params[f"loc.conv{k}.b"], "same")  # (N, 20, L_k, L_k)
         h, c_relu = ops.relu_forward(m)
-        caches.append((c_conv, c_pool, c_relu))
+        caches.append((c_convpool, c_relu))
     feats = h.reshape(x.shape[0], -1)                                                                # (N, 720)
     return feats, (caches, h.shape)
 
@@ -59,8 +60,7 @@ def localisation_backward(dfeats, cache, grads: dict) -> None:
     caches, h_shape = cache
     dh = dfeats.reshape(h_shape)                                                                     # (N, 20, L_4, L_4)
     for k in range(LOC_BLOCKS, 0, -1):
-        c_conv, c_pool, c_relu = caches[k - 1]
+        c_convpool, c_relu = caches[k - 1]
         dm = ops.relu_backward(dh, c_relu)
-        da = ops.maxpool2d_backward(dm, c_pool)
         # the canvas is data: the first block needs no input gradient
-        dh, grads[f"loc.conv{k}.w"], grads[f"loc.conv{k}.b"] = ops.conv2d_backward(da, c_conv, need_dx=k > 1)
+        dh, grads[f"loc.conv{k}.w"], grads[f"loc.conv{k}.b"] = ops.conv2d_maxpool_backward(dm, c_convpool, need_dx=k > 1)

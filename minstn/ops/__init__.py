@@ -10,6 +10,8 @@ keeps the input dtype. See docs/ops.md for the table of shapes and formulas.
 
     conv2d_forward(x, w, b, padding)            conv2d_backward -> (dx, dw, db)
     maxpool2d_forward(x)                        maxpool2d_backward -> dx
+    conv2d_maxpool_forward(x, w, b, padding)    conv2d_maxpool_backward -> (dx, dw, db)
+                                                (the two above as one op, in pooling-phase order)
     avgpool2d_forward(x, d)                     avgpool2d_backward -> dx
     linear_forward(x, w, b)                     linear_backward -> (dx, dw, db)
     relu_forward(x)                             relu_backward -> dx
@@ -25,6 +27,7 @@ keeps the input dtype. See docs/ops.md for the table of shapes and formulas.
 Loop-based references for testing and teaching: minstn.ops.naive (also re-exported here).
 """
 from minstn.ops.conv import conv2d_backward, conv2d_forward
+from minstn.ops.convpool import conv2d_maxpool_backward, conv2d_maxpool_forward
 from minstn.ops.linear import (
     dropout_backward,
     dropout_forward,
@@ -58,6 +61,8 @@ __all__ = [
     "conv2d_backward",
     "maxpool2d_forward",
     "maxpool2d_backward",
+    "conv2d_maxpool_forward",
+    "conv2d_maxpool_backward",
     "avgpool2d_forward",
     "avgpool2d_backward",
     "linear_forward",

@@ -1,0 +1,177 @@
+"""Convolution followed by 2x2 max-pooling, as one op: conv2d_forward then maxpool2d_forward
+computed in "pooling-phase" order, so that the pool is four contiguous arrays instead of a
+strided pass over a large activation.
+
+Shape legend
+    N        batch size
+    C, F     input channels, filters
+    H, W     input height, width        kh, kw  kernel height, width     p  zero padding
+    Ho, Wo   conv output: H + 2p - kh + 1, W + 2p - kw + 1
+    H2, W2   pooled output: floor(Ho / 2), floor(Wo / 2)
+    Hs, Ws   phase grid: H2 + kh // 2, W2 + kw // 2 (the valid H2 x W2 plus what the shifts read)
+    Qs       N * Hs * Ws, pixels of one phase grid over the batch
+    K        C * kh * kw
+
+The result is exactly maxpool2d_forward(conv2d_forward(x, w, b, padding)) (same products, same
+first-maximum tie rule); the gradient is that of the composition. The models use it for every
+conv -> max-pool block; the separate ops stay, for teaching and for the tests.
+
+The idea: split the conv output by pooling phase. Output pixel (2i + a, 2j + b) is phase (a, b)
+of pooled pixel (i, j), a, b in {0, 1}. The pool is then the element-wise maximum of four arrays,
+
+    pooled[f, q] = max(P00[f, q], P01[f, q], P10[f, q], P11[f, q])
+
+and if the convolution writes its output phase by phase, the four are contiguous blocks of one
+(F, 4, Qs) product. To write it that way, im2col must gather, for phase (a, b) and kernel offset
+(u, v), the padded input at rows 2i + a + u and columns 2j + b + v. Split the padded input into its
+own four polyphase components, xs[r, s][i', j'] = xpad[2i' + r, 2j' + s] (r, s in {0, 1}): then
+2i + a + u = 2(i + (a + u) // 2) + (a + u) % 2, i.e. component ((a + u) % 2, (b + v) % 2) read at
+(i, j) shifted by ((a + u) // 2, (b + v) // 2). Stored flat as in conv.py ("flat shifts"), that
+shift is one constant offset, so each (channel, offset, phase) row of im2col is ONE contiguous slice:
+
+    cols[(c, u, v), (a, b), q] = xs[c, ((a+u)%2, (b+v)%2), q + ((a+u)//2) * Ws + (b+v)//2]
+
+The grid positions i >= H2 or j >= W2 are computed and ignored, as the border columns in conv.py.
+
+Forward
+    xs    (C, 4, Qs + tail)  polyphase components of the zero-padded input, flat
+    cols  (K, 4 Qs)          kh * kw * 4 contiguous slices per channel
+    out   (F, 4 Qs) = w (F, K) @ cols + b;  P_k = out[:, k] (F, Qs), phase k = 2a + b
+    pooled = max(max(P0, P1), max(P2, P3)), with masks right0 = P1 > P0, right1 = P3 > P2,
+             lower = max(P2, P3) > max(P0, P1): a strict '>' keeps the first maximum in the order
+             (0,0), (0,1), (1,0), (1,1), as maxpool2d_forward does.
+Backward (dout (N, F, H2, W2))
+    D     (F, Qs)      dout on the valid grid positions, 0 elsewhere
+    dP    (F, 4, Qs)   D routed to the winning phase: dP2|3 = D * lower split by right1,
+                       dP0|1 = D - D * lower split by right0  (assignments, no sums)
+    db = sum of D,  dw = (cols @ dP^T)^T,  dcols = w^T @ dP  (K, 4 Qs)
+    dxs   += each dcols slice at the place its forward slice came from (the adjoint of the
+             gather: slices overlap, so this is the one `+=`), then dx = the inside of dxs
+             put back in (row, column) order.
+"""
+from __future__ import annotations
+
+from minstn.backend import xp_of
+from minstn.ops._validate import check_dout
+from minstn.ops.conv import _check_conv_inputs
+
+__all__ = ["conv2d_maxpool_forward", "conv2d_maxpool_backward"]
+
+
+def _geometry(H: int, W: int, kh: int, kw: int, p: int):
+    """(H2, W2, Hs, Ws) for an H x W input, a kh x kw kernel and padding p."""
+    H2, W2 = (H + 2 * p - kh + 1) // 2, (W + 2 * p - kw + 1) // 2
+    return H2, W2, H2 + kh // 2, W2 + kw // 2
+
+
+def _parity_range(n: int, n_grid: int, r: int, p: int):
+    """Grid rows i' of parity r whose padded row 2i' + r is a row of the unpadded input:
+    returns (i0, i1, y0), rows i' in [i0, i1) read input rows y0, y0 + 2, ... (none when i1 <= i0)."""
+    i0 = max(0, (p - r + 1) // 2)                  # first i' with 2i' + r - p >= 0
+    i1 = min(n_grid, (n - 1 - r + p) // 2 + 1)     # past the last i' with 2i' + r - p <= n - 1
+    return i0, max(i0, i1), 2 * i0 + r - p
+
+
+def _gather_plan(kh: int, kw: int, Ws: int):
+    """[(u, v, phase k, component, flat shift)] for every kernel offset and pooling phase."""
+    plan = []
+    for u in range(kh):
+        for v in range(kw):
+            for a in range(2):
+                for b in range(2):
+                    comp = 2 * ((a + u) % 2) + (b + v) % 2
+                    plan.append((u, v, 2 * a + b, comp, ((a + u) // 2) * Ws + (b + v) // 2))
+    return plan
+
+
+def _polyphase(x, p: int, Hs: int, Ws: int, tail: int):
+    """x (N, C, H, W) -> xs (C, 4, Qs + tail): the polyphase components of the zero-padded input."""
+    xp = xp_of(x)
+    N, C, H, W = x.shape
+    Qs = N * Hs * Ws
+    xs = xp.zeros((C, 4, Qs + tail), dtype=x.dtype)
+    xt = x.transpose(1, 0, 2, 3)                                   # (C, N, H, W), a view
+    for r in range(2):
+        i0, i1, y0 = _parity_range(H, Hs, r, p)
+        for s in range(2):
+            j0, j1, x0 = _parity_range(W, Ws, s, p)
+            grid = xs[:, 2 * r + s, :Qs].reshape(C, N, Hs, Ws)     # a view
+            grid[:, :, i0:i1, j0:j1] = xt[:, :, y0:y0 + 2 * (i1 - i0):2, x0:x0 + 2 * (j1 - j0):2]
+    return xs
+
+
+def conv2d_maxpool_forward(x, w, b, padding):
+    """maxpool2d_forward(conv2d_forward(x, w, b, padding)) in one op.
+
+    x (N, C, H, W), w (F, C, kh, kw), b (F,), padding 'same' | 'valid' | int p >= 0
+    -> out (N, F, H2, W2) with H2 = floor(Ho / 2), W2 = floor(Wo / 2), and a cache for
+    conv2d_maxpool_backward. The conv output must be at least 2x2.
+    out is a view of a channel-major (F, N, Hs, Ws) buffer (like conv2d_forward's output).
+    """
+    p, Ho, Wo = _check_conv_inputs(x, w, b, padding)
+    if Ho < 2 or Wo < 2:
+        raise ValueError(f"conv2d_maxpool_forward: the conv output {Ho}x{Wo} is smaller than the 2x2 pooling "
+                         "window; use a larger input or more padding")
+    xp = xp_of(x)
+    N, C, H, W = x.shape
+    F, _, kh, kw = w.shape
+    H2, W2, Hs, Ws = _geometry(H, W, kh, kw, p)
+    Qs = N * Hs * Ws
+    xs = _polyphase(x, p, Hs, Ws, tail=(kh // 2) * Ws + kw // 2)   # (C, 4, Qs + tail)
+    cols = xp.empty((C, kh, kw, 4, Qs), dtype=x.dtype)
+    for u, v, k, comp, shift in _gather_plan(kh, kw, Ws):          # offsets and phases, never pixels
+        cols[:, u, v, k] = xs[:, comp, shift:shift + Qs]
+    cols = cols.reshape(C * kh * kw, 4 * Qs)                        # (K, 4 Qs)
+    out = w.reshape(F, C * kh * kw) @ cols                          # (F, 4 Qs): the one product
+    out += b[:, None]
+    P = out.reshape(F, 4, Qs)                                       # P[:, k]: phase k, contiguous rows
+    right0 = P[:, 1] > P[:, 0]                                      # (F, Qs) bool
+    right1 = P[:, 3] > P[:, 2]
+    upper = xp.maximum(P[:, 0], P[:, 1])                            # (F, Qs) best of the upper row
+    lower_max = xp.maximum(P[:, 2], P[:, 3])
+    lower = lower_max > upper                                       # (F, Qs) bool: the lower row won
+    pooled = xp.maximum(upper, lower_max, out=upper)                # (F, Qs)
+    out_view = pooled.reshape(F, N, Hs, Ws)[:, :, :H2, :W2].transpose(1, 0, 2, 3)   # (N, F, H2, W2)
+    cache = (x.shape, w, cols, p, right0, right1, lower)
+    return out_view, cache
+
+
+def conv2d_maxpool_backward(dout, cache, need_dx: bool = True):
+    """dout (N, F, H2, W2) -> (dx (N, C, H, W) or None, dw (F, C, kh, kw), db (F,)).
+
+    need_dx=False skips the input gradient (a model's first layer), as in conv2d_backward.
+    """
+    x_shape, w, cols, p, right0, right1, lower = cache
+    xp = xp_of(dout)
+    N, C, H, W = x_shape
+    F, _, kh, kw = w.shape
+    H2, W2, Hs, Ws = _geometry(H, W, kh, kw, p)
+    check_dout("conv2d_maxpool_backward", "dout", dout, (N, F, H2, W2))
+    Qs = N * Hs * Ws
+    D = xp.zeros((F, N, Hs, Ws), dtype=dout.dtype)                  # 0 on the ignored grid positions
+    D[:, :, :H2, :W2] = dout.transpose(1, 0, 2, 3)
+    D = D.reshape(F, Qs)
+    dP = xp.empty((F, 4, Qs), dtype=dout.dtype)
+    xp.multiply(D, lower, out=dP[:, 2])                            # the lower row's share, for now
+    xp.subtract(D, dP[:, 2], out=dP[:, 0])                         # the upper row's share, for now
+    xp.multiply(dP[:, 2], right1, out=dP[:, 3])                    # lower right won
+    xp.subtract(dP[:, 2], dP[:, 3], out=dP[:, 2])                  # lower left won
+    xp.multiply(dP[:, 0], right0, out=dP[:, 1])                    # upper right won
+    xp.subtract(dP[:, 0], dP[:, 1], out=dP[:, 0])                  # upper left won
+    dP = dP.reshape(F, 4 * Qs)
+    db = D.sum(axis=1)                                              # (F,): each pooled gradient lands once
+    dw = (cols @ dP.T).T.reshape(F, C, kh, kw)                      # (K, F) -> (F, C, kh, kw)
+    if not need_dx:
+        return None, dw, db
+    dcols = (w.reshape(F, C * kh * kw).T @ dP).reshape(C, kh, kw, 4, Qs)
+    dxs = xp.zeros((C, 4, Qs + (kh // 2) * Ws + kw // 2), dtype=dout.dtype)
+    for u, v, k, comp, shift in _gather_plan(kh, kw, Ws):
+        dxs[:, comp, shift:shift + Qs] += dcols[:, u, v, k]        # += : the slices overlap
+    dx = xp.zeros((C, N, H, W), dtype=dout.dtype)                  # rows/columns no window reads stay 0
+    for r in range(2):
+        i0, i1, y0 = _parity_range(H, Hs, r, p)
+        for s in range(2):
+            j0, j1, x0 = _parity_range(W, Ws, s, p)
+            grid = dxs[:, 2 * r + s, :Qs].reshape(C, N, Hs, Ws)
+            dx[:, :, y0:y0 + 2 * (i1 - i0):2, x0:x0 + 2 * (j1 - j0):2] = grid[:, :, i0:i1, j0:j1]
+    return dx.transpose(1, 0, 2, 3), dw, db                         # (N, C, H, W) view
