@@ -111,7 +111,7 @@ class TrainConfig:
     time_budget: float = _opt(0.0, "stop cleanly after this many minutes of training, then test (0 = no limit)", float)
     max_steps: int = _opt(0, "stop cleanly after this many optimiser steps in total, then test (0 = no limit)", int)
     eval_batch_size: int = _opt(256, "canvases per batch when evaluating", int)
-    chunk: int = _opt(None, "CPU speed: cut each batch into chunks of this many canvases whose gradients are summed (same gradient; other dropout masks); 0 = whole batch; default 16 on the CPU, 0 on the GPU", int)
+    chunk: int = _opt(None, "CPU speed: cut each batch into chunks of this many canvases whose gradients are summed (same gradient; other dropout masks); 0 = whole batch; default on the CPU: one chunk per worker process, at most 32 (16 with --parallel thread); 0 on the GPU", int)
     workers: int = _opt(None, "CPU speed: workers that process the chunks in parallel (each runs its BLAS on one thread); default: the cores this process may use, at most one per chunk (1 on the GPU)", int)
     parallel: str = _opt("process", "CPU speed: the --workers are processes (shared-memory parameters and gradients, no GIL; measured faster) or threads (same result)", str, ("process", "thread"))
     theta_batch: int = _opt(64, "STN models: validation canvases used for the per-epoch theta statistics", int)
@@ -178,20 +178,32 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
 
+def default_chunk(batch_size: int, workers: int, parallel: str) -> int:
+    """The CPU chunk size when --chunk is not given (measured on 2 cores, benchmarks/train.md):
+
+    processes: one chunk per worker, at most 32 canvases (batch 64 on 2 workers -> 32; fewer,
+               larger chunks win because each chunk pays the per-op overheads once, and 32 was
+               faster than 64 on one core, whose activations no longer fit the caches);
+    threads:   16 (more, smaller chunks let the threads overlap their GIL-holding parts).
+    """
+    if parallel == "thread":
+        return 16
+    return max(1, min(32, -(-batch_size // max(1, workers))))
+
+
 def resolve_parallel(cfg: TrainConfig, device_kind: str, cores: int) -> tuple:
     """(chunk, workers) to use: the config's values, or the defaults for the device.
 
-    CPU: chunks of 16 canvases on one worker per core (measured fastest on 2 cores,
-    benchmarks/train.md), but never more workers than a batch has chunks (with --batch-size 4 and
-    chunks of 16 there is one chunk, so one worker and no pool of processes).
-    GPU: the whole batch in one pass (chunks would only shrink the kernels).
+    CPU: one worker per core and chunks of default_chunk(...) canvases, but never more workers
+    than a batch has chunks (with --batch-size 4 there is one chunk, so one worker and no pool of
+    processes). GPU: the whole batch in one pass (chunks would only shrink the kernels).
     """
     if device_kind != "cpu":
         if cfg.workers is not None and cfg.workers > 1:
             raise ConfigError(f"--workers {cfg.workers} is for the CPU; on the GPU use one worker (leave it unset)")
         return (cfg.chunk or 0), 1
-    chunk = 16 if cfg.chunk is None else cfg.chunk
-    workers = cfg.workers if cfg.workers is not None else (max(1, cores) if chunk > 0 else 1)
+    workers = cfg.workers if cfg.workers is not None else (max(1, cores) if cfg.chunk != 0 else 1)
+    chunk = default_chunk(cfg.batch_size, workers, cfg.parallel) if cfg.chunk is None else cfg.chunk
     if chunk > 0:
         workers = min(workers, -(-cfg.batch_size // chunk))   # idle workers would only cost start-up time
     return chunk, workers

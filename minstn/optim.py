@@ -224,13 +224,24 @@ class Adam(Optimizer):
         xp = xp_of(p)
         m = self.state_arrays["m"][name]
         v = self.state_arrays["v"][name]
-        m *= self.beta1
-        m += (1.0 - self.beta1) * g
-        v *= self.beta2
-        v += (1.0 - self.beta2) * (g * g)
         m_hat_scale = 1.0 / (1.0 - self.beta1**self.t)  # bias corrections (scalars)
         v_hat_scale = 1.0 / (1.0 - self.beta2**self.t)
-        p -= lr * (m * m_hat_scale) / (xp.sqrt(v * v_hat_scale) + self.eps)
+        # the formulas above, in place with two scratch arrays (no temporary per operation: this
+        # step is a dozen passes over every parameter, memory-bound)
+        a = xp.multiply(g, 1.0 - self.beta1)    # (1 - b1) g
+        m *= self.beta1
+        m += a
+        xp.multiply(g, g, out=a)                # g^2
+        a *= 1.0 - self.beta2
+        v *= self.beta2
+        v += a
+        xp.multiply(v, v_hat_scale, out=a)      # v_hat
+        xp.sqrt(a, out=a)
+        a += self.eps                           # sqrt(v_hat) + eps
+        step = xp.multiply(m, m_hat_scale)      # m_hat
+        step *= lr
+        step /= a
+        p -= step
 
 
 OPTIMIZERS = {"adam": Adam, "sgd": SGD, "rmsprop": RMSprop}

@@ -242,6 +242,9 @@ def _train(cfg: TrainConfig, splits, log, stream, cleanup: contextlib.ExitStack)
 
     model = build_model(cfg.model, cfg.downsample, dtype=cfg.dtype, device=device, seed=cfg.seed, **options)
     chunk, workers = resolve_parallel(cfg, device.kind, host.cpu_count())
+    # the chunk decides the dropout masks: save the one used, so that --resume on a machine with
+    # another number of cores continues with the same chunks (and the same result)
+    cfg = dataclasses.replace(cfg, chunk=chunk)
     runner = None                         # worker processes, when the CPU step runs on them
     if device.kind == "cpu":
         host.keep_freed_memory()          # reuse freed activations instead of page-faulting new ones

@@ -40,8 +40,9 @@ def data_dir(tmp_path_factory):
 
 
 def _argv(data_dir, out, *extra, model="ffn-stn"):
+    # one worker: no process pool to start in every test (test_worker_processes_* covers it)
     argv = ["--model", model, "--data", data_dir, "--out", str(out), "--batch-size", "4",
-            "--eval-batch-size", "4", "--theta-batch", "4", "--epochs", "1", "--no-progress"]
+            "--eval-batch-size", "4", "--theta-batch", "4", "--epochs", "1", "--no-progress", "--workers", "1"]
     if model != "cnn":
         argv += ["--downsample", "4"]
     if model == "lstm-stn":
@@ -158,6 +159,43 @@ def test_interrupt_mid_epoch_saves_and_resume_is_exact(data_dir, tmp_path, monke
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert _without_timing(_records(straight)) == _without_timing(_records(cut))
+
+
+def test_interrupt_with_worker_processes_stops_them_and_resume_is_exact(data_dir, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while worker processes compute: last.npz is saved, the workers are stopped, and the
+    resumed run (on worker threads this time, whose default chunk would be 16) ends exactly where
+    an uninterrupted run on worker processes ends: the saved chunk size decides the dropout masks."""
+    import multiprocessing
+
+    from minstn.parallel import ProcessChunks
+
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    procs = ["--workers", "2", "--parallel", "process", "--model", "lstm-stn"]
+    assert train.main(_argv(data_dir, straight, "--epochs", "2", *procs)) == 0
+    calls = {"n": 0}
+    real = ProcessChunks.loss_and_grads
+
+    def interrupted(self, *args, **kw):
+        calls["n"] += 1
+        out = real(self, *args, **kw)
+        if calls["n"] == 3:       # epoch 2, step 1
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(ProcessChunks, "loss_and_grads", interrupted)
+    capsys.readouterr()
+    assert train.main(_argv(data_dir, cut, "--epochs", "2", *procs)) == train.EXIT_INTERRUPTED
+    assert "interrupted at epoch 2, step 0" in capsys.readouterr().out
+    assert multiprocessing.active_children() == []              # the workers were stopped
+    monkeypatch.setattr(ProcessChunks, "loss_and_grads", real)
+    saved = json.loads((cut / "config.json").read_text())
+    assert saved["chunk"] == 2                                     # resolved: 4 canvases on 2 workers
+    assert train.main(["--out", str(cut), "--resume", "--no-progress", "--workers", "2", "--parallel", "thread"]) == 0
+    a, _ = _params(straight / "last.npz")
+    b, _ = _params(cut / "last.npz")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert [r["train_loss"] for r in _records(straight)] == [r["train_loss"] for r in _records(cut)]
 
 
 def test_nan_loss_stops_keeps_last_good_checkpoint(data_dir, tmp_path, monkeypatch, capsys):

@@ -125,12 +125,15 @@ def test_docs_list_every_option():
 
 def test_resolve_parallel_defaults_per_device():
     cfg = TrainConfig()
-    assert config.resolve_parallel(cfg, "cpu", 2) == (16, 2)
-    assert config.resolve_parallel(cfg, "cpu", 1) == (16, 1)
+    assert config.resolve_parallel(cfg, "cpu", 2) == (32, 2)                  # one chunk per worker process
+    assert config.resolve_parallel(cfg, "cpu", 1) == (32, 1)                  # at most 32
+    assert config.resolve_parallel(cfg, "cpu", 3) == (22, 3)
+    assert config.resolve_parallel(TrainConfig(parallel="thread"), "cpu", 2) == (16, 2)
     assert config.resolve_parallel(cfg, "gpu", 2) == (0, 1)
     assert config.resolve_parallel(TrainConfig(chunk=0), "cpu", 4) == (0, 1)
     assert config.resolve_parallel(TrainConfig(chunk=8, workers=3), "cpu", 2) == (8, 3)
-    assert config.resolve_parallel(TrainConfig(batch_size=4), "cpu", 2) == (16, 1)       # one chunk: one worker
+    assert config.resolve_parallel(TrainConfig(batch_size=4), "cpu", 2) == (2, 2)
+    assert config.resolve_parallel(TrainConfig(batch_size=4, chunk=16), "cpu", 2) == (16, 1)   # one chunk: one worker
     assert config.resolve_parallel(TrainConfig(batch_size=20, chunk=8, workers=5), "cpu", 2) == (8, 3)
     with pytest.raises(ConfigError, match="--workers 2 is for the CPU"):
         config.resolve_parallel(TrainConfig(workers=2), "gpu", 2)

@@ -2,14 +2,15 @@
 
     python -m minstn.bench train [--models cnn ffn-stn lstm-stn] [--downsample 1 2]
                                  [--batch-size 64] [--steps 5] [--warmup 1] [--threads T]
-                                 [--chunk 16] [--workers T] [--parallel process|thread]
+                                 [--chunk C] [--workers T] [--parallel process|thread]
                                  [--rounds R] [--device cpu] [--no-torch]
     python -m minstn.bench train --profile --models lstm-stn --downsample 2   # seconds in each op
 
 Each model is timed on random canvases (float32, batch 64, dropout on, minstn.optim.Adam at
-lr 1e-3) the way `python -m minstn.train` runs it on the CPU: the batch cut into chunks of 16
-canvases, processed by T worker processes, BLAS single-threaded (minstn.parallel.ProcessChunks;
-see minstn.host). The column "threads" is the same on T worker threads (Model.loss_and_grads),
+lr 1e-3) the way `python -m minstn.train` runs it on the CPU: the batch cut into chunks (one
+per worker, at most 32 canvases: minstn.config.default_chunk), processed by T worker processes, BLAS single-threaded (minstn.parallel.ProcessChunks;
+see minstn.host). The column "threads" is the same on T worker threads (Model.loss_and_grads,
+chunks of 16),
 and "whole batch" the model without chunks or workers, BLAS on T threads, for comparison. Where torch is importable, the same architecture written in PyTorch
 (minstn.bench.torch_models) is timed in the same run with T threads (torch.set_num_threads(T)),
 and the ratio minstn / PyTorch (both on T cores) is printed. T defaults to the cores this
@@ -29,6 +30,7 @@ import numpy as np
 
 from minstn import host
 from minstn.bench import cpu_model
+from minstn.config import default_chunk
 
 __all__ = ["measure_images_per_sec", "measure_torch_images_per_sec", "profile_ops", "main"]
 
@@ -176,7 +178,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="cores for both sides: PyTorch threads, minstn worker threads and 'whole batch' BLAS threads "
                          "(default: the cores this process may use)")
-    ap.add_argument("--chunk", type=int, default=16, help="minstn: canvases per chunk (default 16, as the trainer on the CPU)")
+    ap.add_argument("--chunk", type=int, default=None,
+                    help="minstn: canvases per chunk (default as the trainer: minstn.config.default_chunk, "
+                         "32 for batch 64 on 2 worker processes, 16 on threads)")
     ap.add_argument("--workers", type=int, default=None, help="minstn: workers (default: --threads)")
     ap.add_argument("--parallel", choices=("process", "thread"), default="process",
                     help="minstn: the workers are processes (default, as the trainer) or threads")
@@ -197,16 +201,18 @@ def main(argv=None) -> int:
     for d in args.downsample:
         if not 1 <= d <= 4:
             ap.error(f"--downsample values must be in 1..4, got {d}")
-    if args.chunk < 0 or (args.threads is not None and args.threads < 1) or (args.workers is not None and args.workers < 1):
+    if (args.chunk is not None and args.chunk < 0) or (args.threads is not None and args.threads < 1) or (
+            args.workers is not None and args.workers < 1):
         ap.error("--chunk must be >= 0, --threads and --workers >= 1")
     if args.rounds < 1:
         ap.error(f"--rounds must be at least 1, got {args.rounds}")
     threads = args.threads or host.cpu_count()
     workers = args.workers or threads
     if args.device != "cpu":
-        chunk, workers = 0, 1
+        chunk, workers, thread_chunk = 0, 1, 0
     else:
-        chunk = args.chunk
+        chunk = default_chunk(args.batch_size, workers, args.parallel) if args.chunk is None else args.chunk
+        thread_chunk = default_chunk(args.batch_size, workers, "thread") if args.chunk is None else args.chunk
         if chunk == 0 and workers > 1:
             ap.error("--workers above 1 needs --chunk above 0")
     kept = False if args.no_keep_memory else host.keep_freed_memory()
@@ -229,7 +235,7 @@ def main(argv=None) -> int:
           + (f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else ""))
     print(f"# minstn: chunks of {chunk or args.batch_size} on {workers} worker {'processes' if processes else 'thread(s)'}, "
           f"BLAS {1 if workers > 1 else threads} thread(s)"
-          + ("; 'threads': the same on worker threads" if thread_col else "")
+          + (f"; 'threads': chunks of {thread_chunk} on worker threads" if thread_col else "")
           + (f"; 'whole batch': no chunks, BLAS {threads} threads" if whole else ""))
     print(f"# process-wide for both sides: glibc keeps freed memory (minstn.host.keep_freed_memory): {'yes' if kept else 'no'}")
     print(f"# CPU: {cpu_model()} ({os.cpu_count()} logical cores); {_versions()}")
@@ -239,7 +245,7 @@ def main(argv=None) -> int:
     print(header)
     print("|" + " --- |" * (header.count("|") - 1))
     with host.preserved_blas_threads():   # leave the process as it was
-        _rows(args, threads, workers, chunk, whole, thread_col, torch_ok)
+        _rows(args, threads, workers, chunk, thread_chunk, whole, thread_col, torch_ok)
     return 0
 
 
@@ -260,7 +266,7 @@ def _profile(args, threads, chunk) -> int:
     return 0
 
 
-def _rows(args, threads, workers, chunk, whole, thread_col, torch_ok) -> None:
+def _rows(args, threads, workers, chunk, thread_chunk, whole, thread_col, torch_ok) -> None:
     """Time each model and print its table row (medians over --rounds interleaved rounds)."""
     for name in args.models:
         for d in (args.downsample if name != "cnn" else [1]):
@@ -268,8 +274,8 @@ def _rows(args, threads, workers, chunk, whole, thread_col, torch_ok) -> None:
             columns = [("minstn", lambda: _ours(name, d, threads, common, chunk=chunk, workers=workers,
                                                parallel=args.parallel))]
             if thread_col:
-                columns.append(("threads", lambda: _ours(name, d, threads, common, chunk=chunk, workers=workers,
-                                                        parallel="thread")))
+                columns.append(("threads", lambda: _ours(name, d, threads, common, chunk=thread_chunk,
+                                                        workers=workers, parallel="thread")))
             if whole:
                 columns.append(("whole", lambda: _ours(name, d, threads, common)))
             if torch_ok:
