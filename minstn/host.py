@@ -8,9 +8,9 @@ Why these exist (numbers in benchmarks/train.md):
 
 * Threads. NumPy runs element-wise work, copies and gathers on one core; only its BLAS (the
   matrix products) uses several. A training step that splits its batch into chunks and runs
-  them on worker threads (Model.loss_and_grads(..., workers=2)) keeps every core busy, since
-  NumPy releases the GIL inside its loops, but then each worker's BLAS call must be
-  single-threaded, or 2 workers x 2 BLAS threads fight over 2 cores. set_blas_threads changes
+  them on workers (processes: minstn.parallel; or threads: Model.loss_and_grads(..., workers=2),
+  since NumPy releases the GIL inside its loops) keeps every core busy, but then each worker's
+  BLAS call must be single-threaded, or 2 workers x 2 BLAS threads fight over 2 cores. set_blas_threads changes
   the BLAS thread count at run time, which OMP_NUM_THREADS can only do before NumPy loads.
 * Memory. glibc serves every allocation above 32 MB with a fresh mmap and returns it to the
   kernel on free, so each training step page-faults (and the kernel zeroes) every large

@@ -62,10 +62,13 @@ class _Block:
         self.arrays = {}                 # drop the views first: the buffer cannot close under them
         try:
             self.shm.close()
-            if unlink:
-                self.shm.unlink()
-        except (FileNotFoundError, BufferError):
+        except BufferError:              # a view is still alive somewhere: the mapping goes at exit
             pass
+        if unlink:
+            try:
+                self.shm.unlink()        # the name goes now, the memory when the last mapping closes
+            except FileNotFoundError:
+                pass
 
 
 def _release(blocks) -> None:

@@ -113,7 +113,8 @@ class Model:
                  at most k canvases, each chunk's gradient is computed on its own and they are
                  summed, weighted by chunk size: the same mean-loss gradient, up to rounding
                  (every canvas is independent of the others). Smaller activations stay in the
-                 CPU's caches; on a 2-core machine chunk 16 was the fastest (benchmarks/train.md).
+                 CPU's caches; on a 2-core machine chunks of 16 were the fastest on threads,
+                 32 on worker processes (minstn.parallel; benchmarks/train.md).
         workers  threads that process the chunks concurrently (CPU only; NumPy releases the GIL in
                  its loops). With workers > 1 set the BLAS to one thread (minstn.host.set_blas_threads).
         Dropout: with chunks, chunk i draws its masks from a generator seeded by the i-th of
