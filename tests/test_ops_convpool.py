@@ -18,6 +18,7 @@ from minstn.ops import (
     maxpool2d_backward,
     maxpool2d_forward,
 )
+from tests.test_ops_conv import _inputs
 
 TOL = 1e-6
 
@@ -33,13 +34,6 @@ CASES = [
     (1, 2, 4, 5, 3, 2, 3, 0),
     (3, 1, 9, 9, 2, 3, 3, 1),
 ]
-
-
-def _inputs(rng, N, C, H, W, F, kh, kw, dtype=np.float64):
-    x = rng.standard_normal((N, C, H, W)).astype(dtype)
-    w = rng.standard_normal((F, C, kh, kw)).astype(dtype)
-    b = rng.standard_normal(F).astype(dtype)
-    return x, w, b
 
 
 def _separate(x, w, b, padding, dout, need_dx=True):

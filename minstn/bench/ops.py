@@ -61,49 +61,36 @@ def _torch_fn(torch, build):
     return run
 
 
-def case_conv(rng, torch, N, C, F, H):
+def case_conv(rng, torch, N, C, F, H, pool=False):
+    """conv 3x3 'same' (x (N, C, H, H), F filters), against torch's conv2d. pool=True: conv -> 2x2
+    max-pool as the models run it (ops.conv2d_maxpool_*), against conv2d followed by max_pool2d."""
     x = rng.standard_normal((N, C, H, H), dtype=np.float32)
     w = (rng.standard_normal((F, C, 3, 3), dtype=np.float32) * np.float32(np.sqrt(2.0 / (9 * C))))
     b = np.zeros(F, np.float32)
-    dout = rng.standard_normal((N, F, H, H), dtype=np.float32)
+    side = H // 2 if pool else H
+    dout = rng.standard_normal((N, F, side, side), dtype=np.float32)
+    forward, backward = ((ops.conv2d_maxpool_forward, ops.conv2d_maxpool_backward) if pool
+                         else (ops.conv2d_forward, ops.conv2d_backward))
     state = {}
 
     def fwd():
-        state["out"], state["cache"] = ops.conv2d_forward(x, w, b, "same")
+        state["out"], state["cache"] = forward(x, w, b, "same")
 
     def bwd():
-        ops.conv2d_backward(dout, state["cache"])
-
-    tfn = None
-    if torch is not None:
-        xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
-        dt = torch.tensor(dout)
-        tfn = _torch_fn(torch, lambda: ([torch.nn.functional.conv2d(xt, wt, bt, padding=1)], [dt]))
-    return f"conv 3x3 {C}->{F}", f"({N},{C},{H},{H})", fwd, bwd, tfn
-
-
-def case_convpool(rng, torch, N, C, F, H):
-    """conv 3x3 'same' -> 2x2 max-pool as the models run it (ops.conv2d_maxpool_*), against
-    PyTorch's conv2d followed by max_pool2d."""
-    x = rng.standard_normal((N, C, H, H), dtype=np.float32)
-    w = (rng.standard_normal((F, C, 3, 3), dtype=np.float32) * np.float32(np.sqrt(2.0 / (9 * C))))
-    b = np.zeros(F, np.float32)
-    dout = rng.standard_normal((N, F, H // 2, H // 2), dtype=np.float32)
-    state = {}
-
-    def fwd():
-        state["out"], state["cache"] = ops.conv2d_maxpool_forward(x, w, b, "same")
-
-    def bwd():
-        ops.conv2d_maxpool_backward(dout, state["cache"])
+        backward(dout, state["cache"])
 
     tfn = None
     if torch is not None:
         xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
         dt = torch.tensor(dout)
         F_ = torch.nn.functional
-        tfn = _torch_fn(torch, lambda: ([F_.max_pool2d(F_.conv2d(xt, wt, bt, padding=1), 2)], [dt]))
-    return f"conv 3x3 {C}->{F} + maxpool", f"({N},{C},{H},{H})", fwd, bwd, tfn
+
+        def build():
+            out = F_.conv2d(xt, wt, bt, padding=1)
+            return [F_.max_pool2d(out, 2) if pool else out], [dt]
+
+        tfn = _torch_fn(torch, build)
+    return f"conv 3x3 {C}->{F}" + (" + maxpool" if pool else ""), f"({N},{C},{H},{H})", fwd, bwd, tfn
 
 
 def case_maxpool(rng, torch, N, C, H):
@@ -239,8 +226,8 @@ def all_cases(B: int):
         ("conv20", lambda r, t: case_conv(r, t, B, 20, 20, 50)),  # localisation block 2
         ("conv32", lambda r, t: case_conv(r, t, B, 1, 32, 50)),  # classifier conv 1 at d = 2
         ("maxpool", lambda r, t: case_maxpool(r, t, B, 20, 100)),
-        ("convpool1", lambda r, t: case_convpool(r, t, B, 1, 20, 100)),        # localisation block 1, fused
-        ("convpool32", lambda r, t: case_convpool(r, t, 4 * B, 32, 32, 25)),   # classifier block 2, 4 glimpses per canvas at d = 2
+        ("convpool1", lambda r, t: case_conv(r, t, B, 1, 20, 100, pool=True)),        # localisation block 1, fused
+        ("convpool32", lambda r, t: case_conv(r, t, 4 * B, 32, 32, 25, pool=True)),   # classifier block 2, 4 glimpses per canvas at d = 2
         ("avgpool1", lambda r, t: case_avgpool(r, t, B, 100, 1)),
         ("avgpool2", lambda r, t: case_avgpool(r, t, B, 100, 2)),
         ("avgpool3", lambda r, t: case_avgpool(r, t, B, 100, 3)),
