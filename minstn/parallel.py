@@ -7,8 +7,9 @@
 Why processes. Model.loss_and_grads(chunk=16, workers=2) runs the chunks of a batch on threads.
 NumPy releases the GIL inside its loops, but the Python between the calls (hundreds of small ops
 per chunk), NumPy's own bookkeeping and the allocator still take turns: on the 2-core benchmark
-machine two threads gave 1.7x one thread, while two separate processes gave 2.0x
-(benchmarks/train.md). Worker processes share nothing but what is put in shared memory.
+machine two worker threads did 45 LSTM-STN images/s, two independent processes in the same
+minutes 53 together (benchmarks/train.md). Worker processes share nothing but what is put in
+shared memory.
 
 How a step runs.
     1. The parent copies the model's parameters into one shared-memory block that every worker's

@@ -38,7 +38,6 @@ import numpy as np
 
 from minstn import checkpoint, host
 from minstn.backend import DeviceError, resolve_device, to_numpy
-from minstn.parallel import ProcessChunks
 from minstn.config import (
     RESUME_OVERRIDABLE,
     ConfigError,
@@ -51,6 +50,7 @@ from minstn.config import (
 from minstn.fileio import atomic_write_bytes
 from minstn.evaluate import error_stats, evaluate_model, model_meta, theta_stats
 from minstn.optim import EarlyStopping, build_optimizer, build_schedule, clip_by_global_norm, clip_by_value, global_norm
+from minstn.parallel import ProcessChunks
 
 __all__ = ["main", "train", "load_data", "make_config", "TrainingDiverged", "Progress", "EXIT_DIVERGED", "EXIT_INTERRUPTED"]
 
