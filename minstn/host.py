@@ -10,8 +10,9 @@ Why these exist (numbers in benchmarks/train.md):
   matrix products) uses several. A training step that splits its batch into chunks and runs
   them on workers (processes: minstn.parallel; or threads: Model.loss_and_grads(..., workers=2),
   since NumPy releases the GIL inside its loops) keeps every core busy, but then each worker's
-  BLAS call must be single-threaded, or 2 workers x 2 BLAS threads fight over 2 cores. set_blas_threads changes
-  the BLAS thread count at run time, which OMP_NUM_THREADS can only do before NumPy loads.
+  BLAS call must be single-threaded, or 2 workers x 2 BLAS threads fight over 2 cores.
+  set_blas_threads changes the BLAS thread count at run time, which OMP_NUM_THREADS can only do
+  before NumPy loads.
 * Memory. glibc serves every allocation above 32 MB with a fresh mmap and returns it to the
   kernel on free, so each training step page-faults (and the kernel zeroes) every large
   activation again: 20-30% of a CPU step at batch 64. keep_freed_memory raises the mmap and

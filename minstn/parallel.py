@@ -180,30 +180,24 @@ class ProcessChunks:
         if chunk == 0:
             raise ModelError("ProcessChunks needs chunk > 0: the processes share a batch's chunks")
         N = images.shape[0]
-        starts = list(range(0, N, chunk))
-        seeds = rng.integers(0, 2**63 - 1, size=len(starts)) if rng is not None else [None] * len(starts)
-        while len(self._slots) < len(starts):
+        plan = model._chunk_plan(N, chunk, rng)                 # the thread version's chunks and seeds
+        while len(self._slots) < len(plan):
             self._slots.append(self._new_block())
         for k, v in model.params.items():
             self._params.arrays[k][...] = v
         labels = np.asarray(labels)
         work = [[] for _ in self._procs]
-        for i, lo in enumerate(starts):
-            hi = min(lo + chunk, N)
-            seed = int(seeds[i]) if seeds[i] is not None else None
+        for i, (lo, hi, seed) in enumerate(plan):
             work[i % self.workers].append((self._slots[i].shm.name, images[lo:hi], labels[lo:hi], seed))
-        for w, conn in enumerate(self._conns):
+        for w in range(self.workers):
             if work[w]:
                 self._send(w, ("step", work[w]))
         replies = [self._receive(w) if work[w] else [] for w in range(self.workers)]
-        results = []                               # in chunk order, as the thread version
-        for i, lo in enumerate(starts):
+        results = []                                            # in chunk order
+        for i, (lo, hi, _) in enumerate(plan):
             loss, logits = replies[i % self.workers][i // self.workers]
-            results.append(((min(lo + chunk, N) - lo) / N, loss, logits, self._slots[i].arrays))
-        for k in model.params:
-            model.grads[k] = sum(weight * grads[k] for weight, _, _, grads in results)
-        loss = sum(weight * part_loss for weight, part_loss, _, _ in results)
-        return float(loss), np.concatenate([r[2] for r in results], axis=0)
+            results.append((hi - lo, loss, logits, self._slots[i].arrays))
+        return model._combine_chunks(N, results)
 
     def _send(self, w: int, msg) -> None:
         try:

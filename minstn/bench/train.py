@@ -7,20 +7,21 @@
     python -m minstn.bench train --profile --models lstm-stn --downsample 2   # seconds in each op
 
 Each model is timed on random canvases (float32, batch 64, dropout on, minstn.optim.Adam at
-lr 1e-3) the way `python -m minstn.train` runs it on the CPU: the batch cut into chunks (one
-per worker, at most 32 canvases: minstn.config.default_chunk), processed by T worker processes, BLAS single-threaded (minstn.parallel.ProcessChunks;
-see minstn.host). The column "threads" is the same on T worker threads (Model.loss_and_grads,
-chunks of 16),
-and "whole batch" the model without chunks or workers, BLAS on T threads, for comparison. Where torch is importable, the same architecture written in PyTorch
-(minstn.bench.torch_models) is timed in the same run with T threads (torch.set_num_threads(T)),
-and the ratio minstn / PyTorch (both on T cores) is printed. T defaults to the cores this
-process may use.
+lr 1e-3) the way `python -m minstn.train` runs it on the CPU: the batch cut into chunks (one per
+worker, at most 32 canvases: minstn.config.default_chunk), processed by T worker processes, BLAS
+single-threaded (minstn.parallel.ProcessChunks; see minstn.host). The column "threads" is the same
+on T worker threads (Model.loss_and_grads, chunks of 16), and "whole batch" the model without
+chunks or workers, BLAS on T threads, for comparison. Where torch is importable, the same
+architecture written in PyTorch (minstn.bench.torch_models) is timed in the same run with T
+threads (torch.set_num_threads(T)), and the ratio minstn / PyTorch (both on T cores) is printed.
+T defaults to the cores this process may use.
 
 measure_images_per_sec() is also used by the GPU benchmark (minstn.bench.gpu).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -49,13 +50,10 @@ def measure_images_per_sec(model_name: str, downsample: int, device="cpu", batch
     on `device`. parallel='process' runs the workers as processes (minstn.parallel.ProcessChunks,
     as the trainer does by default; started before the warm-up). The caller sets the BLAS threads
     (minstn.host.set_blas_threads)."""
-    import contextlib
-
-    from minstn.parallel import ProcessChunks
-
     from minstn.backend import resolve_device
     from minstn.models import build_model
     from minstn.optim import Adam
+    from minstn.parallel import ProcessChunks
 
     if steps < 1 or warmup < 0 or batch_size < 1:
         raise ValueError(f"need steps >= 1, warmup >= 0, batch_size >= 1; got {steps}, {warmup}, {batch_size}")
@@ -296,6 +294,7 @@ def _ours(name, d, threads, common, chunk=0, workers=1, parallel="thread") -> fl
     """One minstn measurement with the BLAS threads set as the trainer sets them."""
     host.set_blas_threads(1 if workers > 1 else threads)
     return measure_images_per_sec(name, d, chunk=chunk, workers=workers, parallel=parallel, **common)
+
 
 if __name__ == "__main__":
     sys.exit(main())

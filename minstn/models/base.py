@@ -136,30 +136,44 @@ class Model:
         self.backward(dlogits, cache)
         return float(loss), logits
 
-    def _chunked_loss_and_grads(self, images, labels, rng, chunk, workers):
-        """loss_and_grads over chunks of the batch: each chunk runs on a shallow copy of the model
-        (shared params, its own grads dict); the results are combined with weights n_i / N."""
-        N = images.shape[0]
+    @staticmethod
+    def _chunk_plan(N: int, chunk: int, rng) -> list:
+        """[(lo, hi, seed)] for the chunks [lo, hi) of a batch of N canvases. The dropout seeds are
+        drawn from `rng` once per step, n_chunks of them (None without rng), so a chunk's masks
+        depend on its position in the batch, not on which worker computes it."""
         starts = list(range(0, N, chunk))
         seeds = rng.integers(0, 2**63 - 1, size=len(starts)) if rng is not None else [None] * len(starts)
+        return [(lo, min(lo + chunk, N), None if seed is None else int(seed)) for lo, seed in zip(starts, seeds)]
 
-        def one(i):
-            lo, hi = starts[i], min(starts[i] + chunk, N)
-            part = copy.copy(self)                 # shares params; gets its own grads below
-            part.grads = {}
-            sub_rng = np.random.default_rng(int(seeds[i])) if seeds[i] is not None else None
-            loss, logits = part._whole_loss_and_grads(images[lo:hi], labels[lo:hi], sub_rng)
-            return (hi - lo) / N, loss, logits, part.grads
-
-        if workers > 1 and self.device.kind == "cpu":
-            results = list(_pool(int(workers)).map(one, range(len(starts))))
-        else:
-            results = [one(i) for i in range(len(starts))]
+    def _combine_chunks(self, N: int, results: list):
+        """results [(n_i, loss_i, logits_i, grads_i)] in chunk order -> self.grads, (loss, logits):
+        every sum weighted by n_i / N, in chunk order (the same bits whoever computed the chunks)."""
+        results = [((n / N), loss, logits, grads) for n, loss, logits, grads in results]
         for k in self.params:
             self.grads[k] = sum(weight * grads[k] for weight, _, _, grads in results)
         loss = sum(weight * part_loss for weight, part_loss, _, _ in results)
         logits = self.xp.concatenate([r[2] for r in results], axis=0)
         return float(loss), logits
+
+    def _chunked_loss_and_grads(self, images, labels, rng, chunk, workers):
+        """loss_and_grads over chunks of the batch: each chunk runs on a shallow copy of the model
+        (shared params, its own grads dict); the results are combined with weights n_i / N."""
+        N = images.shape[0]
+        plan = self._chunk_plan(N, chunk, rng)
+
+        def one(part_plan):
+            lo, hi, seed = part_plan
+            part = copy.copy(self)                 # shares params; gets its own grads below
+            part.grads = {}
+            sub_rng = np.random.default_rng(seed) if seed is not None else None
+            loss, logits = part._whole_loss_and_grads(images[lo:hi], labels[lo:hi], sub_rng)
+            return hi - lo, loss, logits, part.grads
+
+        if workers > 1 and self.device.kind == "cpu":
+            results = list(_pool(int(workers)).map(one, plan))
+        else:
+            results = [one(part_plan) for part_plan in plan]
+        return self._combine_chunks(N, results)
 
     def predict(self, images, batch_size: int = 256):
         """Evaluation-mode logits (no dropout), computed in batches: images (N, 1, 100, 100) ->

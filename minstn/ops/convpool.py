@@ -72,6 +72,20 @@ def _parity_range(n: int, n_grid: int, r: int, p: int):
     return i0, max(i0, i1), 2 * i0 + r - p
 
 
+def _parity_pairs(H: int, W: int, p: int, Hs: int, Ws: int):
+    """[(component, grid index, input index)] for the four polyphase components (r, s): the
+    (Hs, Ws) grid positions of component 2r + s and the (H, W) input pixels they hold,
+    xs[2r + s][grid index] <-> x[input index]. Used both ways: gather (forward), put back (dx)."""
+    pairs = []
+    for r in range(2):
+        i0, i1, y0 = _parity_range(H, Hs, r, p)
+        for s in range(2):
+            j0, j1, x0 = _parity_range(W, Ws, s, p)
+            pairs.append((2 * r + s, (slice(i0, i1), slice(j0, j1)),
+                          (slice(y0, y0 + 2 * (i1 - i0), 2), slice(x0, x0 + 2 * (j1 - j0), 2))))
+    return pairs
+
+
 def _gather_plan(kh: int, kw: int, Ws: int):
     """[(u, v, phase k, component, flat shift)] for every kernel offset and pooling phase."""
     plan = []
@@ -91,12 +105,9 @@ def _polyphase(x, p: int, Hs: int, Ws: int, tail: int):
     Qs = N * Hs * Ws
     xs = xp.zeros((C, 4, Qs + tail), dtype=x.dtype)
     xt = x.transpose(1, 0, 2, 3)                                   # (C, N, H, W), a view
-    for r in range(2):
-        i0, i1, y0 = _parity_range(H, Hs, r, p)
-        for s in range(2):
-            j0, j1, x0 = _parity_range(W, Ws, s, p)
-            grid = xs[:, 2 * r + s, :Qs].reshape(C, N, Hs, Ws)     # a view
-            grid[:, :, i0:i1, j0:j1] = xt[:, :, y0:y0 + 2 * (i1 - i0):2, x0:x0 + 2 * (j1 - j0):2]
+    for comp, (gi, gj), (yi, xj) in _parity_pairs(H, W, p, Hs, Ws):
+        grid = xs[:, comp, :Qs].reshape(C, N, Hs, Ws)              # a view
+        grid[:, :, gi, gj] = xt[:, :, yi, xj]
     return xs
 
 
@@ -168,10 +179,6 @@ def conv2d_maxpool_backward(dout, cache, need_dx: bool = True):
     for u, v, k, comp, shift in _gather_plan(kh, kw, Ws):
         dxs[:, comp, shift:shift + Qs] += dcols[:, u, v, k]        # += : the slices overlap
     dx = xp.zeros((C, N, H, W), dtype=dout.dtype)                  # rows/columns no window reads stay 0
-    for r in range(2):
-        i0, i1, y0 = _parity_range(H, Hs, r, p)
-        for s in range(2):
-            j0, j1, x0 = _parity_range(W, Ws, s, p)
-            grid = dxs[:, 2 * r + s, :Qs].reshape(C, N, Hs, Ws)
-            dx[:, :, y0:y0 + 2 * (i1 - i0):2, x0:x0 + 2 * (j1 - j0):2] = grid[:, :, i0:i1, j0:j1]
+    for comp, (gi, gj), (yi, xj) in _parity_pairs(H, W, p, Hs, Ws):
+        dx[:, :, yi, xj] = dxs[:, comp, :Qs].reshape(C, N, Hs, Ws)[:, :, gi, gj]
     return dx.transpose(1, 0, 2, 3), dw, db                         # (N, C, H, W) view

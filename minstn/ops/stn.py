@@ -213,7 +213,7 @@ def _bilinear_array_forward(U, grid):
     # flat index of the top-left corner (n, c = 0, y0 + _LO, x0 + _LO) in the padded batch, computed
     # in float (exact: float32 holds every integer below 2^24) and converted once
     fdt = x.dtype if M < 2**24 else xp.float64
-    flat = y0.astype(fdt) * Wp  # (N, P), a new array
+    flat = y0.astype(fdt, copy=False) * Wp  # (N, P), a new array
     flat += x0
     flat += (xp.arange(N, dtype=fdt) * (C * Hp * Wp) + (_LO * Wp + _LO))[:, None]
     pix = flat.astype(xp.int64)  # (N, P)
