@@ -37,13 +37,15 @@ __all__ = [
 
 #: the model names (checked against minstn.models.MODEL_NAMES by the tests)
 MODEL_NAMES = ("cnn", "ffn-stn", "lstm-stn")
+#: the data layouts (checked against minstn.data.LAYOUTS by the tests)
+LAYOUT_NAMES = ("varied", "fixed", "cells")
 
 #: TrainConfig fields that are model options, passed to build_model(name, d, **options)
 MODEL_OPTION_FIELDS = ("dropout", "head_init", "init_scale", "regressor_std", "feedback", "step_spread", "hidden_size", "sampler_impl")
 
 #: settings that may differ from the saved ones when continuing a run with --resume
 RESUME_OVERRIDABLE = (
-    "epochs", "time_budget", "max_steps", "device", "log_every", "eval_batch_size",
+    "epochs", "time_budget", "max_steps", "max_images", "save_every", "shifted_layout", "device", "log_every", "eval_batch_size",
     "data_dir", "data", "cache_dir", "resume", "out", "progress", "workers", "parallel",
 )
 
@@ -74,7 +76,7 @@ class TrainConfig:
     init_scale: float = _opt(None, "STN models: initial zoom of the affine regressor bias (1 = whole canvas; LSTM-STN default 0.5)", float)
     regressor_std: float = _opt(None, "STN models: std of the regressor's initial weights (0 = zeros; LSTM-STN default 1e-3)", float)
     feedback: str = _opt(None, "LSTM-STN: feed the previous theta back into the LSTM ('theta', default) or not ('none')", str, ("none", "theta"))
-    step_spread: float = _opt(None, "LSTM-STN: a learned per-step theta bias whose glimpse centres start at tx = s * (t - 1.5); 0 = none (default 0)", float)
+    step_spread: float = _opt(None, "LSTM-STN: a learned per-step theta bias whose glimpse centres start at tx = s * (t - 1.5); 0 = none, the paper's plain recurrence (default 0.3)", float)
     hidden_size: int = _opt(None, "LSTM-STN: number of LSTM cells (default 256)", int)
     sampler_impl: str = _opt(None, "STN models: affine-grid/sampler code, 'auto' (CUDA kernel on the GPU), 'array' or 'kernel'", str, ("auto", "array", "kernel"))
 
@@ -83,6 +85,8 @@ class TrainConfig:
     data_dir: str = _opt(None, "MNIST IDX folder to generate canvases from (default: $MINSTN_DATA_DIR or the usual places)", str)
     cache_dir: str = _opt(None, "folder for the cache of generated canvases (default: minstn.data's, $MINSTN_CACHE_DIR or ~/.cache/minstn/sequences)", str)
     data_seed: int = _opt(0, "seed of the generated data set (kept apart from --seed so runs share data)", int)
+    layout: str = _opt("varied", "where the generated canvases' digits go: 'varied' (gaps of 2..10 columns, drawn per digit pair), 'fixed' (gaps of 2) or 'cells' (28x28 cells, 4 columns overlapping; docs/data.md)", str, LAYOUT_NAMES)
+    shifted_layout: str = _opt("cells", "after training, also test on as many canvases made from the test digits with this layout ('none' = skip; with --data: DIR/shifted.npz if present)", str, LAYOUT_NAMES + ("none",))
     train_size: int = _opt(70000, "number of training canvases to generate", int)
     val_size: int = _opt(20000, "number of validation canvases to generate", int)
     test_size: int = _opt(2000, "number of test canvases to generate", int)
@@ -110,6 +114,8 @@ class TrainConfig:
     resume: bool = _opt(False, "continue the run in --out from its last.npz", bool)
     time_budget: float = _opt(0.0, "stop cleanly after this many minutes of training, then test (0 = no limit)", float)
     max_steps: int = _opt(0, "stop cleanly after this many optimiser steps in total, then test (0 = no limit)", int)
+    max_images: int = _opt(0, "the training budget: stop cleanly once this many training images have been seen, then test (0 = no limit); the same result on any machine", int)
+    save_every: int = _opt(100, "steps between saves of last.npz within an epoch, so a killed run loses little (0 = at epoch ends only)", int)
     eval_batch_size: int = _opt(256, "canvases per batch when evaluating", int)
     chunk: int = _opt(None, "CPU speed: cut each batch into chunks of this many canvases whose gradients are summed (same gradient; other dropout masks); 0 = whole batch; default on the CPU: one chunk per worker process, at most 32 (16 with --parallel thread); 0 on the GPU", int)
     workers: int = _opt(None, "CPU speed: workers that process the chunks in parallel (each runs its BLAS on one thread); default: the cores this process may use, at most one per chunk (1 on the GPU)", int)
@@ -141,7 +147,7 @@ class TrainConfig:
             v = getattr(self, name)
             if not (v >= 0 and math.isfinite(v)):
                 raise ConfigError(f"--{_flag(name)} must be a finite number >= 0 (0 = off), got {v}")
-        for name in ("max_steps", "patience", "lr_patience"):
+        for name in ("max_steps", "max_images", "save_every", "patience", "lr_patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.momentum < 1:

@@ -82,7 +82,9 @@ def _release(blocks) -> None:
 def _worker_main(conn, spec, layout, params_name) -> None:
     """A worker process: build the model, point its parameters at the shared block, then serve
     ('step', ...) messages until ('stop',). Runs in a fresh interpreter (spawn)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):     # stop signals are the parent's to handle (it stops us)
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
     from minstn import host
     from minstn.models import build_model
 

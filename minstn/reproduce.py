@@ -1,44 +1,55 @@
-"""Reproduce the paper's Table I: `python -m minstn.reproduce --preset {paper,cpu} --out DIR`.
+"""Reproduce the paper's Table I as a grid of independent, resumable cells: `python -m minstn.reproduce`.
 
-    python -m minstn.reproduce --preset cpu --out runs/table1-cpu              # about two hours on 2 cores
-    python -m minstn.reproduce --preset paper --out runs/table1 --device gpu   # the paper's sizes
-    python -m minstn.reproduce --preset cpu --out runs/t --dry-run             # print the plan only
+    python -m minstn.reproduce --preset cpu --out ~/minstn-runs/table1-cpu        # every cell, in order
+    python -m minstn.reproduce --preset cpu --out DIR --list                       # the cells and their state
+    python -m minstn.reproduce --preset cpu --out DIR --cells 'lstm-stn-d2-*'      # some cells
+    python -m minstn.reproduce --preset cpu --out DIR --print-commands             # one shell command per cell
+    python -m minstn.reproduce --preset cpu --out DIR --collect results/table1-cpu # copy finished cells' small files, write the table
+    python -m minstn.reproduce --table results/table1-cpu [--readme README.md]    # the table from committed result files
 
-The grid: LSTM-STN-CNN and FFN-STN-CNN at each d of the preset, and the CNN (Table I has it
-only at d = 1, and it has no glimpse, so it runs once, as cnn-d1). Each run is
-minstn.train.train in-process, into DIR/<model>-d<d>/. Runs with a result.json are skipped, runs
-with a last.npz are continued (--resume), so the command can be repeated after an interruption.
-
-Afterwards DIR holds:
-    table1.md                 our test per-digit errors beside the paper's, sequence errors, images seen, time, device
-    curves.png                validation (and training) per-digit error per epoch of every run
-    glimpses-<run>.png        STN runs: test canvases with the glimpse outlines (one colour per step) and the glimpses
-    theta-<run>.png           STN runs: theta spread, translations and scales per epoch
+A cell is one training run, `DIR/<cell>/`, named <model>[-d<d>][-<variant>]-s<seed> (e.g.
+lstm-stn-d2-s0, lstm-stn-d2-plain-s1, cnn-s2). Every cell of a preset has the same image budget,
+so its result does not depend on the machine's speed. A finished cell (result.json) is skipped,
+an interrupted one is resumed, and a cell that another process is training (its folder's lock is
+held) is left to that process: two commands started side by side share the grid between them
+(e.g. one per core, each with --workers 1), and the grid can be run over several sittings.
 
 Presets (docs/training.md):
-    paper   70,000 / 20,000 / 2,000 canvases, d = 1..4, up to 60 epochs, early stopping (patience 8),
-            no time limit: meant for a GPU
-    cpu     20,000 / 2,000 / 2,000 canvases, d = 2, a 36-minute budget per run (three runs: about
-            two hours on two cores), otherwise the default settings
+    cpu    the Table I grid sized for a 2-core CPU: 20,000 / 2,000 / 2,000 canvases and 160,000
+           training images (8 epochs) per cell; d = 1..4 with seed 0, and three seeds at d = 2 of
+           the CNN, the FFN-STN, the LSTM-STN, the LSTM-STN with the paper's plain recurrence
+           (step_spread 0) and one LSTM-STN trained on the fixed layout
+    paper  the paper's sizes (70,000 / 20,000 / 2,000), d = 1..4, trained until the validation
+           error stops improving (early stopping, patience 8); seed 0
+
+The table (table1.md) is generated from the cells' result.json and metrics.jsonl: the mean and
+standard deviation over seeds, the error on the shifted-layout test set, the images seen, whether
+validation was still improving at the end, and the paper's number beside each cell.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import json
+import math
 import os
+import shutil
 import sys
 import time
 
-
 from minstn import checkpoint
 from minstn.backend import DeviceError, resolve_device
-from minstn.config import MODEL_NAMES, ConfigError, TrainConfig
-from minstn.train import EXIT_DIVERGED, EXIT_INTERRUPTED, TrainingDiverged, load_data, read_metrics, train
+from minstn.config import ConfigError, TrainConfig
+from minstn.fileio import atomic_write_bytes
+from minstn.runfolder import RunFolderBusy, RunFolderError, exit_code, is_locked, stop_signals
+from minstn.train import EXIT_DIVERGED, TrainingDiverged, load_data, read_metrics, train
 
-__all__ = ["PRESETS", "PAPER_TABLE", "plan_runs", "write_table", "make_figures", "main"]
+__all__ = ["PRESETS", "PAPER_TABLE", "Cell", "plan_cells", "cell_command", "write_table", "table_markdown",
+           "collect", "update_readme", "make_figures", "main"]
 
 PROG = "python -m minstn.reproduce"
+RESULT_FILES = ("config.json", "metrics.jsonl", "result.json")
 
 #: Table I of the paper: test per-digit error (%) by (model, d)
 PAPER_TABLE = {
@@ -47,146 +58,347 @@ PAPER_TABLE = {
     ("cnn", 1): 2.7,
 }
 MODEL_TITLES = {"lstm-stn": "LSTM-STN-CNN", "ffn-stn": "FFN-STN-CNN", "cnn": "CNN"}
+#: variants: a name and the TrainConfig settings that make it, beside the defaults
+VARIANTS = {
+    "": ("the defaults", {}),
+    "plain": ("the paper's plain recurrence: no per-step theta bias (--step-spread 0)", {"step_spread": 0.0}),
+    "fixed": ("trained on the fixed layout (--layout fixed: every gap 2 columns)", {"layout": "fixed"}),
+}
+README_BEGIN = "<!-- table1:begin (generated by `python -m minstn.reproduce --table results/table1-cpu --readme README.md`) -->"
+README_END = "<!-- table1:end -->"
 
-#: each preset: TrainConfig settings shared by its runs, and the down-sampling factors
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One cell of the grid: a model, a d, a variant (VARIANTS) and a seed."""
+
+    model: str
+    downsample: int
+    seed: int
+    variant: str = ""
+
+    @property
+    def group(self) -> str:
+        """The cell's name without the seed: its row in the table (seeds are averaged)."""
+        name = self.model if self.model == "cnn" else f"{self.model}-d{self.downsample}"
+        return f"{name}-{self.variant}" if self.variant else name
+
+    @property
+    def name(self) -> str:
+        return f"{self.group}-s{self.seed}"
+
+    def settings(self) -> dict:
+        """TrainConfig settings of the cell, beyond the preset's shared ones."""
+        return {"model": self.model, "downsample": self.downsample, "seed": self.seed, **VARIANTS[self.variant][1]}
+
+
+def _cpu_cells() -> list:
+    cells = []
+    for seed in (0, 1, 2):   # d = 2: three seeds of each model, and of the two ablations
+        cells += [Cell("lstm-stn", 2, seed), Cell("lstm-stn", 2, seed, "plain"), Cell("ffn-stn", 2, seed), Cell("cnn", 1, seed)]
+    cells += [Cell("lstm-stn", d, 0) for d in (1, 3, 4)] + [Cell("ffn-stn", d, 0) for d in (1, 3, 4)]
+    cells.append(Cell("lstm-stn", 2, 0, "fixed"))
+    return cells
+
+
+#: each preset: a description, the settings its cells share, and its cells
 PRESETS = {
-    "paper": {
-        "description": "the paper's data sizes (70,000 / 20,000 / 2,000), d = 1..4, up to 60 epochs with "
-                       "early stopping; meant for a GPU (--device gpu)",
-        "downsample": (1, 2, 3, 4),
-        "train": {"train_size": 70000, "val_size": 20000, "test_size": 2000, "epochs": 60, "patience": 8,
-                  "batch_size": 64, "time_budget": 0.0},
-    },
     "cpu": {
-        "description": "20,000 training canvases (from training digits), 2,000 validation, 2,000 test; d = 2; "
-                       "a 36-minute budget per run, so the three runs take about two hours on two cores",
-        "downsample": (2,),
-        "train": {"train_size": 20000, "val_size": 2000, "test_size": 2000, "epochs": 100, "patience": 8,
-                  "batch_size": 64, "time_budget": 36.0},
+        "description": "20,000 training canvases (from training digits 0..19,999), 2,000 validation and 2,000 test "
+                       "canvases, varied layout; every cell trains on 160,000 images (8 epochs, batch 64, chunks of "
+                       "32), then its best checkpoint by validation error is tested, also on 2,000 shifted-layout "
+                       "canvases",
+        "train": {"train_size": 20000, "val_size": 2000, "test_size": 2000, "epochs": 100, "max_images": 160_000,
+                  "patience": 8, "batch_size": 64, "chunk": 32, "time_budget": 0.0},
+        "cells": _cpu_cells(),
+    },
+    "paper": {
+        "description": "the paper's sizes, 70,000 / 20,000 / 2,000 canvases, varied layout; each cell trains until "
+                       "the validation error has not improved for 8 epochs (at most 100 epochs), batch 64, chunks "
+                       "of 32",
+        "train": {"train_size": 70000, "val_size": 20000, "test_size": 2000, "epochs": 100, "max_images": 0,
+                  "patience": 8, "batch_size": 64, "chunk": 32, "time_budget": 0.0},
+        "cells": [Cell("lstm-stn", d, 0) for d in (1, 2, 3, 4)] + [Cell("ffn-stn", d, 0) for d in (1, 2, 3, 4)]
+                 + [Cell("cnn", 1, 0), Cell("lstm-stn", 2, 0, "plain")],
     },
 }
 
 
-def plan_runs(preset: str, out: str, models=None, downsample=None, overrides=None) -> list:
-    """The runs of a preset as [(name, TrainConfig)], name = '<model>-d<d>', in a fixed order."""
+def plan_cells(preset: str, out: str, patterns=None, overrides=None) -> list:
+    """The cells of a preset as [(Cell, TrainConfig)], in the preset's order, those matching any of
+    `patterns` (shell patterns on the cell name; None = all). ConfigError if a pattern matches none."""
     spec = PRESETS[preset]
-    models = list(models or MODEL_NAMES[::-1])           # lstm-stn, ffn-stn, cnn
-    ds = list(downsample or spec["downsample"])
+    cells = spec["cells"]
+    if patterns:
+        for pattern in patterns:
+            if not any(fnmatch.fnmatchcase(c.name, pattern) for c in cells):
+                raise ConfigError(f"--cells {pattern!r} matches no cell of preset {preset!r}; "
+                                  f"its cells: {', '.join(c.name for c in cells)}")
+        cells = [c for c in cells if any(fnmatch.fnmatchcase(c.name, p) for p in patterns)]
     settings = {**spec["train"], **(overrides or {})}
-    runs = []
-    for model in ("lstm-stn", "ffn-stn", "cnn"):
-        if model not in models:
-            continue
-        for d in ([1] if model == "cnn" else ds):
-            name = f"{model}-d{d}"
-            cfg = TrainConfig(model=model, downsample=d, out=os.path.join(out, name), **settings)
-            runs.append((name, cfg.validate()))
-    return runs
+    return [(c, TrainConfig(**{**settings, **c.settings(), "out": os.path.join(out, c.name)}).validate()) for c in cells]
 
 
-def _status(cfg: TrainConfig) -> str:
+def cell_status(cfg: TrainConfig) -> str:
+    """'done' (result.json), 'running' (another process holds its lock), 'resume' (last.npz) or 'new'."""
     d = cfg.run_dir()
     if os.path.exists(os.path.join(d, "result.json")):
         return "done"
+    if is_locked(d):
+        return "running"
     if os.path.exists(os.path.join(d, "last.npz")):
         return "resume"
     return "new"
 
 
-def _fmt_time(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+def cell_command(cfg: TrainConfig) -> str:
+    """The `python -m minstn.train ...` command that runs (or continues) one cell on its own."""
+    defaults = TrainConfig()
+    args = []
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        if f.name == "resume" or (value == getattr(defaults, f.name) and f.name not in ("model", "downsample", "seed")):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + f.name.replace("_", "-"))
+        else:
+            args.append(f"{flag} {_shell_quote(str(value))}")
+    return "python -m minstn.train " + " ".join(args)
 
 
-def write_table(out: str, preset: str, results: dict) -> str:
-    """DIR/table1.md from {run name: result dict} (result.json contents)."""
-    lines = [f"# Table I, reproduced (preset `{preset}`)", "", PRESETS[preset]["description"] + ".", ""]
-    lines += ["Test per-digit error (%), ours / the paper's. A dash: not run.", "",
-              "| model | d=1 | d=2 | d=3 | d=4 |", "| --- | --- | --- | --- | --- |"]
+def _shell_quote(s: str) -> str:
+    import shlex
+    return shlex.quote(s)
+
+
+# ------------------------------------------------------------------------------------- the table
+
+
+def _mean_sd(values: list) -> tuple:
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
+    return mean, sd
+
+
+def _fmt(values: list, digits: int = 1) -> str:
+    if not values:
+        return "-"
+    mean, sd = _mean_sd(values)
+    return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def _still_improving(metrics: list) -> bool:
+    """True when the last complete epoch was the best one so far (validation per-digit error)."""
+    done = [m for m in metrics if not m.get("partial")] or metrics
+    if not done:
+        return False
+    best = min(m["val_digit_error"] for m in done)
+    return done[-1]["val_digit_error"] <= best
+
+
+def read_cells(folder: str) -> dict:
+    """{cell name: {'result': dict, 'metrics': list}} of every finished cell in `folder`."""
+    cells = {}
+    if not os.path.isdir(folder):
+        return cells
+    for name in sorted(os.listdir(folder)):
+        result_path = os.path.join(folder, name, "result.json")
+        if os.path.isfile(result_path):
+            with open(result_path) as f:
+                result = json.load(f)
+            metrics_path = os.path.join(folder, name, "metrics.jsonl")
+            cells[name] = {"result": result, "metrics": read_metrics(metrics_path) if os.path.exists(metrics_path) else []}
+    return cells
+
+
+def _group_of(name: str) -> str:
+    return name.rsplit("-s", 1)[0]
+
+
+def table_markdown(cells: dict, preset: str) -> str:
+    """The results tables (markdown) of finished cells {name: {'result', 'metrics'}}."""
+    groups = {}
+    for name, cell in cells.items():
+        groups.setdefault(_group_of(name), []).append((name, cell))
+    lines = ["Test per-digit error (%) on 2,000 test canvases: the mean ± standard deviation over seeds (one seed "
+             "where no ± is shown), beside the paper's Table I. A dash: not run.", "",
+             "| model | d=1 | d=2 | d=3 | d=4 |", "| --- | --- | --- | --- | --- |"]
     for model in ("lstm-stn", "ffn-stn", "cnn"):
-        cells = []
+        row = []
         for d in (1, 2, 3, 4):
             paper = PAPER_TABLE.get((model, d))
             if paper is None:
-                cells.append("")
+                row.append("")
                 continue
-            r = results.get(f"{model}-d{d}")
-            ours = f"{r['test_digit_error']:.1f}" if r else "-"
-            cells.append(f"{ours} / {paper}")
-        lines.append(f"| {MODEL_TITLES[model]} | " + " | ".join(cells) + " |")
-    lines += ["", "Every run:", "",
-              "| run | test per-digit error % | paper % | test sequence error % | per position % | best epoch "
-              "| epochs | images seen | train / val canvases | time | device | stopped because |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name, r in results.items():
-        paper = PAPER_TABLE.get((r["config"]["model"], r["downsample"]))
+            group = "cnn" if model == "cnn" else f"{model}-d{d}"
+            errors = [c["result"]["test_digit_error"] for _, c in groups.get(group, [])]
+            row.append(f"{_fmt(errors)} (paper {paper})")
+        lines.append(f"| {MODEL_TITLES[model]} | " + " | ".join(row) + " |")
+    lines += ["", "Every group of cells: test and shifted-layout per-digit error (%), mean ± sd over the seeds; "
+              "the shifted set is 2,000 canvases from the test digits laid out in 28x28 cells (a layout no model "
+              "trained on); 'still improving': seeds whose last epoch had the best validation error.", "",
+              "| cells | seeds | test % | shifted % | shifted / test | test sequence % | per position % | images seen "
+              "| still improving | paper % |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    order = {g: i for i, g in enumerate(_group_order(preset))}
+    for group in sorted(groups, key=lambda g: (order.get(g, len(order)), g)):
+        members = groups[group]
+        results = [c["result"] for _, c in members]
+        test = [r["test_digit_error"] for r in results]
+        shifted = [r["shifted_digit_error"] for r in results if "shifted_digit_error" in r]
+        ratio = (f"{_mean_sd(shifted)[0] / _mean_sd(test)[0]:.2f}" if shifted and _mean_sd(test)[0] > 0 else "-")
+        positions = [sum(r["test_position_error"][p] for r in results) / len(results) for p in range(4)]
+        images = sorted({r["images_seen"] for r in results})
+        improving = sum(_still_improving(c["metrics"]) for _, c in members)
+        r0 = results[0]
+        variant = group.rsplit("-", 1)[-1] if group.rsplit("-", 1)[-1] in VARIANTS else ""
+        paper = PAPER_TABLE.get((r0["model"], r0["downsample"])) if not variant else None
         lines.append(
-            f"| {name} | {r['test_digit_error']:.2f} | {paper if paper is not None else ''} | {r['test_seq_error']:.2f} | "
-            + " / ".join(f"{e:.1f}" for e in r["test_position_error"])
-            + f" | {r['best_epoch']} | {r['epochs_completed']} | {r['images_seen']:,} | {r['train_size']:,} / {r['val_size']:,} "
-            f"| {_fmt_time(r['elapsed'])} | {r['device']} | {r['stop_reason']} |"
-        )
-    lines += ["", "Paper: Feng, Chen, Sun, \"Long Short-Term Memory Spatial Transformer Network\", Table I. "
-              "Settings of each run: DIR/<run>/config.json; curves: curves.png; attention: glimpses-*.png, theta-*.png.", ""]
-    path = os.path.join(out, "table1.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+            f"| {group} | {', '.join(name.rsplit('-s', 1)[1] for name, _ in members)} | {_fmt(test, 2)} | {_fmt(shifted, 2)} "
+            f"| {ratio} | {_fmt([r['test_seq_error'] for r in results])} | {' / '.join(f'{p:.1f}' for p in positions)} "
+            f"| {', '.join(f'{i:,}' for i in images)} | {improving} of {len(members)} | {paper if paper is not None else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def _group_order(preset: str) -> list:
+    seen = []
+    for c in PRESETS.get(preset, {"cells": []})["cells"]:
+        if c.group not in seen:
+            seen.append(c.group)
+    return seen
+
+
+def write_table(folder: str, preset: str, cells: dict | None = None) -> str:
+    """folder/table1.md from the finished cells in `folder` (or `cells`); returns its path."""
+    cells = read_cells(folder) if cells is None else cells
+    variants = [f"`-{v}`: {desc}" for v, (desc, _) in VARIANTS.items() if v]
+    per_cell = ["", "Every cell:", "",
+                "| cell | test % | shifted % | test sequence % | best epoch | epochs | images seen | stopped because |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, c in cells.items():
+        r = c["result"]
+        per_cell.append(f"| {name} | {r['test_digit_error']:.2f} | {r.get('shifted_digit_error', float('nan')):.2f} "
+                        f"| {r['test_seq_error']:.2f} | {r['best_epoch']} | {r['epochs_completed']} | {r['images_seen']:,} "
+                        f"| {r['stop_reason']} |")
+    text = "\n".join([
+        f"# Table I, preset `{preset}`", "",
+        f"Generated by `{PROG} --table {folder}` from the result files in this folder; do not edit by hand.", "",
+        PRESETS[preset]["description"] + ".",
+        f"Cell names: <model>-d<d>[-variant]-s<seed>; " + "; ".join(variants) + ".",
+        "Each cell's settings are in its config.json, its per-epoch validation record in metrics.jsonl, its test "
+        "errors in result.json.", "",
+        table_markdown(cells, preset),
+    ] + per_cell) + "\n"
+    path = os.path.join(folder, "table1.md")
+    atomic_write_bytes(path, text.encode())
     return path
 
 
+def update_readme(readme: str, folder: str, preset: str) -> bool:
+    """Replace the block between README_BEGIN and README_END in `readme` by the table of `folder`.
+    Returns True when the file changed. ValueError if the markers are missing."""
+    with open(readme) as f:
+        text = f.read()
+    if README_BEGIN not in text or README_END not in text:
+        raise ValueError(f"{readme} has no table1 block (the lines {README_BEGIN!r} ... {README_END!r})")
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    new = head + README_BEGIN + "\n" + table_markdown(read_cells(folder), preset) + README_END + tail
+    if new != text:
+        atomic_write_bytes(readme, new.encode())
+    return new != text
+
+
+def readme_block(readme: str) -> str:
+    """The generated block of `readme` (between the markers), for the test that it is up to date."""
+    with open(readme) as f:
+        text = f.read()
+    return text.split(README_BEGIN, 1)[1].split(README_END, 1)[0].lstrip("\n")
+
+
+def collect(runs: list, dest: str) -> list:
+    """Copy config.json, metrics.jsonl and result.json of every finished cell into dest/<cell>/."""
+    copied = []
+    for cell, cfg in runs:
+        src = cfg.run_dir()
+        if not os.path.exists(os.path.join(src, "result.json")):
+            continue
+        os.makedirs(os.path.join(dest, cell.name), exist_ok=True)
+        for name in RESULT_FILES:
+            shutil.copyfile(os.path.join(src, name), os.path.join(dest, cell.name, name))
+        copied.append(cell.name)
+    return copied
+
+
 def make_figures(out: str, runs: list, splits: dict, device, n_canvases: int = 4) -> list:
-    """curves.png for all finished runs; glimpses-<run>.png and theta-<run>.png for STN runs."""
+    """curves.png for all finished cells; glimpses-<cell>.png and theta-<cell>.png for the STN cells."""
     from minstn.evaluate import load_model
     from minstn.plots import plot_curves, plot_glimpses, plot_theta_stats
 
     written = []
     curves = {}
-    for name, cfg in runs:
+    for cell, cfg in runs:
         metrics = os.path.join(cfg.run_dir(), "metrics.jsonl")
         if os.path.exists(metrics):
-            curves[name] = read_metrics(metrics)
+            curves[cell.name] = read_metrics(metrics)
     if curves:
         written.append(plot_curves(curves, os.path.join(out, "curves.png")))
     test = splits["test"]
     n = min(n_canvases, test["images"].shape[0])
-    for name, cfg in runs:
+    for cell, cfg in runs:
         best = os.path.join(cfg.run_dir(), "checkpoint.npz")
-        if cfg.model == "cnn" or not os.path.exists(best):
+        if cell.model == "cnn" or not os.path.exists(best):
             continue
         model, meta = load_model(best, device)
         images = test["images"][:n].astype(model.dtype, copy=False)
         att = model.attend(images)
         preds = model.predict(images).argmax(axis=-1)
-        title = f"{name}: best epoch {meta.get('best_epoch')}"
-        written.append(plot_glimpses(images, att["thetas"], att["glimpses"], os.path.join(out, f"glimpses-{name}.png"),
+        title = f"{cell.name}: best epoch {meta.get('best_epoch')}"
+        written.append(plot_glimpses(images, att["thetas"], att["glimpses"], os.path.join(out, f"glimpses-{cell.name}.png"),
                                      labels=test["labels"][:n], predictions=preds, title=title))
-        written.append(plot_theta_stats(curves.get(name, []), os.path.join(out, f"theta-{name}.png"), title=name))
+        written.append(plot_theta_stats(curves.get(cell.name, []), os.path.join(out, f"theta-{cell.name}.png"), title=cell.name))
     return written
 
 
+# --------------------------------------------------------------------------------------- the CLI
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Train the Table I grid and write table1.md and figures.",
+    p = argparse.ArgumentParser(prog=PROG, description="Train the cells of the Table I grid; write table1.md and figures.",
                                 allow_abbrev=False)
-    p.add_argument("--preset", required=True, choices=sorted(PRESETS), help="data sizes, epochs and budget (see docs/training.md)")
-    p.add_argument("--out", required=True, help="folder of the grid; each run goes to DIR/<model>-d<d>")
-    p.add_argument("--models", nargs="+", choices=MODEL_NAMES, help="models to run (default: all three)")
-    p.add_argument("--downsample", nargs="+", type=int, help="down-sampling factors of the STN runs (default: the preset's)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="the grid: its cells, data sizes and budget (docs/training.md)")
+    p.add_argument("--out", help="folder of the grid's run folders; each cell trains in DIR/<cell>")
+    p.add_argument("--cells", nargs="+", metavar="PATTERN", help="only the cells whose names match these shell patterns "
+                   "(e.g. 'lstm-stn-d2-*' cnn-s0)")
+    p.add_argument("--list", action="store_true", help="list the cells and their state (new, resume, running, done); train nothing")
+    p.add_argument("--print-commands", action="store_true", help="print one `python -m minstn.train` command per cell "
+                   "(for a job scheduler); train nothing")
+    p.add_argument("--collect", metavar="DEST", help="copy the small files of every finished cell into DEST/<cell>/ and "
+                   "write DEST/table1.md; train nothing")
+    p.add_argument("--table", metavar="FOLDER", help="write FOLDER/table1.md from the cells' result files in FOLDER; "
+                   "train nothing (with --readme, also the README's table)")
+    p.add_argument("--readme", metavar="FILE", help="with --table: replace the generated table block of this README")
+    p.add_argument("--figures", action="store_true", help="after training, draw curves.png, glimpses-*.png and theta-*.png in DIR")
     p.add_argument("--device", default="cpu", help="cpu, gpu or gpu:N (default: cpu)")
-    p.add_argument("--time-budget", type=float, help="minutes per run (0 = no limit; default: the preset's)")
-    p.add_argument("--epochs", type=int, help="maximum epochs per run (default: the preset's)")
-    p.add_argument("--batch-size", type=int, help="canvases per step (default: the preset's, 64)")
-    p.add_argument("--seed", type=int, help="training seed of every run (default 0)")
-    p.add_argument("--data", help="folder with train.npz, val.npz, test.npz to use instead of generating")
+    p.add_argument("--workers", type=int, help="CPU worker processes per cell (default: the cores; at a given chunk the result does not depend on it)")
     p.add_argument("--data-dir", help="MNIST IDX folder to generate the canvases from")
     p.add_argument("--cache-dir", help="folder for cached generated canvases")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--dry-run", action="store_true", help="print the planned runs and their settings, train nothing")
+    p.add_argument("--dry-run", action="store_true", help="the same as --list")
+    p.add_argument("--max-images", type=int, help="change every cell's image budget (for tests; default: the preset's)")
+    p.add_argument("--train-size", type=int, help="change the training canvases (for tests; default: the preset's)")
+    p.add_argument("--val-size", type=int, help="change the validation canvases (for tests)")
+    p.add_argument("--test-size", type=int, help="change the test canvases (for tests)")
+    p.add_argument("--batch-size", type=int, help="change the batch size (for tests)")
+    p.add_argument("--data", help="folder with train.npz, val.npz, test.npz (and optionally shifted.npz) to use instead of generating")
     return p
 
 
 def main(argv=None) -> int:
-    """Returns 0 when every run finished, 2 for bad options/data/device, 3 if a run diverged, 130 on Ctrl-C."""
+    """0 when every selected cell finished (or only listing), 2 for bad options/data/device, 3 if a
+    cell diverged, 128 + the signal on Ctrl-C / SIGTERM / SIGHUP (rerun the same command to continue)."""
     from minstn.data import DataError
     from minstn.models import ModelError
 
@@ -195,60 +407,123 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
+
+    def fail(msg) -> int:
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        return 2
+
+    if args.table:
+        preset = args.preset or _preset_of(args.table)
+        if preset not in PRESETS:
+            return fail(f"cannot tell the preset of {args.table!r}; pass --preset")
+        cells = read_cells(args.table)
+        if not cells:
+            return fail(f"{args.table!r} holds no finished cell (no <cell>/result.json)")
+        print(f"wrote {write_table(args.table, preset, cells)} ({len(cells)} cells)")
+        if args.readme:
+            try:
+                changed = update_readme(args.readme, args.table, preset)
+            except (OSError, ValueError) as e:
+                return fail(e)
+            print(f"{args.readme}: table {'updated' if changed else 'already up to date'}")
+        return 0
+    if not args.preset or not args.out:
+        return fail("--preset and --out are required (or --table FOLDER)")
     overrides = {"device": args.device}
-    for key in ("time_budget", "epochs", "batch_size", "seed", "data", "data_dir", "cache_dir"):
+    for key in ("workers", "data_dir", "cache_dir", "max_images", "train_size", "val_size", "test_size", "batch_size", "data"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     if args.no_progress:
         overrides["progress"] = False
     try:
-        runs = plan_runs(args.preset, args.out, args.models, args.downsample, overrides)
+        runs = plan_cells(args.preset, args.out, args.cells, overrides)
     except (ConfigError, TypeError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    defaults = TrainConfig().to_dict()
-    print(f"preset {args.preset}: {PRESETS[args.preset]['description']}")
-    for name, cfg in runs:
-        changed = {k: v for k, v in cfg.to_dict().items() if v != defaults[k]}
-        print(f"  {name:12s} [{_status(cfg)}]  {json.dumps(changed)}")
-    if args.dry_run:
+        return fail(e)
+    if args.print_commands:
+        for _, cfg in runs:
+            print(cell_command(cfg))
         return 0
-
+    if args.collect:
+        copied = collect(runs, args.collect)
+        if not copied:
+            return fail(f"no finished cell in {args.out!r} to collect")
+        print(f"copied {len(copied)} finished cells into {args.collect}: {', '.join(copied)}")
+        print(f"wrote {write_table(args.collect, args.preset)}")
+        return 0
+    print(f"preset {args.preset}: {PRESETS[args.preset]['description']}")
+    for cell, cfg in runs:
+        print(f"  {cell.name:24s} [{cell_status(cfg)}]")
+    if args.list or args.dry_run:
+        return 0
     try:
-        device = resolve_device(args.device)
-        splits = load_data(runs[0][1])          # every run of a grid uses the same data
-    except (DeviceError, DataError, ValueError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        resolve_device(args.device)
+    except DeviceError as e:
+        return fail(e)
+    with stop_signals():
+        try:
+            return _train_cells(runs, args)
+        except KeyboardInterrupt as e:
+            print(f"{PROG}: stopped; run the same command again to continue", file=sys.stderr)
+            return exit_code(e)
+        except TrainingDiverged as e:
+            print(f"{PROG}: a cell diverged: {e}", file=sys.stderr)
+            return EXIT_DIVERGED
+        except (ConfigError, DeviceError, DataError, ModelError, checkpoint.CheckpointError, RunFolderError, ValueError) as e:
+            return fail(e)
+
+
+def _data_key(cfg: TrainConfig) -> tuple:
+    return (cfg.data, cfg.data_dir, cfg.cache_dir, cfg.data_seed, cfg.train_size, cfg.val_size, cfg.test_size,
+            cfg.layout, cfg.shifted_layout)
+
+
+def _train_cells(runs: list, args) -> int:
+    """Train the cells in order, skipping finished ones and ones another process is training."""
     os.makedirs(args.out, exist_ok=True)
-    results = {}
+    splits, key = None, None
     t0 = time.perf_counter()
-    for name, cfg in runs:
-        result_path = os.path.join(cfg.run_dir(), "result.json")
-        if os.path.exists(result_path):
-            print(f"== {name}: already finished, skipped ({result_path})")
-        else:
-            cfg = dataclasses.replace(cfg, resume=_status(cfg) == "resume")
-            print(f"== {name}: {'continuing' if cfg.resume else 'training'} into {cfg.run_dir()}", flush=True)
-            try:
-                train(cfg, splits)
-            except KeyboardInterrupt:
-                print(f"{PROG}: interrupted; run the same command again to continue", file=sys.stderr)
-                return EXIT_INTERRUPTED
-            except TrainingDiverged as e:
-                print(f"{PROG}: run {name} diverged: {e}", file=sys.stderr)
-                return EXIT_DIVERGED
-            except (ConfigError, DeviceError, DataError, ModelError, checkpoint.CheckpointError) as e:
-                print(f"{PROG}: error in run {name}: {e}", file=sys.stderr)
-                return 2
-        with open(result_path) as f:
-            results[name] = json.load(f)
-    table = write_table(args.out, args.preset, results)
-    figures = make_figures(args.out, runs, splits, device)
-    print(f"wrote {table} and {len(figures)} figures in {args.out} ({_fmt_time(time.perf_counter() - t0)})")
-    with open(table) as f:
-        print(f.read())
+    left = []
+    for cell, cfg in runs:
+        status = cell_status(cfg)
+        if status in ("done", "running"):
+            print(f"== {cell.name}: {'finished' if status == 'done' else 'being trained by another process'}, skipped",
+                  flush=True)
+            left += [cell.name] if status == "running" else []
+            continue
+        if _data_key(cfg) != key:          # the cells of a preset share their data, except a layout variant
+            splits, key = load_data(cfg), _data_key(cfg)
+        cfg = dataclasses.replace(cfg, resume=status == "resume")
+        print(f"== {cell.name}: {'continuing' if cfg.resume else 'training'} in {cfg.run_dir()}", flush=True)
+        try:
+            train(cfg, splits)
+        except RunFolderBusy:
+            print(f"== {cell.name}: another process took it, skipped", flush=True)
+            left.append(cell.name)
+    print(f"{PROG}: done in {_fmt_time(time.perf_counter() - t0)}"
+          + (f"; still being trained elsewhere: {', '.join(left)}" if left else ""))
+    if args.figures and splits is not None:
+        figures = make_figures(args.out, runs, splits, resolve_device(args.device))
+        print(f"wrote {len(figures)} figures in {args.out}")
     return 0
+
+
+def _preset_of(folder: str) -> str | None:
+    """The preset whose cells' names the folder's cells carry (cpu or paper), from a config.json."""
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        path = os.path.join(folder, name, "config.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                cfg = json.load(f)
+            for preset, spec in PRESETS.items():
+                if all(cfg.get(k) == v for k, v in spec["train"].items() if k not in ("time_budget",)):
+                    return preset
+    return None
+
+
+def _fmt_time(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
 if __name__ == "__main__":

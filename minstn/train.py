@@ -12,15 +12,19 @@ A run writes into its folder DIR (--out; docs/training.md describes every file):
     metrics.jsonl    one JSON line per epoch (losses, errors, per-position errors, lr, speed, theta statistics)
     checkpoint.npz   the best model so far by validation per-digit error
     last.npz         everything needed to continue exactly: model, optimiser, schedule, early
-                     stopping, dropout RNG, position in the epoch (written after each epoch and on Ctrl-C)
-    result.json      test errors of the best checkpoint, written when the run ends
+                     stopping, dropout RNG, position in the epoch (written every --save-every steps,
+                     after each epoch, and when a signal stops the run)
+    result.json      test errors of the best checkpoint (and on the shifted-layout test set), written
+                     when the run ends
+    .lock            held (flock) by the run that owns the folder, so two runs never share one
 
 Determinism: the data order of epoch e is np.random.default_rng([seed, e]).permutation(n_train)
 and dropout draws from one generator whose state is saved, so continuing from last.npz gives
 exactly the parameters and metrics of an uninterrupted run.
 
-Exit codes of main(): 0 done, 2 bad options / data / device / checkpoint, 3 diverged (NaN or
-inf loss or gradient), 130 interrupted (last.npz saved, resume with --resume).
+Exit codes of main(): 0 done, 2 bad options / data / device / checkpoint / run folder, 3 diverged
+(NaN or inf loss or gradient), 128 + the signal when stopped by SIGINT (130, Ctrl-C), SIGTERM (143)
+or SIGHUP (129): last.npz saved, resume with --resume.
 """
 from __future__ import annotations
 
@@ -29,14 +33,23 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 
 import numpy as np
 
 from minstn import checkpoint, host
+from minstn.runfolder import (
+    DeferSignals,
+    RunFolderError,
+    RunInterrupted,
+    RunLock,
+    check_new_run_folder,
+    check_writable,
+    exit_code,
+    stop_signals,
+    sweep_temp_files,
+)
 from minstn.backend import DeviceError, resolve_device, to_numpy
 from minstn.config import (
     RESUME_OVERRIDABLE,
@@ -81,10 +94,17 @@ def load_data(cfg: TrainConfig) -> dict:
                     "(write one with `python -m minstn.data.generate --out DIR`)"
                 )
             splits[split] = mdata.load_sequence_file(path)
+        shifted = os.path.join(cfg.data, "shifted.npz")      # optional: a second test set
+        if cfg.shifted_layout != "none" and os.path.isfile(shifted):
+            splits["shifted"] = mdata.load_sequence_file(shifted)
         return splits
+    shifted = cfg.shifted_layout != "none"
     return mdata.load_splits(
         train_size=cfg.train_size, val_size=cfg.val_size, test_size=cfg.test_size,
         seed=cfg.data_seed, data_dir=cfg.data_dir, cache_dir=cfg.cache_dir,
+        shifted_size=cfg.test_size if shifted else 0,
+        shifted_options=mdata.SequenceOptions.for_layout(cfg.shifted_layout) if shifted else None,
+        **mdata.LAYOUTS[cfg.layout],
     )
 
 
@@ -124,28 +144,6 @@ class Progress:
             self.stream.write("\n")
             self.stream.flush()
             self.last_width = 0
-
-
-class _DeferInterrupt:
-    """Hold back Ctrl-C (SIGINT) for the few lines that update parameters and counters, so an
-    interrupt never leaves a half-applied step; the KeyboardInterrupt is raised on exit."""
-
-    def __enter__(self):
-        self.hit = False
-        self.active = threading.current_thread() is threading.main_thread()
-        if self.active:
-            self.old = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def _handler(self, signum, frame):
-        self.hit = True
-
-    def __exit__(self, *exc):
-        if self.active:
-            signal.signal(signal.SIGINT, self.old)
-        if self.hit and exc[0] is None:
-            raise KeyboardInterrupt
-        return False
 
 
 # ---------------------------------------------------------------------------------- config
@@ -204,7 +202,8 @@ def train(cfg: TrainConfig, splits: dict | None = None, log=None, stream=None) -
     Raises ConfigError, DeviceError, DataError, CheckpointError, TrainingDiverged (after saying so),
     KeyboardInterrupt (after saving DIR/last.npz).
     """
-    with host.preserved_blas_threads(), contextlib.ExitStack() as cleanup:   # BLAS threads as they were; workers stopped
+    # BLAS threads as they were afterwards; SIGTERM/SIGHUP stop like Ctrl-C; workers and the lock released
+    with host.preserved_blas_threads(), stop_signals(), contextlib.ExitStack() as cleanup:
         return _train(cfg, splits, log, stream, cleanup)
 
 
@@ -215,18 +214,26 @@ def _train(cfg: TrainConfig, splits, log, stream, cleanup: contextlib.ExitStack)
     log = log or (lambda msg: print(msg, flush=True))
     cfg.validate()
     options = resolve_model_options(cfg, DEFAULT_OPTIONS)
-    device = resolve_device(cfg.device)
-    device.use()                      # optimiser state and temporaries go to the same GPU as the model
     run_dir = cfg.run_dir()
     last_path = os.path.join(run_dir, "last.npz")
     best_path = os.path.join(run_dir, "checkpoint.npz")
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     result_path = os.path.join(run_dir, "result.json")
-    if not cfg.resume and os.path.exists(last_path):
-        raise ConfigError(f"{run_dir!r} already holds a run (last.npz); continue it with --resume, or choose another --out")
+    # the run folder first, before any data is loaded: a new run never touches one that holds a run
+    if cfg.resume and not os.path.exists(last_path):
+        raise ConfigError(f"--resume: {last_path!r} does not exist, so there is nothing to continue; start a new run without --resume")
+    if not cfg.resume:
+        check_new_run_folder(run_dir)
+    check_writable(run_dir)
+    cleanup.enter_context(RunLock(run_dir))          # one run at a time in a folder
+    if not cfg.resume:
+        check_new_run_folder(run_dir)                # again, now that no other run can start here
+    sweep_temp_files(run_dir)                        # half-written files of a killed run
     resume_arrays, resume_meta = checkpoint.load(last_path) if cfg.resume else (None, None)
     if cfg.resume:
         _check_resume(config_from_dict(resume_meta["config"]), cfg.to_dict())
+    device = resolve_device(cfg.device)
+    device.use()                      # optimiser state and temporaries go to the same GPU as the model
 
     if splits is None:
         splits = load_data(cfg)
@@ -276,13 +283,7 @@ def _train(cfg: TrainConfig, splits, log, stream, cleanup: contextlib.ExitStack)
         pos["stop_reason"] = None
         _truncate_metrics(metrics_path, pos["epoch"])
         log(f"resuming {run_dir} at epoch {pos['epoch']}, step {pos['step_in_epoch']} ({pos['images_seen']} images seen)")
-    else:   # a new run: drop leftovers of an earlier start that never finished an epoch (it had no last.npz)
-        for path in (metrics_path, best_path, result_path):
-            if os.path.exists(path):
-                os.remove(path)
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        f.write(cfg.to_json() + "\n")
+    atomic_write_bytes(os.path.join(run_dir, "config.json"), (cfg.to_json() + "\n").encode())
     log(f"config ({os.path.join(run_dir, 'config.json')}):\n{cfg.to_json()}")
     log(f"model: {model!r}; {n_train} training, {val_x.shape[0]} validation, {splits['test']['images'].shape[0]} test canvases; "
         f"device {device}; run folder {run_dir}")
@@ -347,6 +348,8 @@ def _train(cfg: TrainConfig, splits, log, stream, cleanup: contextlib.ExitStack)
         pos["stop_reason"] = f"time budget of {cfg.time_budget:g} min reached"
     elif cfg.max_steps and pos["global_step"] >= cfg.max_steps:
         pos["stop_reason"] = f"max_steps {cfg.max_steps} reached"
+    elif cfg.max_images and pos["images_seen"] >= cfg.max_images:
+        pos["stop_reason"] = f"image budget of {cfg.max_images:,} reached"
     try:
         while pos["epoch"] <= cfg.epochs and pos["stop_reason"] is None:
             epoch = pos["epoch"]
@@ -377,7 +380,7 @@ def _train(cfg: TrainConfig, splits, log, stream, cleanup: contextlib.ExitStack)
                         "Try a lower --lr, gradient clipping (--clip-norm 5, --clip-value 1) or --dtype float64."
                     )
                 wrong = int((to_numpy(logits).argmax(axis=-1) != train_y[idx]).sum())
-                with _DeferInterrupt():
+                with DeferSignals():
                     opt.step(grads)
                     acc = pos["acc"]
                     acc["loss_sum"] += loss * len(idx)
@@ -389,12 +392,17 @@ def _train(cfg: TrainConfig, splits, log, stream, cleanup: contextlib.ExitStack)
                     pos["global_step"] += 1
                     pos["images_seen"] += len(idx)
                     pos["elapsed"] = elapsed0 + time.perf_counter() - start
+                    rng_before = dropout_rng.bit_generator.state   # the step is done: an interrupt keeps it
+                    if cfg.save_every and pos["global_step"] % cfg.save_every == 0 and step < n_steps:
+                        save_last()                                # a killed run loses at most save_every steps
                 epoch_images += len(idx)
                 bar.update(step, loss, epoch_images / max(1e-9, time.perf_counter() - epoch_t0))
                 if cfg.time_budget and pos["elapsed"] >= 60.0 * cfg.time_budget:
                     pos["stop_reason"] = f"time budget of {cfg.time_budget:g} min reached"
                 elif cfg.max_steps and pos["global_step"] >= cfg.max_steps:
                     pos["stop_reason"] = f"max_steps {cfg.max_steps} reached"
+                elif cfg.max_images and pos["images_seen"] >= cfg.max_images:
+                    pos["stop_reason"] = f"image budget of {cfg.max_images:,} reached"
                 if pos["stop_reason"] and step < n_steps:
                     break
             bar.close()
@@ -408,7 +416,7 @@ def _train(cfg: TrainConfig, splits, log, stream, cleanup: contextlib.ExitStack)
             # a complete epoch
             rng_before = dropout_rng.bit_generator.state
             rec = validate_and_record(n_steps, n_steps, epoch_images, epoch_time, partial=False)
-            with _DeferInterrupt():   # the epoch's bookkeeping happens entirely or not at all
+            with DeferSignals():   # the epoch's bookkeeping happens entirely or not at all
                 stopper.update(epoch, rec["val_digit_error"])
                 opt.lr = schedule.end_epoch(epoch, rec["val_digit_error"])
                 _append_metrics(metrics_path, rec)
@@ -423,13 +431,15 @@ def _train(cfg: TrainConfig, splits, log, stream, cleanup: contextlib.ExitStack)
             log(_epoch_line(rec, stn))
         if pos["stop_reason"] is None:
             pos["stop_reason"] = f"epoch limit ({cfg.epochs}) reached"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if "bar" in locals():
             bar.close()
-        dropout_rng.bit_generator.state = rng_before   # the interrupted step is redone on resume
-        pos["elapsed"] = elapsed0 + time.perf_counter() - start
-        save_last()
-        log(f"interrupted at epoch {pos['epoch']}, step {pos['step_in_epoch']}: saved {last_path}. "
+        what = "Ctrl-C" if not isinstance(e, RunInterrupted) else str(e)
+        with DeferSignals(note=f"still saving {last_path}; it stops when the save is done", say=log):
+            dropout_rng.bit_generator.state = rng_before   # the interrupted step is redone on resume
+            pos["elapsed"] = elapsed0 + time.perf_counter() - start
+            save_last()
+        log(f"stopped by {what} at epoch {pos['epoch']}, step {pos['step_in_epoch']}: saved {last_path}. "
             f"Continue with: {PROG} --out {run_dir} --resume")
         raise
     except TrainingDiverged as e:
@@ -449,6 +459,10 @@ def _finish(cfg, model, splits, run_dir, best_path, result_path, pos, device, lo
     model.load_state({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")})
     test_x = splits["test"]["images"].astype(model.dtype, copy=False)
     test = evaluate_model(model, test_x, splits["test"]["labels"], cfg.eval_batch_size)
+    shifted = None
+    if "shifted" in splits and splits["shifted"]["images"].shape[0] > 0:
+        shifted_x = splits["shifted"]["images"].astype(model.dtype, copy=False)
+        shifted = evaluate_model(model, shifted_x, splits["shifted"]["labels"], cfg.eval_batch_size)
     result = {
         "model": model.name, "downsample": model.downsample, "options": model.options, "device": str(device),
         "test_digit_error": test["digit_error"], "test_seq_error": test["seq_error"],
@@ -459,9 +473,16 @@ def _finish(cfg, model, splits, run_dir, best_path, result_path, pos, device, lo
         "train_size": int(splits["train"]["images"].shape[0]), "val_size": int(splits["val"]["images"].shape[0]),
         "config": cfg.to_dict(),
     }
+    if shifted is not None:
+        result.update({"shifted_layout": cfg.shifted_layout, "shifted_digit_error": shifted["digit_error"],
+                       "shifted_seq_error": shifted["seq_error"], "shifted_position_error": shifted["position_error"],
+                       "shifted_n": shifted["n"]})
     atomic_write_bytes(result_path, (json.dumps(result, indent=2) + "\n").encode())
     log(f"test per-digit error {test['digit_error']:.2f} %, sequence error {test['seq_error']:.2f} % "
         f"(best epoch {meta['best_epoch']}); wrote {result_path}")
+    if shifted is not None:
+        log(f"shifted layout ({cfg.shifted_layout}): per-digit error {shifted['digit_error']:.2f} %, "
+            f"per position " + "/".join(f"{e:.1f}" for e in shifted["position_error"]))
     return result
 
 
@@ -515,14 +536,14 @@ def main(argv=None) -> int:
     try:
         cfg = make_config(given)
         train(cfg)
-    except (ConfigError, DeviceError, DataError, ModelError, checkpoint.CheckpointError) as e:
+    except (ConfigError, DeviceError, DataError, ModelError, checkpoint.CheckpointError, RunFolderError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TrainingDiverged as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return EXIT_DIVERGED
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:
+        return exit_code(e)
     return 0
 
 

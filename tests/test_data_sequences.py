@@ -159,7 +159,7 @@ def test_no_crop_with_negative_gap(mnist_dir):
 
 
 def test_layout_that_cannot_fit_is_an_error(mnist_dir):
-    opts = SequenceOptions(crop=False, gap=20, angle=0.0, val_start=200)
+    opts = SequenceOptions(crop=False, gap=20, gap_max=None, angle=0.0, val_start=200)
     with pytest.raises(ValueError, match=r"could not be laid out .*Lower gap, set crop=True, or narrow the angle range"):
         generate_split("train", 4, data_dir=mnist_dir, options=opts)
 
@@ -192,7 +192,7 @@ def test_unknown_option_is_an_error():
 
 
 def test_split_argument_errors(mnist_dir):
-    with pytest.raises(ValueError, match=r"split must be one of \['train', 'val', 'test'\], got 'dev'"):
+    with pytest.raises(ValueError, match=r"split must be one of \['train', 'val', 'test', 'shifted'\], got 'dev'"):
         generate_split("dev", 3, data_dir=mnist_dir)
     with pytest.raises(ValueError, match=r"size of split 'train' must be an int >= 0, got -1"):
         generate_split("train", -1, data_dir=mnist_dir)
@@ -239,7 +239,7 @@ def test_fast_path_matches_the_loop_reference(mnist_dir, options):
     d = generate_split("train", 3, seed=11, data_dir=mnist_dir, options=options, debug=True)
     images, _ = load_mnist("train", mnist_dir)
     for i in range(3):
-        ref = render_sequence_naive(images[d["indices"][i]], d["radians"][i], d["centres"][i], options)
+        ref = render_sequence_naive(images[d["indices"][i]], d["radians"][i], d["centres"][i], options, d["gaps"][i])
         # float32 coordinates in the fast path; bilinear reads are continuous, so errors stay tiny
         np.testing.assert_allclose(d["images"][i, 0], ref, rtol=0, atol=2e-4)
         assert ref.sum() > 10
@@ -254,7 +254,7 @@ def test_real_mnist_matches_the_loop_reference():
     d = generate_split("test", 2, seed=4, data_dir=folder, options=options, debug=True)
     images, _ = load_mnist("test", folder)
     for i in range(2):
-        ref = render_sequence_naive(images[d["indices"][i]], d["radians"][i], d["centres"][i], options)
+        ref = render_sequence_naive(images[d["indices"][i]], d["radians"][i], d["centres"][i], options, d["gaps"][i])
         np.testing.assert_allclose(d["images"][i, 0], ref, rtol=0, atol=2e-4)
 
 

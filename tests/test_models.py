@@ -121,7 +121,9 @@ def test_parameter_counts_follow_the_architecture():
     assert build_model("cnn").num_params() == cls + (32 * 25 * 25 + 1) * 400 + 401 * 40
     assert build_model("ffn-stn", 2).num_params() == loc + cls + (32 * 12 * 12 + 1) * 400 + 401 * 40 + 721 * 6
     lstm = (720 + 6 + 256 + 1) * 1024                      # input (features + fed-back theta), recurrent, bias
-    assert build_model("lstm-stn", 4).num_params() == loc + cls + (32 * 6 * 6 + 1) * 400 + 401 * 10 + lstm + 257 * 6
+    steps = 4 * 6                                          # step_spread's per-step theta bias (default on)
+    assert build_model("lstm-stn", 4).num_params() == loc + cls + (32 * 6 * 6 + 1) * 400 + 401 * 10 + lstm + 257 * 6 + steps
+    assert build_model("lstm-stn", 4, step_spread=0.0).num_params() == loc + cls + (32 * 6 * 6 + 1) * 400 + 401 * 10 + lstm + 257 * 6
     assert build_model("lstm-stn", 3, feedback="none").params["lstm.Wx"].shape == (720, 1024)
 
 
@@ -138,6 +140,7 @@ def test_defaults_are_the_documented_levers():
     assert DEFAULT_OPTIONS["lstm-stn"]["init_scale"] == 0.5
     assert DEFAULT_OPTIONS["lstm-stn"]["regressor_std"] == 1e-3
     assert DEFAULT_OPTIONS["lstm-stn"]["feedback"] == "theta"
+    assert DEFAULT_OPTIONS["lstm-stn"]["step_spread"] == 0.3
     assert all(DEFAULT_OPTIONS[m]["head_init"] == "zero" for m in MODEL_NAMES)
     assert DEFAULT_OPTIONS["ffn-stn"]["init_scale"] == 1.0 and DEFAULT_OPTIONS["ffn-stn"]["regressor_std"] == 0.0
     m = build_model("ffn-stn", 2)
@@ -373,6 +376,6 @@ def test_step_spread_adds_a_per_step_bias(rng):
     assert m.params["reg.step_b"].shape == (4, 6) and m.groups["reg.step_b"] == "loc"
     th = m.attend(rng.random((2, 1, 100, 100)))["thetas"]                       # (2, 4, 2, 3)
     np.testing.assert_allclose(th[:, :, 0, 2], [[-0.6, -0.2, 0.2, 0.6]] * 2, atol=1e-12)
-    assert "reg.step_b" not in build_model("lstm-stn", 4, seed=0).params
+    assert "reg.step_b" not in build_model("lstm-stn", 4, seed=0, step_spread=0.0).params
     with pytest.raises(ModelError, match="step_spread must be in"):
         build_model("lstm-stn", 4, step_spread=2.0)

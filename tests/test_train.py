@@ -15,6 +15,7 @@ import pytest
 from minstn import checkpoint, evaluate, train
 from minstn.data import save_sequence_file
 from minstn.models.base import Model
+from minstn.runfolder import DeferSignals
 
 TIMING_KEYS = ("images_per_s", "elapsed")
 
@@ -67,7 +68,7 @@ def _params(path):
 def test_cli_end_to_end_writes_every_file(model, data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert train.main(_argv(data_dir, out, model=model)) == 0
-    assert sorted(os.listdir(out)) == ["checkpoint.npz", "config.json", "last.npz", "metrics.jsonl", "result.json"]
+    assert sorted(os.listdir(out)) == [".lock", "checkpoint.npz", "config.json", "last.npz", "metrics.jsonl", "result.json"]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"] == model and cfg["batch_size"] == 4 and cfg["data"] == data_dir
     printed = capsys.readouterr().out
@@ -147,7 +148,7 @@ def test_interrupt_mid_epoch_saves_and_resume_is_exact(data_dir, tmp_path, monke
     capsys.readouterr()
     assert train.main(_argv(data_dir, cut, "--epochs", "2")) == train.EXIT_INTERRUPTED
     text = capsys.readouterr().out
-    assert "interrupted at epoch 2, step 1" in text
+    assert "stopped by Ctrl-C at epoch 2, step 1" in text
     assert f"--out {cut} --resume" in text
     _, meta = checkpoint.load(cut / "last.npz")
     assert meta["position"]["epoch"] == 2 and meta["position"]["step_in_epoch"] == 1
@@ -185,7 +186,7 @@ def test_interrupt_with_worker_processes_stops_them_and_resume_is_exact(data_dir
     monkeypatch.setattr(ProcessChunks, "loss_and_grads", interrupted)
     capsys.readouterr()
     assert train.main(_argv(data_dir, cut, "--epochs", "2", *procs)) == train.EXIT_INTERRUPTED
-    assert "interrupted at epoch 2, step 0" in capsys.readouterr().out
+    assert "stopped by Ctrl-C at epoch 2, step 0" in capsys.readouterr().out
     assert multiprocessing.active_children() == []              # the workers were stopped
     monkeypatch.setattr(ProcessChunks, "loss_and_grads", real)
     saved = json.loads((cut / "config.json").read_text())
@@ -246,8 +247,6 @@ def test_gradient_norm_inf_is_caught_before_the_update(data_dir, tmp_path, monke
 
 def test_max_steps_stops_mid_epoch_records_a_partial_epoch_and_tests(data_dir, tmp_path):
     out = tmp_path / "budget"
-    out.mkdir()
-    (out / "metrics.jsonl").write_text('{"epoch": 1, "stale": true}\n')   # left by a start that never finished an epoch
     assert train.main(_argv(data_dir, out, "--epochs", "3", "--max-steps", "1")) == 0
     (rec,) = _records(out)
     assert rec["partial"] and rec["steps"] == 1 and rec["images_seen"] == 4
@@ -364,7 +363,7 @@ def test_ctrl_c_is_held_back_inside_a_step():
 
     done = []
     with pytest.raises(KeyboardInterrupt):
-        with train._DeferInterrupt():
+        with DeferSignals():
             os.kill(os.getpid(), signal.SIGINT)
             done.append("the rest of the step still ran")
     assert done == ["the rest of the step still ran"]

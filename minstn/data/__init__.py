@@ -26,7 +26,7 @@ from .mnist import (
     read_idx,
     write_idx,
 )
-from .sequences import SequenceOptions, generate_split
+from .sequences import LAYOUTS, SequenceOptions, generate_split
 from .store import (
     load_sequence_dir,
     load_sequence_file,
@@ -37,6 +37,7 @@ from .store import (
 
 __all__ = [
     "DataError",
+    "LAYOUTS",
     "MNIST_FILES",
     "MNIST_MIRRORS",
     "MNIST_SHA256",

@@ -72,6 +72,8 @@ __all__ = [
     "DIGITS",
     "BLOCK",
     "SPLIT_IDS",
+    "STREAM_IDS",
+    "LAYOUTS",
     "SequenceOptions",
     "DigitPool",
     "make_pool",
@@ -86,6 +88,16 @@ CANVAS = 100          # canvas side in pixels
 DIGITS = 4            # digits per canvas
 BLOCK = 128           # canvases per random-stream block (part of the data's definition; do not change)
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+#: random-stream ids of every set generate_split can make: the three splits, and 'shifted', a
+#: second test set drawn from the test digits with its own stream (made with another layout,
+#: to measure how a model copes with a layout it was not trained on)
+STREAM_IDS = {**SPLIT_IDS, "shifted": 3}
+#: named layouts: SequenceOptions fields that say where the digits go (see LAYOUTS' docs)
+LAYOUTS = {
+    "varied": {"crop": True, "gap": 2, "gap_max": 10},
+    "fixed": {"crop": True, "gap": 2, "gap_max": None},
+    "cells": {"crop": False, "gap": -4, "gap_max": None},
+}
 INK_LEVEL = 128       # a pixel counts towards a noise window's ink when >= this (of 255)
 MAX_REDRAWS = 100     # rounds of redrawing digits for canvases whose sequence cannot be laid out
 
@@ -97,7 +109,13 @@ class SequenceOptions:
     angle          rotation drawn uniformly in [-angle, angle] degrees (0 <= angle <= 180)
     crop           cut each digit to its ink box before laying out (else keep the 28x28 cell)
     gap            blank strip columns between neighbouring digits' ink boxes (crop), or
-                   between 28x28 cells (no crop, may be negative down to -27)
+                   between 28x28 cells (no crop, may be negative down to -27); with gap_max,
+                   the smallest such gap
+    gap_max        None: every gap is ``gap``. An int >= gap: each of a canvas's three gaps is
+                   drawn on its own, uniformly from gap..min(gap_max, g_fit), where g_fit is the
+                   widest gap with which that canvas's digits still fit at its angle (so wide
+                   gaps never force other digits to be drawn). Default 10: digits spaced
+                   2..10 columns apart, so that a model cannot learn one fixed spacing
     noise_blocks   number of noise blocks per canvas
     noise_size     side S of a noise block (1..28)
     noise_min_ink  a noise block's source window holds at least this many pixels >= 128
@@ -107,6 +125,7 @@ class SequenceOptions:
     angle: float = 45.0
     crop: bool = True
     gap: int = 2
+    gap_max: int | None = 10
     noise_blocks: int = 10
     noise_size: int = 6
     noise_min_ink: int = 6
@@ -129,6 +148,11 @@ class SequenceOptions:
                                 f"ink apart after rotation), got {self.gap}")
         else:
             need(self.gap >= -27, f"gap must be >= -27 with crop=False, got {self.gap}")
+        if self.gap_max is not None:
+            need(isinstance(self.gap_max, (int, np.integer)) and not isinstance(self.gap_max, bool),
+                 f"gap_max must be an int or None, got {self.gap_max!r}")
+            need(self.gap_max >= self.gap, f"gap_max must be >= gap ({self.gap}) or None (every gap = gap), "
+                                           f"got {self.gap_max}")
         need(self.noise_blocks >= 0, f"noise_blocks must be >= 0, got {self.noise_blocks}")
         need(1 <= self.noise_size <= 28, f"noise_size must be in 1..28, got {self.noise_size}")
         need(0 <= self.noise_min_ink <= self.noise_size ** 2,
@@ -140,7 +164,19 @@ class SequenceOptions:
         d = dataclasses.asdict(self)
         d["angle"] = float(d["angle"])
         d["crop"] = bool(d["crop"])
-        return {k: (int(v) if k not in ("angle", "crop") else v) for k, v in d.items()}
+        return {k: (int(v) if k not in ("angle", "crop") and v is not None else v) for k, v in d.items()}
+
+    @property
+    def varied(self) -> bool:
+        """True when the gaps are drawn per canvas (gap_max above gap)."""
+        return self.gap_max is not None and self.gap_max > self.gap
+
+    @classmethod
+    def for_layout(cls, layout, **kwargs):
+        """The options of a named layout (LAYOUTS), with other fields from kwargs."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+        return cls.from_kwargs(**{**LAYOUTS[layout], **kwargs})
 
     @classmethod
     def from_kwargs(cls, **kwargs):
@@ -217,14 +253,15 @@ def make_pool(images, labels, index, mnist_split, options):
 
 
 def split_pool(split, options=None, data_dir=None):
-    """The DigitPool of split 'train' | 'val' | 'test' (see the module docstring)."""
+    """The DigitPool of split 'train' | 'val' | 'test' | 'shifted' (see the module docstring;
+    'shifted' draws from the test digits, like 'test')."""
     options = options or SequenceOptions()
-    if split not in SPLIT_IDS:
-        raise ValueError(f"split must be one of {list(SPLIT_IDS)}, got {split!r}")
-    mnist_split = "test" if split == "test" else "train"
+    if split not in STREAM_IDS:
+        raise ValueError(f"split must be one of {list(STREAM_IDS)}, got {split!r}")
+    mnist_split = "train" if split in ("train", "val") else "test"
     images, labels = load_mnist(mnist_split, data_dir)
     n = len(images)
-    if split == "test":
+    if mnist_split == "test":
         sel = np.arange(n)
     else:
         if options.val_start >= n:
@@ -244,6 +281,7 @@ def _layout(ink, gap, crop):
     """Place four digits per canvas in a strip.
 
     ink: (N, K, 4) top, left, height, width of each digit's ink box.
+    gap: an int, or (N, K - 1) ints, the gap after each of the first K - 1 digits.
     Returns X, Y (N, K) strip position of each 28x28 image's top-left pixel, ink_left,
     ink_right (N, K) inclusive strip columns of each digit's ink, and the inclusive ink
     rectangle of the whole strip (x_lo, x_hi, y_lo, y_hi), each (N,).
@@ -256,7 +294,8 @@ def _layout(ink, gap, crop):
         Y = (Hs - h) // 2 - top                                  # centre each ink box vertically
         y_lo, y_hi = np.zeros(len(ink), dtype=np.int64), Hs[:, 0] - 1
     else:
-        X = np.broadcast_to(np.arange(DIGITS) * (28 + gap), left.shape).astype(np.int64)
+        step = np.broadcast_to(np.asarray(28 + gap, dtype=np.int64), (len(ink), DIGITS - 1))   # (N, K-1)
+        X = np.concatenate([np.zeros_like(left[:, :1]), np.cumsum(step, axis=1)], axis=1)
         Y = np.zeros_like(top)
         y_lo, y_hi = top.min(axis=1), (top + h).max(axis=1) - 1
     ink_left = X + left                                          # (N, K)
@@ -273,6 +312,25 @@ def _extent(x_lo, x_hi, y_lo, y_hi, cos, sin):
     a = (x_hi - x_lo) / 2 + 1                                    # half-length along the reading direction
     b = (y_hi - y_lo) / 2 + 1                                    # half-height across it
     return a * np.abs(cos) + b * np.abs(sin), a * np.abs(sin) + b * np.abs(cos)
+
+
+def _widest_gap(x_lo, x_hi, y_lo, y_hi, cos, sin, gaps):
+    """(N,) int64: the widest gap g such that the strip, with every gap set to g, fits the canvas.
+
+    The strip's length grows by one column per column of gap, and the rotated support fits when
+    2 ex <= CANVAS - 1 and 2 ey <= CANVAS - 1 (see _extent), which bounds its half-length a.
+    x_lo, x_hi: the strip's ink columns laid out with ``gaps`` (N, K-1); below g_fit all three
+    gaps together are at most what fits. May be below the smallest gap (the digits do not fit).
+    """
+    b = (y_hi - y_lo) / 2 + 1                                    # (N,) half-height, independent of the gaps
+    c, s = np.abs(cos), np.abs(sin)
+    room = (CANVAS - 1) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a_max = np.minimum(np.where(c > 1e-12, (room - b * s) / c, np.inf),
+                           np.where(s > 1e-12, (room - b * c) / s, np.inf))   # (N,) largest half-length
+    span0 = (x_hi - x_lo) - gaps.sum(axis=1)                     # (N,) ink span with zero gaps
+    total = 2 * (a_max - 1) - span0                               # (N,) room for the gaps together
+    return np.floor(total / (DIGITS - 1) - 1e-9).astype(np.int64)
 
 
 def _fits(ink_left, ink_right, ex, ey):
@@ -429,6 +487,7 @@ def generate_canvases(pool, n, rng, options=None, return_masks=False):
         noise_positions (n, B, 2) int64 (y, x) canvas top-left of each noise block
         noise_sources   (n, B, 3) int64 (MNIST index, y, x) of the window each block was cut from
         radians  (n,) float64 the exact angles; centres (n, 2) float64 canvas (x, y) of the ink centre
+        gaps     (n, 3) int64 the gap after each of the first three digits
         masks    (n, 4, 100, 100) bool, each digit's own ink (only with return_masks)
     """
     options = options or SequenceOptions()
@@ -438,9 +497,16 @@ def generate_canvases(pool, n, rng, options=None, return_masks=False):
     rad = np.deg2rad(rng.uniform(-options.angle, options.angle, size=n))     # (n,)
     cos, sin = np.cos(rad), np.sin(rad)
     pick = rng.integers(0, P, size=(n, DIGITS))                             # (n, K) pool indices
+    gaps = np.full((n, DIGITS - 1), options.gap, dtype=np.int64)            # (n, K-1) gap after digit k
+    if options.varied:
+        u = rng.random(size=(n, DIGITS - 1))                                # where in its range each gap falls
     todo = np.ones(n, dtype=bool)
     for _ in range(MAX_REDRAWS):
-        X, Y, ink_left, ink_right, x_lo, x_hi, y_lo, y_hi = _layout(pool.ink[pick], options.gap, options.crop)
+        X, Y, ink_left, ink_right, x_lo, x_hi, y_lo, y_hi = _layout(pool.ink[pick], gaps, options.crop)
+        if options.varied:   # each gap uniform in gap..min(gap_max, widest that fits), then lay out again
+            top = np.clip(_widest_gap(x_lo, x_hi, y_lo, y_hi, cos, sin, gaps), options.gap, options.gap_max)
+            gaps = options.gap + np.floor(u * (top - options.gap + 1)[:, None]).astype(np.int64)
+            X, Y, ink_left, ink_right, x_lo, x_hi, y_lo, y_hi = _layout(pool.ink[pick], gaps, options.crop)
         ex, ey = _extent(x_lo, x_hi, y_lo, y_hi, cos, sin)
         todo = ~_fits(ink_left, ink_right, ex, ey)
         if not todo.any():
@@ -530,18 +596,21 @@ def generate_canvases(pool, n, rng, options=None, return_masks=False):
         noise_sources=np.stack([pool.index[src], wy, wx], axis=-1).astype(np.int64),
         radians=rad,
         centres=np.stack([tx, ty], axis=-1),
+        gaps=gaps,
     )
     return out
 
 
-def render_sequence_naive(digits, radians, centre, options=None):
+def render_sequence_naive(digits, radians, centre, options=None, gaps=None):
     """Loop reference for one canvas's digit layer (no noise), for testing the fast path.
 
     digits (4, 28, 28) uint8 in reading order; radians: the rotation; centre (tx, ty): the
-    canvas position of the centre of the strip's ink. Follows the module docstring step by
-    step with plain Python loops over pixels. Returns (100, 100) float64.
+    canvas position of the centre of the strip's ink; gaps: the three gaps (default: all
+    ``options.gap``). Follows the module docstring step by step with plain Python loops over
+    pixels. Returns (100, 100) float64.
     """
     options = options or SequenceOptions()
+    gaps = [options.gap] * (DIGITS - 1) if gaps is None else [int(g) for g in gaps]
     # Ink box of each digit: top, left, height, width.
     ink = []
     for img in digits:
@@ -553,11 +622,14 @@ def render_sequence_naive(digits, radians, centre, options=None):
     if options.crop:
         height = max(h for _, _, h, _ in ink)
         start = 0
-        for top, left, h, w in ink:
+        for k, (top, left, h, w) in enumerate(ink):
             places.append((start - left, (height - h) // 2 - top))
-            start += w + options.gap
+            start += w + (gaps[k] if k < DIGITS - 1 else 0)
     else:
-        places = [(k * (28 + options.gap), 0) for k in range(DIGITS)]
+        x = 0
+        for k in range(DIGITS):
+            places.append((x, 0))
+            x += 28 + (gaps[k] if k < DIGITS - 1 else 0)
     # The strip as a dict {(row, col): value}; absent pixels are zero.
     strip = {}
     for img, (X, Y) in zip(digits, places):
@@ -594,7 +666,7 @@ def empty_split(n=0):
 
 def generate_split(split, n, seed=0, data_dir=None, options=None, pool=None, debug=False,
                    return_masks=False, progress=None, workers=None):
-    """Make the n canvases of split 'train' | 'val' | 'test' for ``seed``.
+    """Make the n canvases of split 'train' | 'val' | 'test' | 'shifted' for ``seed``.
 
     Works in blocks of BLOCK canvases (bounding memory to some tens of MB per worker besides
     the result). ``pool``: a DigitPool to use instead of loading MNIST (it must be the split's
@@ -605,8 +677,8 @@ def generate_split(split, n, seed=0, data_dir=None, options=None, pool=None, deb
     the result does not depend on it.
     """
     options = options or SequenceOptions()
-    if split not in SPLIT_IDS:
-        raise ValueError(f"split must be one of {list(SPLIT_IDS)}, got {split!r}")
+    if split not in STREAM_IDS:
+        raise ValueError(f"split must be one of {list(STREAM_IDS)}, got {split!r}")
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
         raise ValueError(f"the size of split {split!r} must be an int >= 0, got {n!r}")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
@@ -615,7 +687,8 @@ def generate_split(split, n, seed=0, data_dir=None, options=None, pool=None, deb
     if debug:
         B = options.noise_blocks
         out.update(indices=np.zeros((n, DIGITS), np.int64), noise_positions=np.zeros((n, B, 2), np.int64),
-                   noise_sources=np.zeros((n, B, 3), np.int64), radians=np.zeros(n), centres=np.zeros((n, 2)))
+                   noise_sources=np.zeros((n, B, 3), np.int64), radians=np.zeros(n), centres=np.zeros((n, 2)),
+                   gaps=np.zeros((n, DIGITS - 1), np.int64))
         if return_masks:
             out["masks"] = np.zeros((n, DIGITS, CANVAS, CANVAS), dtype=bool)
     if n == 0:
@@ -629,7 +702,7 @@ def generate_split(split, n, seed=0, data_dir=None, options=None, pool=None, deb
     def make_block(b):
         # Block b: its own random stream, its own slice of the result (threads never share one).
         start, stop = b * block, min((b + 1) * block, n)
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed), SPLIT_IDS[split], b]))
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), STREAM_IDS[split], b]))
         part = generate_canvases(pool, stop - start, rng, options, return_masks=debug and return_masks)
         for key in out:
             out[key][start:stop] = part[key]

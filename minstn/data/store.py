@@ -192,7 +192,7 @@ def _record_hash(record):
 
 
 def load_splits(train_size=70000, val_size=20000, test_size=2000, seed=0, data_dir=None,
-                cache_dir=None, **generator_options):
+                cache_dir=None, shifted_size=0, shifted_options=None, **generator_options):
     """The three MNIST-sequence splits, generated or read from the cache.
 
     train_size, val_size, test_size: canvases per split (0 allowed: empty arrays).
@@ -200,6 +200,9 @@ def load_splits(train_size=70000, val_size=20000, test_size=2000, seed=0, data_d
     cache_dir: where splits are cached (default :func:`default_sequence_cache_dir`).
     generator_options: fields of SequenceOptions (angle, crop, gap, noise_blocks,
     noise_size, noise_min_ink, val_start); unknown names raise TypeError.
+    shifted_size, shifted_options: with shifted_size > 0 the result also holds 'shifted':
+    that many canvases from the test digits, made with shifted_options (a SequenceOptions,
+    e.g. another layout; default: the same options) and a random stream of their own.
 
     Returns {'train': d, 'val': d, 'test': d}, each d = {'images' (N, 1, 100, 100) float32,
     'labels' (N, 4) int64, 'angles' (N,) float32, 'boxes' (N, 4, 4) float32}.
@@ -208,6 +211,11 @@ def load_splits(train_size=70000, val_size=20000, test_size=2000, seed=0, data_d
     """
     options = SequenceOptions.from_kwargs(**generator_options)
     sizes = {"train": train_size, "val": val_size, "test": test_size}
+    if shifted_size:
+        sizes["shifted"] = shifted_size
+    split_options = {split: options for split in sizes}
+    if shifted_options is not None:
+        split_options["shifted"] = shifted_options
     for split, n in sizes.items():
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
             raise ValueError(f"load_splits: {split}_size must be an int >= 0, got {n!r}")
@@ -217,7 +225,7 @@ def load_splits(train_size=70000, val_size=20000, test_size=2000, seed=0, data_d
     mnist = mnist_record(data_dir)
     out = {}
     for split, n in sizes.items():
-        record = split_record(split, n, seed, options, mnist)
+        record = split_record(split, n, seed, split_options[split], mnist)
         path = os.path.join(cache_dir, f"{split}-{n}-seed{seed}-{_record_hash(record)[:16]}.npz")
         if os.path.exists(path):
             try:
@@ -235,7 +243,7 @@ def load_splits(train_size=70000, val_size=20000, test_size=2000, seed=0, data_d
         if n > 0:
             print(f"minstn.data: generating {n} {split} canvases (seed {seed}) into the cache {path}",
                   file=sys.stderr, flush=True)
-        d = generate_split(split, n, seed=seed, data_dir=data_dir, options=options)
+        d = generate_split(split, n, seed=seed, data_dir=data_dir, options=split_options[split])
         save_sequence_file(path, d, params=record)
         out[split] = d
     return out

@@ -18,7 +18,7 @@ Options (DEFAULT_OPTIONS gives each model's defaults; unknown options are errors
     regressor_std  std of the regressor's initial weights, 0 = zeros (STN models; FFN 0.0, LSTM 1e-3)
     feedback       'none' | 'theta': feed theta_{t-1} into the LSTM beside the features (LSTM; 'theta')
     step_spread    s >= 0: a learned per-step theta bias starting with the glimpse centres at
-                   tx = s * (t - 1.5); 0 = no such bias (LSTM; 0.0)
+                   tx = s * (t - 1.5); 0 = no such bias, the paper's plain recurrence (LSTM; 0.3)
     hidden_size    LSTM cells (LSTM; 256)
     sampler_impl   'auto' | 'array' | 'kernel': which affine-grid / sampler code runs (STN models; 'auto')
 """
@@ -57,7 +57,7 @@ DEFAULT_OPTIONS = {
         "init_scale": 0.5,
         "regressor_std": 1e-3,
         "feedback": "theta",
-        "step_spread": 0.0,
+        "step_spread": 0.3,
         "hidden_size": 256,
         "sampler_impl": "auto",
     },
