@@ -267,3 +267,63 @@ def test_generate_canvases_edges(rng):
     assert d["noise_positions"].shape == (3, 0, 2) and d["images"].max() > 0
     with pytest.raises(ValueError, match=r"n must be an int >= 1, got 0 \(empty_split\(0\)"):
         seq.generate_canvases(pool, 0, np.random.default_rng(0), opts)
+
+
+def test_varied_layout_draws_each_gap_in_range_and_never_biases_the_digits():
+    """Default layout 'varied': gaps of 2..10 columns, drawn per pair, capped by what fits; the
+    cap never redraws digits, so the digits drawn are the same as with the fixed layout."""
+    folder = shared_mnist_dir()
+    if folder is None:
+        pytest.skip("the shared MNIST folder is not on this machine")
+    varied = generate_split("train", 600, seed=3, data_dir=folder, debug=True)
+    fixed = generate_split("train", 600, seed=3, data_dir=folder, debug=True, options=SequenceOptions.for_layout("fixed"))
+    g = varied["gaps"]
+    assert SequenceOptions().gap == 2 and SequenceOptions().gap_max == 10
+    assert g.min() == 2 and g.max() == 10 and set(np.unique(g)) == set(range(2, 11))
+    assert (g[:, 0] != g[:, 1]).mean() > 0.5                       # each pair on its own
+    np.testing.assert_array_equal(fixed["gaps"], 2)
+    b = varied["boxes"]
+    assert b.min() >= 0 and b.max() <= 100
+    assert np.bincount(varied["labels"].ravel(), minlength=10).min() > 150
+    # the same pool and angles: only the spacing differs, not which digits were drawn, in most canvases
+    assert (varied["indices"] == fixed["indices"]).all(axis=1).mean() > 0.95
+    np.testing.assert_array_equal(varied["angles"], fixed["angles"])    # drawn before the gaps
+    assert (varied["centres"] != fixed["centres"]).any()                # drawn after: the stream moved on
+
+
+def test_widest_gap_is_what_fits():
+    """_widest_gap: with every gap at g_fit the strip fits the canvas; one more column does not."""
+    rng = np.random.default_rng(0)
+    n = 500
+    w = rng.integers(4, 22, size=(n, 4))
+    ink = np.stack([np.full((n, 4), 4), np.full((n, 4), 3), rng.integers(12, 21, size=(n, 4)), w], axis=-1)
+    rad = np.deg2rad(rng.uniform(-45, 45, size=n))
+    cos, sin = np.cos(rad), np.sin(rad)
+    zero = np.zeros((n, 3), dtype=np.int64)
+    *_, x_lo, x_hi, y_lo, y_hi = seq._layout(ink, zero, True)
+    fit = seq._widest_gap(x_lo, x_hi, y_lo, y_hi, cos, sin, zero)
+    for delta, should_fit in ((0, True), (1, False)):
+        gaps = np.repeat(fit[:, None] + delta, 3, axis=1)
+        X, Y, il, ir, x_lo2, x_hi2, y_lo2, y_hi2 = seq._layout(ink, gaps, True)
+        ex, ey = seq._extent(x_lo2, x_hi2, y_lo2, y_hi2, cos, sin)
+        ok = (2 * ex <= 99) & (2 * ey <= 99)
+        assert ok[fit >= 1].all() if should_fit else not ok[fit >= 1].any()
+
+
+def test_gap_max_option_errors():
+    with pytest.raises(ValueError, match=r"gap_max must be >= gap \(5\) or None"):
+        SequenceOptions(gap=5, gap_max=4)
+    with pytest.raises(ValueError, match=r"gap_max must be an int or None"):
+        SequenceOptions(gap_max=3.5)
+    with pytest.raises(ValueError, match=r"unknown layout 'wide'; choose one of varied, fixed, cells"):
+        SequenceOptions.for_layout("wide")
+    assert not SequenceOptions(gap_max=None).varied and not SequenceOptions(gap=3, gap_max=3).varied
+
+
+def test_shifted_set_uses_the_test_digits_and_a_stream_of_its_own(mnist_dir):
+    opts = SequenceOptions(val_start=200)
+    test = generate_split("test", 8, seed=0, data_dir=mnist_dir, options=opts, debug=True)
+    shifted = generate_split("shifted", 8, seed=0, data_dir=mnist_dir, options=opts, debug=True)
+    assert not np.array_equal(test["indices"], shifted["indices"])
+    images, _ = load_mnist("test", mnist_dir)
+    assert shifted["indices"].max() < len(images)

@@ -222,3 +222,18 @@ def test_cache_with_wrong_count_is_regenerated(tmp_path, mnist_dir, capsys):
     with pytest.warns(RuntimeWarning, match="holds 3 canvases, expected 5"):
         again = load_splits(5, 0, 0, seed=1, data_dir=mnist_dir, cache_dir=cache, val_start=200)
     assert again["train"]["images"].shape == (5, 1, 100, 100)
+
+
+def test_load_splits_adds_a_shifted_set_with_its_own_layout_and_cache_entry(tmp_path, mnist_dir):
+    from minstn.data import SequenceOptions, read_sequence_params
+
+    cache = tmp_path / "cache"
+    cells = SequenceOptions.for_layout("cells", val_start=200)
+    d = load_splits(4, 0, 3, seed=0, data_dir=mnist_dir, cache_dir=cache, val_start=200,
+                    shifted_size=3, shifted_options=cells)
+    assert sorted(d) == ["shifted", "test", "train", "val"] and d["shifted"]["labels"].shape == (3, 4)
+    (path,) = [p for p in cache.iterdir() if p.name.startswith("shifted-3-")]
+    record = read_sequence_params(path)
+    assert record["split"] == "shifted" and record["options"]["crop"] is False and record["options"]["gap"] == -4
+    assert not np.array_equal(d["shifted"]["images"], d["test"]["images"])
+    assert "shifted" not in load_splits(4, 0, 3, seed=0, data_dir=mnist_dir, cache_dir=cache, val_start=200)

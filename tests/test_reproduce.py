@@ -15,7 +15,7 @@ from minstn.data import save_sequence_file
 def data_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tinydata")
     rng = np.random.default_rng(1)
-    for split, n in (("train", 4), ("val", 4), ("test", 4)):
+    for split, n in (("train", 4), ("val", 4), ("test", 4), ("shifted", 4)):
         save_sequence_file(folder / f"{split}.npz", {
             "images": rng.random((n, 1, 100, 100), dtype=np.float32),
             "labels": rng.integers(0, 10, size=(n, 4)).astype(np.int64),
@@ -25,35 +25,56 @@ def data_dir(tmp_path_factory):
     return str(folder)
 
 
-def test_presets_and_plan():
-    runs = reproduce.plan_runs("paper", "grid")
-    names = [n for n, _ in runs]
-    assert names == [f"lstm-stn-d{d}" for d in (1, 2, 3, 4)] + [f"ffn-stn-d{d}" for d in (1, 2, 3, 4)] + ["cnn-d1"]
-    assert all(c.train_size == 70000 and c.val_size == 20000 and c.test_size == 2000 for _, c in runs)
-    cpu = reproduce.plan_runs("cpu", "grid")
-    assert [n for n, _ in cpu] == ["lstm-stn-d2", "ffn-stn-d2", "cnn-d1"]
-    assert all(c.time_budget == 36.0 and c.train_size == 20000 for _, c in cpu)
-    assert cpu[0][1].run_dir() == os.path.join("grid", "lstm-stn-d2")
+def test_presets_and_cells():
+    cpu = reproduce.plan_cells("cpu", "grid")
+    names = [c.name for c, _ in cpu]
+    assert len(names) == len(set(names)) == 19
+    for seed in (0, 1, 2):
+        for group in ("lstm-stn-d2", "lstm-stn-d2-plain", "ffn-stn-d2", "cnn"):
+            assert f"{group}-s{seed}" in names
+    for d in (1, 3, 4):
+        assert f"lstm-stn-d{d}-s0" in names and f"ffn-stn-d{d}-s0" in names
+    assert "lstm-stn-d2-fixed-s0" in names
+    cfgs = dict((c.name, cfg) for c, cfg in cpu)
+    assert all(c.max_images == 160_000 and c.train_size == 20000 and c.chunk == 32 and c.time_budget == 0 for c in cfgs.values())
+    assert cfgs["lstm-stn-d2-plain-s1"].step_spread == 0.0 and cfgs["lstm-stn-d2-plain-s1"].seed == 1
+    assert cfgs["lstm-stn-d2-s2"].step_spread is None and cfgs["lstm-stn-d2-s2"].layout == "varied"
+    assert cfgs["lstm-stn-d2-fixed-s0"].layout == "fixed"
+    assert cfgs["cnn-s2"].model == "cnn" and cfgs["cnn-s2"].run_dir() == os.path.join("grid", "cnn-s2")
+    paper = reproduce.plan_cells("paper", "grid")
+    assert all(cfg.train_size == 70000 and cfg.val_size == 20000 and cfg.max_images == 0 for _, cfg in paper)
     assert set(reproduce.PAPER_TABLE) >= {(m, d) for m in ("lstm-stn", "ffn-stn") for d in (1, 2, 3, 4)}
 
 
-def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, capsys):
+def test_cells_patterns_select_and_unknown_pattern_is_an_error():
+    picked = [c.name for c, _ in reproduce.plan_cells("cpu", "g", ["lstm-stn-d2-s*", "cnn-s0"])]
+    assert picked == ["lstm-stn-d2-s0", "cnn-s0", "lstm-stn-d2-s1", "lstm-stn-d2-s2"]
+    with pytest.raises(reproduce.ConfigError, match=r"--cells 'gru-\*' matches no cell of preset 'cpu'; its cells: "):
+        reproduce.plan_cells("cpu", "g", ["gru-*"])
+
+
+def test_list_and_print_commands_train_nothing(tmp_path, capsys):
     out = tmp_path / "grid"
-    assert reproduce.main(["--preset", "cpu", "--out", str(out), "--dry-run", "--time-budget", "5"]) == 0
+    assert reproduce.main(["--preset", "cpu", "--out", str(out), "--list"]) == 0
     text = capsys.readouterr().out
-    for name in ("lstm-stn-d2", "ffn-stn-d2", "cnn-d1"):
-        assert name in text
-    assert '"time_budget": 5.0' in text and "[new]" in text
-    assert not out.exists()
+    assert "lstm-stn-d2-plain-s2" in text and "[new]" in text and not out.exists()
+    assert reproduce.main(["--preset", "cpu", "--out", str(out), "--print-commands", "--cells", "lstm-stn-d2-plain-s1"]) == 0
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert line.startswith("python -m minstn.train --model lstm-stn --downsample 2 --seed 1 --step-spread 0.0 ")
+    assert "--max-images 160000" in line and "--chunk 32" in line and f"--out {out / 'lstm-stn-d2-plain-s1'}" in line
+    from minstn.config import given_options
+    argv = line.split()[3:]
+    assert given_options(argv)["step_spread"] == 0.0    # the printed command parses back
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["--preset", "gpu", "--out", "x"], "invalid choice: 'gpu'"),
-        (["--out", "x"], "the following arguments are required: --preset"),
-        (["--preset", "cpu", "--out", "x", "--downsample", "7"], "--downsample must be 1, 2, 3 or 4"),
-        (["--preset", "cpu", "--out", "x", "--epochs", "0"], "--epochs must be at least 1"),
+        (["--out", "x"], "--preset and --out are required"),
+        (["--preset", "cpu", "--out", "x", "--max-images", "-5"], "--max-images must be >= 0"),
+        (["--preset", "cpu", "--out", "x", "--cells", "nope"], "matches no cell"),
+        (["--table", "/nonexistent/folder"], "cannot tell the preset"),
     ],
 )
 def test_bad_options_exit_2(argv, message, capsys):
@@ -61,21 +82,51 @@ def test_bad_options_exit_2(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_tiny_grid_writes_table_and_figures_and_skips_finished_runs(data_dir, tmp_path, capsys):
-    out = tmp_path / "grid"
-    argv = ["--preset", "cpu", "--out", str(out), "--models", "ffn-stn", "--downsample", "4", "--data", data_dir,
-            "--epochs", "1", "--batch-size", "4", "--no-progress"]
+def test_tiny_grid_skips_finished_cells_collects_and_tabulates(data_dir, tmp_path, capsys):
+    out, results = tmp_path / "grid", tmp_path / "results"
+    argv = ["--preset", "cpu", "--out", str(out), "--cells", "ffn-stn-d4-s0", "cnn-s1", "--data", data_dir,
+            "--max-images", "8", "--batch-size", "4", "--no-progress", "--workers", "1", "--figures"]
     assert reproduce.main(argv) == 0
-    for name in ("table1.md", "curves.png", "glimpses-ffn-stn-d4.png", "theta-ffn-stn-d4.png"):
+    for name in ("curves.png", "glimpses-ffn-stn-d4-s0.png", "theta-ffn-stn-d4-s0.png"):
         assert (out / name).stat().st_size > 0, name
-    result = json.loads((out / "ffn-stn-d4" / "result.json").read_text())
-    table = (out / "table1.md").read_text()
-    assert f"| {result['test_digit_error']:.1f} / 5.6 |" in table
-    assert "| CNN | - / 2.7 |" in table
-    assert "| ffn-stn-d4 |" in table
+    result = json.loads((out / "ffn-stn-d4-s0" / "result.json").read_text())
+    assert result["images_seen"] == 8 and result["stop_reason"] == "image budget of 8 reached"
+    assert result["shifted_digit_error"] >= 0           # the data folder has a shifted.npz
     capsys.readouterr()
     assert reproduce.main(argv) == 0
-    assert "ffn-stn-d4: already finished, skipped" in capsys.readouterr().out
+    assert "ffn-stn-d4-s0: finished, skipped" in capsys.readouterr().out
+    assert reproduce.main(argv[:4] + ["--cells", "ffn-stn-d4-s0", "cnn-s1", "--collect", str(results)]) == 0
+    assert sorted(os.listdir(results / "cnn-s1")) == ["config.json", "metrics.jsonl", "result.json"]
+    table = (results / "table1.md").read_text()
+    assert f"| {result['test_digit_error']:.1f} (paper 5.6) |" in table
+    assert "| ffn-stn-d4-s0 |" in table and "| cnn | 1 |" in table
+    # the table again from the collected files alone, and a README block kept in step with it
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{reproduce.README_BEGIN}\nstale\n{reproduce.README_END}\nafter\n")
+    assert reproduce.main(["--table", str(results), "--preset", "cpu", "--readme", str(readme)]) == 0
+    assert reproduce.readme_block(str(readme)) == reproduce.table_markdown(reproduce.read_cells(str(results)), "cpu")
+    assert readme.read_text().endswith(f"{reproduce.README_END}\nafter\n")
+
+
+def test_a_cell_held_by_another_process_is_left_to_it(data_dir, tmp_path, capsys):
+    from minstn.runfolder import RunLock
+
+    out = tmp_path / "grid"
+    with RunLock(str(out / "cnn-s0")):
+        assert reproduce.main(["--preset", "cpu", "--out", str(out), "--cells", "cnn-s0", "--list"]) == 0
+        assert "[running]" in capsys.readouterr().out
+        assert reproduce.main(["--preset", "cpu", "--out", str(out), "--cells", "cnn-s0", "--data", data_dir,
+                               "--max-images", "4", "--batch-size", "4", "--no-progress", "--workers", "1"]) == 0
+        text = capsys.readouterr().out
+    assert "cnn-s0: being trained by another process, skipped" in text and "still being trained elsewhere: cnn-s0" in text
+    assert not (out / "cnn-s0" / "config.json").exists()
+
+
+def test_still_improving_and_mean_sd():
+    recs = [{"epoch": 1, "val_digit_error": 50.0}, {"epoch": 2, "val_digit_error": 40.0}]
+    assert reproduce._still_improving(recs)
+    assert not reproduce._still_improving(recs + [{"epoch": 3, "val_digit_error": 41.0}])
+    assert reproduce._fmt([1.0, 2.0, 3.0]) == "2.0 ± 1.0" and reproduce._fmt([4.25], 2) == "4.25" and reproduce._fmt([]) == "-"
 
 
 def test_glimpse_corners_of_identity_and_zoom():
