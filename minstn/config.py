@@ -10,7 +10,8 @@ line, the defaults and the saved config.json can never disagree.
 
 Conventions: 0 turns a limit or a clipping option off (--clip-value 0, --time-budget 0,
 --patience 0); None for the model options means "the model's own default"
-(minstn.models.DEFAULT_OPTIONS) and is filled in by resolve_model_options().
+(minstn.models.options) and is filled in by resolve_model_options(); the trainer saves the
+resolved values in config.json.
 """
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+
+from minstn.data.sequences import LAYOUTS
+from minstn.models.options import DEFAULT_OPTIONS, MODEL_NAMES, OPTIONS, option_problem
 
 __all__ = [
     "TrainConfig",
@@ -35,13 +39,11 @@ __all__ = [
     "resolve_parallel",
 ]
 
-#: the model names (checked against minstn.models.MODEL_NAMES by the tests)
-MODEL_NAMES = ("cnn", "ffn-stn", "lstm-stn")
-#: the data layouts (checked against minstn.data.LAYOUTS by the tests)
-LAYOUT_NAMES = ("varied", "fixed", "cells")
+#: the data layouts, from minstn.data.sequences.LAYOUTS
+LAYOUT_NAMES = tuple(LAYOUTS)
 
 #: TrainConfig fields that are model options, passed to build_model(name, d, **options)
-MODEL_OPTION_FIELDS = ("dropout", "head_init", "init_scale", "regressor_std", "feedback", "step_spread", "hidden_size", "sampler_impl")
+MODEL_OPTION_FIELDS = tuple(OPTIONS)
 
 #: settings that may differ from the saved ones when continuing a run with --resume
 RESUME_OVERRIDABLE = (
@@ -59,6 +61,16 @@ def _opt(default, help, type=None, choices=None, flag=None):
     return field(default=default, metadata={"help": help, "type": type, "choices": choices, "flag": flag})
 
 
+def _model_opt(name: str):
+    """A field for model option `name`: type, choices and help from minstn.models.options.OPTIONS,
+    default None (= each model's own default, named in the help)."""
+    o = OPTIONS[name]
+    defaults = sorted(set(o.defaults.values()), key=str)
+    default_text = (f"{defaults[0]}" if len(defaults) == 1 else
+                    ", ".join(f"{m} {v}" for m, v in o.defaults.items()))
+    return _opt(None, f"{o.help} (model default: {default_text})", o.kind, o.choices or None)
+
+
 @dataclass
 class TrainConfig:
     """All settings of one training run (defaults as used by `python -m minstn.train`)."""
@@ -70,15 +82,15 @@ class TrainConfig:
     dtype: str = _opt("float32", "floating-point type of parameters and activations", str, ("float32", "float64"))
     seed: int = _opt(0, "seed of the model init, the data order and dropout", int)
 
-    # -- model options (None = the model's default from minstn.models.DEFAULT_OPTIONS)
-    dropout: float = _opt(None, "dropout probability before the classifier's FC layer (default 0.5)", float)
-    head_init: str = _opt(None, "the classifier's last layer at the start: 'he' (He-normal, SPEC) or 'zero' (uniform predictions, loss ln 10) (default zero)", str, ("he", "zero"))
-    init_scale: float = _opt(None, "STN models: initial zoom of the affine regressor bias (1 = whole canvas; LSTM-STN default 0.5)", float)
-    regressor_std: float = _opt(None, "STN models: std of the regressor's initial weights (0 = zeros; LSTM-STN default 1e-3)", float)
-    feedback: str = _opt(None, "LSTM-STN: feed the previous theta back into the LSTM ('theta', default) or not ('none')", str, ("none", "theta"))
-    step_spread: float = _opt(None, "LSTM-STN: a learned per-step theta bias whose glimpse centres start at tx = s * (t - 1.5); 0 = none, the paper's plain recurrence (default 0.3)", float)
-    hidden_size: int = _opt(None, "LSTM-STN: number of LSTM cells (default 256)", int)
-    sampler_impl: str = _opt(None, "STN models: affine-grid/sampler code, 'auto' (CUDA kernel on the GPU), 'array' or 'kernel'", str, ("auto", "array", "kernel"))
+    # -- model options: declared in minstn.models.options (None = the model's own default)
+    dropout: float = _model_opt("dropout")
+    head_init: str = _model_opt("head_init")
+    init_scale: float = _model_opt("init_scale")
+    regressor_std: float = _model_opt("regressor_std")
+    feedback: str = _model_opt("feedback")
+    step_spread: float = _model_opt("step_spread")
+    hidden_size: int = _model_opt("hidden_size")
+    sampler_impl: str = _model_opt("sampler_impl")
 
     # -- data
     data: str = _opt(None, "folder with pre-generated train.npz, val.npz, test.npz (python -m minstn.data.generate); overrides the sizes below", str)
@@ -141,8 +153,14 @@ class TrainConfig:
             v = getattr(self, name)
             if not (v > 0 and math.isfinite(v)):
                 raise ConfigError(f"--{_flag(name)} must be a finite number > 0, got {v}")
+        if self.lr_schedule in ("plateau", "step") and not self.lr_factor <= 1:
+            raise ConfigError(f"--lr-factor must be at most 1 for the {self.lr_schedule} schedule (it multiplies "
+                              f"the learning rate at each decay), got {self.lr_factor}")
         if self.lr_schedule == "plateau" and not self.lr_factor < 1:
             raise ConfigError(f"--lr-factor must be below 1 for the plateau schedule, got {self.lr_factor}")
+        for name in ("seed", "data_seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{_flag(name)} must be an integer >= 0, got {getattr(self, name)}")
         for name in ("loc_lr_mult", "weight_decay", "clip_value", "clip_norm", "time_budget", "min_lr"):
             v = getattr(self, name)
             if not (v >= 0 and math.isfinite(v)):
@@ -154,14 +172,12 @@ class TrainConfig:
             raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ConfigError("--nesterov needs --optimizer sgd and a --momentum above 0")
-        if self.init_scale is not None and not (self.init_scale > 0 and math.isfinite(self.init_scale)):
-            raise ConfigError(f"--init-scale must be a finite number > 0, got {self.init_scale}")
-        if self.regressor_std is not None and not (self.regressor_std >= 0 and math.isfinite(self.regressor_std)):
-            raise ConfigError(f"--regressor-std must be a finite number >= 0, got {self.regressor_std}")
-        if self.dropout is not None and not 0 <= self.dropout < 1:
-            raise ConfigError(f"--dropout must be in [0, 1) (0 = off), got {self.dropout}")
-        if self.hidden_size is not None and self.hidden_size < 1:
-            raise ConfigError(f"--hidden-size must be at least 1, got {self.hidden_size}")
+        for name in MODEL_OPTION_FIELDS:        # each model option's own check (minstn.models.options)
+            value = getattr(self, name)
+            if value is not None:
+                problem = option_problem(self.model, name, value)
+                if problem:
+                    raise ConfigError(f"--{_flag(name)} {problem}")
         if self.chunk is not None and self.chunk < 0:
             raise ConfigError(f"--chunk must be >= 0 (0 = the whole batch at once), got {self.chunk}")
         if self.workers is not None and self.workers < 1:
@@ -224,20 +240,14 @@ def config_from_dict(d: dict) -> TrainConfig:
     return TrainConfig(**d)
 
 
-def resolve_model_options(cfg: TrainConfig, default_options: dict) -> dict:
-    """The options to pass to build_model: the model's defaults, overridden by the config's non-None values.
-
-    default_options: minstn.models.DEFAULT_OPTIONS (name -> {option: default}).
-    """
-    options = dict(default_options.get(cfg.model, {}))
-    for name in MODEL_OPTION_FIELDS:
-        value = getattr(cfg, name)
-        if value is None:
-            continue
-        if name not in options:
-            raise ConfigError(f"--{_flag(name)} is not an option of the {cfg.model} model (its options: {sorted(options)})")
-        options[name] = value
-    return options
+def resolve_model_options(cfg: TrainConfig) -> dict:
+    """The options to pass to build_model: the model's defaults (minstn.models.options), overridden by
+    the config's non-None values (which validate() has checked)."""
+    given = {name: getattr(cfg, name) for name in MODEL_OPTION_FIELDS if getattr(cfg, name) is not None}
+    problems = [f"--{_flag(k)} {option_problem(cfg.model, k, v)}" for k, v in given.items() if option_problem(cfg.model, k, v)]
+    if problems:
+        raise ConfigError(problems[0])
+    return {**DEFAULT_OPTIONS[cfg.model], **given}
 
 
 # ---------------------------------------------------------------------------------- argparse

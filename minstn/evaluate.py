@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 import numpy as np
@@ -30,7 +31,7 @@ import numpy as np
 from minstn import checkpoint
 from minstn.backend import DeviceError, resolve_device, to_numpy
 
-__all__ = ["error_stats", "evaluate_model", "theta_stats", "load_model", "main"]
+__all__ = ["error_stats", "evaluate_model", "theta_stats", "load_model", "json_dumps", "main"]
 
 
 def error_stats(logits, labels) -> dict:
@@ -67,6 +68,20 @@ def theta_stats(thetas) -> dict:
     means = th.mean(axis=0)                                                   # (T, 2, 3)
     steps = [{"tx": float(m[0, 2]), "ty": float(m[1, 2]), "sx": float(m[0, 0]), "sy": float(m[1, 1])} for m in means]
     return {"theta_spread": float(spread_elem.mean()), "theta_spread_elem": spread_elem.tolist(), "theta_steps": steps}
+
+
+def json_dumps(obj) -> str:
+    """json.dumps that writes NaN and infinities as null (strict JSON has no NaN): a model that
+    diverged still gives output any JSON reader accepts."""
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+    return json.dumps(clean(obj), allow_nan=False)
 
 
 def model_meta(model) -> dict:
@@ -125,6 +140,10 @@ def main(argv=None) -> int:
     except (DeviceError, checkpoint.CheckpointError, DataError, ModelError, OSError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
+    if data["labels"].shape[0] == 0:
+        print(f"{parser.prog}: error: {args.data} holds 0 canvases; evaluate on a file with at least one "
+              "(python -m minstn.data.generate --test N)", file=sys.stderr)
+        return 2
     images = data["images"].astype(model.dtype, copy=False)
     stats = evaluate_model(model, images, data["labels"], batch_size=args.batch_size)
     out = {
@@ -140,7 +159,7 @@ def main(argv=None) -> int:
         "loss": stats["loss"],
     }
     if args.json:
-        print(json.dumps(out))
+        print(json_dumps(out))
     else:
         print(f"{model.name} d={model.downsample} on {args.data} ({stats['n']} canvases)")
         print(f"  per-digit error   {stats['digit_error']:6.2f} %")

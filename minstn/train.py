@@ -209,11 +209,11 @@ def train(cfg: TrainConfig, splits: dict | None = None, log=None, stream=None) -
 
 def _train(cfg: TrainConfig, splits, log, stream, cleanup: contextlib.ExitStack) -> dict:
     """The body of train()."""
-    from minstn.models import DEFAULT_OPTIONS, build_model
+    from minstn.models import build_model
 
     log = log or (lambda msg: print(msg, flush=True))
     cfg.validate()
-    options = resolve_model_options(cfg, DEFAULT_OPTIONS)
+    options = resolve_model_options(cfg)
     run_dir = cfg.run_dir()
     last_path = os.path.join(run_dir, "last.npz")
     best_path = os.path.join(run_dir, "checkpoint.npz")

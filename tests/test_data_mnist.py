@@ -133,7 +133,8 @@ def test_find_data_dir_order(no_env, monkeypatch):
     explicit = write_synthetic_mnist(str(no_env / "explicit"), 20, 10)
     env = write_synthetic_mnist(str(no_env / "env"), 20, 10)
     cache = write_synthetic_mnist(default_cache_dir(), 20, 10)
-    assert find_data_dir(download=False) == cache
+    hashes = {n: hashlib.sha256(open(os.path.join(cache, n), "rb").read()).hexdigest() for n in ALL_FILES}
+    assert find_data_dir(download=False, sha256=hashes) == cache
     monkeypatch.setenv("MINSTN_DATA_DIR", env)
     assert find_data_dir(download=False) == env
     assert find_data_dir(explicit, download=False) == explicit
@@ -308,3 +309,24 @@ def test_real_mnist_folder():
     assert train_images.shape == (22699, 28, 28) and train_labels.shape == (22699,)
     assert np.bincount(test_labels, minlength=10).min() > 800       # all ten digits present
     assert train_labels[:5].tolist() == [5, 0, 4, 1, 9]            # the original training order
+
+
+def test_cached_files_are_checked_by_sha256_once_per_process(no_env):
+    """The cache holds downloads: a file altered there is caught (once per process, and again
+    when the file changes), with a message naming it; user folders are never held to the originals."""
+    from minstn.data import mnist
+
+    cache = write_synthetic_mnist(default_cache_dir(), 20, 10)
+    hashes = {n: hashlib.sha256(open(os.path.join(cache, n), "rb").read()).hexdigest() for n in ALL_FILES}
+    assert find_data_dir(download=False, sha256=hashes) == cache
+    name = "t10k-labels-idx1-ubyte.gz"
+    path = os.path.join(cache, name)
+    labels = read_idx(path)
+    labels[0] = (labels[0] + 1) % 10
+    write_idx(path, labels)                               # a valid IDX file, with one label changed
+    with pytest.raises(DataError, match=rf"{path}: its sha256 .* is not that of the original {name}.*Delete it"):
+        find_data_dir(download=False, sha256=hashes)
+    assert find_data_dir(cache, download=False) == cache  # given explicitly: the user's own folder
+    with pytest.raises(DataError, match="altered or damaged"):
+        load_mnist("test", download=False)                # the real hashes: the synthetic cache is refused
+    assert path not in mnist._VERIFIED

@@ -97,3 +97,47 @@ def test_cli_bad_data_file_exits_2(tmp_path, capsys):
     assert "missing key(s)" in capsys.readouterr().err
     assert evaluate.main(["--checkpoint", ck, "--data", str(tmp_path / "none.npz")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def _ffn_checkpoint(tmp_path):
+    from minstn.models import build_model
+
+    model = build_model("ffn-stn", 4)
+    return checkpoint.save(tmp_path / "m.npz", {f"param/{k}": v for k, v in model.state().items()},
+                           {"model": evaluate.model_meta(model)})
+
+
+def test_cli_wrong_kind_of_data_never_advises_deleting_a_good_file(tmp_path, capsys):
+    import gzip
+
+    ck = _ffn_checkpoint(tmp_path)
+    assert evaluate.main(["--checkpoint", ck, "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder; pass one of its .npz files" in err and "Delete" not in err and "damaged" not in err
+    mnist_gz = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    mnist_gz.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x01\x07"))
+    assert evaluate.main(["--checkpoint", ck, "--data", str(mnist_gz)]) == 2
+    err = capsys.readouterr().err
+    assert "not a minstn data file" in err and "--data-dir" in err and "Delete" not in err and "damaged" not in err
+    cut = tmp_path / "cut.npz"
+    np.savez(cut, images=np.zeros((2, 1, 100, 100), np.float32))
+    cut.write_bytes(cut.read_bytes()[:200])
+    assert evaluate.main(["--checkpoint", ck, "--data", str(cut)]) == 2
+    assert "a damaged .npz archive" in capsys.readouterr().err
+
+
+def test_cli_empty_data_file_is_one_line(tmp_path, capsys):
+    from minstn.data import save_sequence_file
+    from minstn.data.sequences import empty_split
+
+    ck = _ffn_checkpoint(tmp_path)
+    save_sequence_file(tmp_path / "empty.npz", empty_split(0))
+    assert evaluate.main(["--checkpoint", ck, "--data", str(tmp_path / "empty.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "holds 0 canvases" in err and err.count("\n") == 1
+
+
+def test_json_output_is_strict_json_even_with_nan():
+    text = evaluate.json_dumps({"loss": float("nan"), "errs": [1.0, float("inf")], "n": 3})
+    assert json.loads(text) == {"loss": None, "errs": [1.0, None], "n": 3}
+    assert "NaN" not in text and "Infinity" not in text

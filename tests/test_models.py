@@ -174,16 +174,20 @@ def test_build_errors():
             build_model("lstm-stn", bad)
     with pytest.raises(ModelError, match=r"unknown option\(s\) \['feedback'\] for model 'ffn-stn'"):
         build_model("ffn-stn", 2, feedback="theta")
-    with pytest.raises(ModelError, match="feedback must be 'none' or 'theta'"):
+    with pytest.raises(ModelError, match="lstm-stn: feedback must be one of 'none', 'theta', got 'glimpse'"):
         build_model("lstm-stn", 2, feedback="glimpse")
-    with pytest.raises(ModelError, match="dropout must be in"):
+    with pytest.raises(ModelError, match=r"cnn: dropout must be a finite number >= 0 and < 1, got 1.0"):
         build_model("cnn", dropout=1.0)
-    with pytest.raises(ModelError, match="init_scale must be > 0"):
+    with pytest.raises(ModelError, match="init_scale must be a finite number > 0, got 0"):
         build_model("ffn-stn", 2, init_scale=0)
-    with pytest.raises(ModelError, match="regressor_std must be >= 0"):
+    with pytest.raises(ModelError, match="regressor_std must be a finite number >= 0, got -0.001"):
         build_model("ffn-stn", 2, regressor_std=-1e-3)
-    with pytest.raises(ModelError, match="hidden_size must be a positive integer"):
+    with pytest.raises(ModelError, match="hidden_size must be an integer >= 1 and <= 8192, got 0"):
         build_model("lstm-stn", 2, hidden_size=0)
+    with pytest.raises(ModelError, match="hidden_size must be an integer >= 1 and <= 8192, got 2.5"):
+        build_model("lstm-stn", 2, hidden_size=2.5)
+    with pytest.raises(ModelError, match="step_spread must be a finite number >= 0 and <= 1, got True"):
+        build_model("lstm-stn", 2, step_spread=True)
     with pytest.raises(ModelError, match="sampler_impl must be"):
         build_model("lstm-stn", 2, sampler_impl="fast")
     with pytest.raises(ModelError, match="dtype must be 'float32'"):
@@ -366,7 +370,7 @@ def test_zero_head_starts_at_uniform_predictions(name, rng):
     assert loss == pytest.approx(np.log(10), abs=1e-12) and not np.any(logits)
     assert np.any(zero.grads["cls.head.w"])
     assert all(not np.any(g) for k, g in zero.grads.items() if k not in ("cls.head.w", "cls.head.b"))
-    with pytest.raises(ModelError, match="head_init must be 'he' or 'zero'"):
+    with pytest.raises(ModelError, match="head_init must be one of 'he', 'zero', got 'small'"):
         build_model(name, 2, head_init="small")
 
 
@@ -377,5 +381,5 @@ def test_step_spread_adds_a_per_step_bias(rng):
     th = m.attend(rng.random((2, 1, 100, 100)))["thetas"]                       # (2, 4, 2, 3)
     np.testing.assert_allclose(th[:, :, 0, 2], [[-0.6, -0.2, 0.2, 0.6]] * 2, atol=1e-12)
     assert "reg.step_b" not in build_model("lstm-stn", 4, seed=0, step_spread=0.0).params
-    with pytest.raises(ModelError, match="step_spread must be in"):
+    with pytest.raises(ModelError, match="step_spread must be a finite number >= 0 and <= 1, got 2.0"):
         build_model("lstm-stn", 4, step_spread=2.0)

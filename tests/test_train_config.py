@@ -13,7 +13,9 @@ from minstn.config import ConfigError, TrainConfig
 def test_model_names_and_options_match_the_models():
     from minstn.models import DEFAULT_OPTIONS, MODEL_NAMES
 
-    assert config.MODEL_NAMES == MODEL_NAMES
+    from minstn.data import LAYOUTS
+
+    assert config.MODEL_NAMES == MODEL_NAMES and config.LAYOUT_NAMES == tuple(LAYOUTS)
     every_option = set().union(*DEFAULT_OPTIONS.values())
     assert set(config.MODEL_OPTION_FIELDS) == every_option
 
@@ -59,11 +61,20 @@ def test_run_dir_default():
         (["--patience", "-1"], "--patience must be >= 0"),
         (["--momentum", "1"], "--momentum must be in"),
         (["--nesterov"], "--nesterov needs --optimizer sgd"),
-        (["--lr-factor", "1.5"], "--lr-factor must be below 1"),
-        (["--init-scale", "0"], "--init-scale must be a finite number > 0"),
+        (["--lr-factor", "1.5"], "--lr-factor must be at most 1 for the plateau schedule"),
+        (["--lr-schedule", "step", "--lr-factor", "5"], "--lr-factor must be at most 1 for the step schedule"),
+        (["--seed", "-1"], "--seed must be an integer >= 0, got -1"),
+        (["--data-seed", "-2"], "--data-seed must be an integer >= 0"),
+        (["--layout", "wide"], "invalid choice: 'wide'"),
+        (["--max-images", "-1"], "--max-images must be >= 0"),
+        (["--save-every", "-1"], "--save-every must be >= 0"),
+        (["--hidden-size", "100000000"], "--hidden-size must be an integer >= 1 and <= 8192, got 100000000"),
+        (["--step-spread", "2"], "--step-spread must be a finite number >= 0 and <= 1"),
+        (["--init-scale", "0"], "--init-scale must be a finite number > 0, got 0.0"),
+        (["--init-scale", "nan"], "--init-scale must be a finite number > 0, got nan"),
         (["--regressor-std", "-1"], "--regressor-std must be a finite number >= 0"),
-        (["--dropout", "1"], "--dropout must be in"),
-        (["--hidden-size", "0"], "--hidden-size must be at least 1"),
+        (["--dropout", "1"], "--dropout must be a finite number >= 0 and < 1, got 1.0"),
+        (["--hidden-size", "0"], "--hidden-size must be an integer >= 1"),
         (["--resume"], "--resume needs --out DIR"),
         (["--chunk", "-1"], "--chunk must be >= 0"),
         (["--workers", "0"], "--workers must be at least 1"),
@@ -101,13 +112,13 @@ def test_validate_checks_choices_set_in_code():
 def test_resolve_model_options():
     from minstn.models import DEFAULT_OPTIONS
 
-    opts = config.resolve_model_options(TrainConfig(model="lstm-stn", init_scale=0.7), DEFAULT_OPTIONS)
+    opts = config.resolve_model_options(TrainConfig(model="lstm-stn", init_scale=0.7))
     assert opts == {**DEFAULT_OPTIONS["lstm-stn"], "init_scale": 0.7}
-    assert config.resolve_model_options(TrainConfig(model="cnn"), DEFAULT_OPTIONS) == DEFAULT_OPTIONS["cnn"]
+    assert config.resolve_model_options(TrainConfig(model="cnn")) == DEFAULT_OPTIONS["cnn"]
     with pytest.raises(ConfigError, match="--init-scale is not an option of the cnn model"):
-        config.resolve_model_options(TrainConfig(model="cnn", init_scale=0.5), DEFAULT_OPTIONS)
+        config.resolve_model_options(TrainConfig(model="cnn", init_scale=0.5))
     with pytest.raises(ConfigError, match="--feedback is not an option of the ffn-stn model"):
-        config.resolve_model_options(TrainConfig(model="ffn-stn", feedback="none"), DEFAULT_OPTIONS)
+        config.resolve_model_options(TrainConfig(model="ffn-stn", feedback="none"))
 
 
 def test_docs_list_every_option():

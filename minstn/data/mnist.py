@@ -245,6 +245,7 @@ def find_data_dir(data_dir=None, download=True, mirrors=MNIST_MIRRORS, sha256=MN
     folder = default_cache_dir()
     missing = _missing(folder) if os.path.isdir(folder) else list(ALL_FILES)
     if not missing:
+        _verify_cache(folder, sha256)
         return folder
     if not download:
         raise DataError(
@@ -253,6 +254,39 @@ def find_data_dir(data_dir=None, download=True, mirrors=MNIST_MIRRORS, sha256=MN
         )
     download_mnist(folder, names=missing, mirrors=mirrors, sha256=sha256)
     return folder
+
+
+#: cache files whose sha256 this process has checked (path -> (size, mtime) when checked)
+_VERIFIED = {}
+
+
+def _verify_cache(folder, sha256=MNIST_SHA256):
+    """Check the sha256 of the cache's four files once per process (and again if a file changes).
+
+    The cache holds what minstn downloaded, so each file must be the original: an altered or
+    damaged one raises DataError naming it and saying to delete it (it is then downloaded again).
+    Folders given by --data-dir or MINSTN_DATA_DIR are the user's and are not checked against
+    the originals (a shortened training file, like the one on these machines, is fine there).
+    """
+    for name in ALL_FILES:
+        path = mnist_file_path(folder, name)
+        if path is None or name not in sha256 or not path.endswith(".gz"):
+            continue
+        stat = os.stat(path)
+        if _VERIFIED.get(path) == (stat.st_size, stat.st_mtime_ns):
+            continue
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != sha256[name]:
+            _VERIFIED.pop(path, None)
+            raise DataError(
+                f"{path}: its sha256 {digest.hexdigest()[:16]}... is not that of the original {name} "
+                f"({sha256[name][:16]}...): the cached file was altered or damaged. Delete it, and minstn "
+                f"downloads it again; or pass your own MNIST folder with --data-dir."
+            )
+        _VERIFIED[path] = (stat.st_size, stat.st_mtime_ns)
 
 
 # ----------------------------------------------------------------------------------------

@@ -113,12 +113,25 @@ def save_sequence_file(path, d, params=None):
 
 
 def _open(path):
+    """np.load(path) for a sequence file, with a message that tells a wrong file from a damaged one."""
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder; pass one of its .npz files (e.g. {os.path.join(path, 'test.npz')}), "
+                        "written by `python -m minstn.data.generate`")
     try:
-        return np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            head = f.read(4)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found. Generate it with `python -m minstn.data.generate --out DIR`.") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror}); check its permissions.") from None
+    if head != b"PK\x03\x04":   # every .npz is a zip archive
+        raise DataError(f"{path}: not a minstn data file (an .npz written by `python -m minstn.data.generate`; "
+                        "MNIST's own .gz files go to --data-dir, not --data)")
+    try:
+        return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: not a readable .npz archive ({e}); it is damaged. Delete it and regenerate it.") from None
+        raise DataError(f"{path}: a damaged .npz archive ({e}); it is truncated or corrupt. Regenerate it "
+                        "with `python -m minstn.data.generate`.") from None
 
 
 def load_sequence_file(path):

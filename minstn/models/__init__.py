@@ -9,18 +9,9 @@ Models:
     'ffn-stn'   FFN-STN-CNN: loc net -> FC -> theta; one glimpse, down-sampled by d; four heads
     'lstm-stn'  LSTM-STN-CNN: loc net -> LSTM (T = 4 steps) -> theta_t; glimpse t predicts digit t
 
-Options (DEFAULT_OPTIONS gives each model's defaults; unknown options are errors):
-    dropout        dropout probability before the classifier's FC layer (all models; 0.5)
-    head_init      'he' | 'zero': the classifier's last layer starts He-initialised or at 0
-                   (uniform predictions, loss ln 10, at the start) (all models; 'zero')
-    init_scale     s in the regressor's initial bias [[s,0,0],[0,s,0]]: the glimpse starts as a
-                   centred zoom by 1/s (STN models; FFN 1.0 = identity, LSTM 0.5)
-    regressor_std  std of the regressor's initial weights, 0 = zeros (STN models; FFN 0.0, LSTM 1e-3)
-    feedback       'none' | 'theta': feed theta_{t-1} into the LSTM beside the features (LSTM; 'theta')
-    step_spread    s >= 0: a learned per-step theta bias starting with the glimpse centres at
-                   tx = s * (t - 1.5); 0 = no such bias, the paper's plain recurrence (LSTM; 0.3)
-    hidden_size    LSTM cells (LSTM; 256)
-    sampler_impl   'auto' | 'array' | 'kernel': which affine-grid / sampler code runs (STN models; 'auto')
+Options: dropout, head_init, init_scale, regressor_std, feedback, step_spread, hidden_size,
+sampler_impl; each is declared once, with its type, defaults, check and help, in
+minstn.models.options (DEFAULT_OPTIONS: each model's defaults; unknown options are errors).
 """
 from __future__ import annotations
 
@@ -31,11 +22,14 @@ import numpy as np
 from minstn.models.base import CANVAS, POSITIONS, Model
 from minstn.models.cnn import CNN
 from minstn.models.layers import ModelError
+from minstn.models.options import DEFAULT_OPTIONS, MODEL_NAMES, OPTIONS, check_options
 from minstn.models.stn import FFNSTN, LSTMSTN
 
 __all__ = [
     "MODEL_NAMES",
     "DEFAULT_OPTIONS",
+    "OPTIONS",
+    "check_options",
     "ModelError",
     "Model",
     "CNN",
@@ -46,71 +40,8 @@ __all__ = [
     "POSITIONS",
 ]
 
-MODEL_NAMES = ("cnn", "ffn-stn", "lstm-stn")
-
-DEFAULT_OPTIONS = {
-    "cnn": {"dropout": 0.5, "head_init": "zero"},
-    "ffn-stn": {"dropout": 0.5, "head_init": "zero", "init_scale": 1.0, "regressor_std": 0.0, "sampler_impl": "auto"},
-    "lstm-stn": {
-        "dropout": 0.5,
-        "head_init": "zero",
-        "init_scale": 0.5,
-        "regressor_std": 1e-3,
-        "feedback": "theta",
-        "step_spread": 0.3,
-        "hidden_size": 256,
-        "sampler_impl": "auto",
-    },
-}
-
 _CLASSES = {"cnn": CNN, "ffn-stn": FFNSTN, "lstm-stn": LSTMSTN}
 _DTYPES = ("float32", "float64")
-
-
-def _check_option(name: str, key: str, value):
-    """Validate one option value; returns it normalised (floats as float, ints as int)."""
-    def number(v):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real):
-            raise ModelError(f"{name}: option {key} must be a number, got {v!r}")
-        return float(v)
-
-    if key == "dropout":
-        v = number(value)
-        if not 0.0 <= v < 1.0:
-            raise ModelError(f"{name}: dropout must be in [0, 1) (0 disables it), got {value!r}")
-        return v
-    if key == "init_scale":
-        v = number(value)
-        if not v > 0:
-            raise ModelError(f"{name}: init_scale must be > 0 (1.0 = identity, 0.5 = a 2x zoom), got {value!r}")
-        return v
-    if key == "regressor_std":
-        v = number(value)
-        if not v >= 0:
-            raise ModelError(f"{name}: regressor_std must be >= 0 (0 = zero weights), got {value!r}")
-        return v
-    if key == "step_spread":
-        v = number(value)
-        if not 0 <= v <= 1:
-            raise ModelError(f"{name}: step_spread must be in [0, 1] (0 = off, 0.4 = centres at -0.6 .. 0.6), got {value!r}")
-        return v
-    if key == "feedback":
-        if value not in ("none", "theta"):
-            raise ModelError(f"{name}: feedback must be 'none' or 'theta', got {value!r}")
-        return value
-    if key == "hidden_size":
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ModelError(f"{name}: hidden_size must be a positive integer, got {value!r}")
-        return int(value)
-    if key == "head_init":
-        if value not in ("he", "zero"):
-            raise ModelError(f"{name}: head_init must be 'he' or 'zero', got {value!r}")
-        return value
-    if key == "sampler_impl":
-        if value not in ("auto", "array", "kernel"):
-            raise ModelError(f"{name}: sampler_impl must be 'auto', 'array' or 'kernel', got {value!r}")
-        return value
-    raise AssertionError(key)  # every key of DEFAULT_OPTIONS is handled above
 
 
 def build_model(name: str, downsample: int = 2, *, dtype="float32", device="cpu", seed: int = 0, **options) -> Model:
@@ -134,10 +65,6 @@ def build_model(name: str, downsample: int = 2, *, dtype="float32", device="cpu"
         dt = None
     if dt not in _DTYPES:
         raise ModelError(f"dtype must be 'float32' (training) or 'float64' (gradient checks), got {dtype!r}")
-    defaults = DEFAULT_OPTIONS[name]
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise ModelError(f"unknown option(s) {unknown} for model {name!r}; its options are {sorted(defaults)}")
-    resolved = {k: _check_option(name, k, options.get(k, v)) for k, v in defaults.items()}
+    resolved = check_options(name, options)
     d = 1 if name == "cnn" else int(downsample)
     return _CLASSES[name](d, resolved, dtype=dt, device=device, seed=seed)
