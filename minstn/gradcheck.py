@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["rel_error", "numerical_gradient", "check_gradients", "GradientCheckError"]
+__all__ = ["rel_error", "numerical_gradient", "check_gradients", "check_model_gradients", "GradientCheckError"]
 
 
 class GradientCheckError(ValueError):
@@ -155,4 +155,65 @@ def check_gradients(forward, backward, inputs: dict, static: dict | None = None,
 
         num = numerical_gradient(f, x, douts, h=h)
         errors[name] = rel_error(g, num)
+    return errors
+
+
+# --------------------------------------------------------------------------------- whole models
+
+#: finite-difference steps of check_model_gradients, by what a parameter moves (reasons below)
+H_WEIGHT, H_LOC, H_REG = 1e-6, 1e-7, 1e-8
+
+
+def _step(model, name: str) -> float:
+    """The probe step of a parameter: the regressor moves theta directly (1e-8); the rest of the
+    'loc' group moves theta and with it every sample point, and a bias moves every unit of its
+    channel (1e-7); a classifier weight moves little (1e-6). Smaller steps cross fewer kinks
+    (ReLU, max-pool ties, integer sample coordinates); the round-off grows like 1e-16 / h."""
+    if name.startswith("reg."):
+        return H_REG
+    return H_LOC if model.groups[name] == "loc" or name.endswith(".b") else H_WEIGHT
+
+
+def check_model_gradients(model, images, labels, seed: int = 7, n_elem: int = 2, names=None, tol: float = 1e-6) -> dict:
+    """{parameter: max relative error} between model.grads and centred differences of the loss.
+
+    The loss is the model's mean softmax cross-entropy in training mode, its dropout masks drawn
+    from np.random.default_rng(seed) at every evaluation (the same masks each time). Probes
+    n_elem random elements of every parameter (or of those in `names`), chosen among those whose
+    gradient is not small (|g| >= 0.3 max |g| of that parameter), so that the relative error
+    measures the gradient and not the loss's round-off. A probe that misses `tol` is repeated
+    once with a 10x smaller step: a kink inside [p - h, p + h] spoils one step but rarely both,
+    while a wrong gradient fails at every step. Use float64 models.
+    """
+    from minstn import ops
+
+    def loss():
+        logits, _ = model.forward(images, train=True, rng=np.random.default_rng(seed))
+        return ops.softmax_cross_entropy(logits, model.device.asarray(labels))[0]
+
+    model.loss_and_grads(images, labels, rng=np.random.default_rng(seed))
+    grads = {k: np.asarray(v).copy() for k, v in model.grads.items()}
+    pick = np.random.default_rng(1)
+    errors = {}
+    for name, p in model.params.items():
+        if names is not None and name not in names:
+            continue
+        g, h = grads[name], _step(model, name)
+        big = np.flatnonzero(np.abs(g) >= 0.3 * np.abs(g).max()) if np.abs(g).max() > 0 else np.arange(g.size)
+        errs = []
+        for idx in pick.choice(big, size=min(n_elem, big.size), replace=False):
+            i = np.unravel_index(idx, p.shape)
+            old = p[i]
+            err = np.inf
+            for step in (h, h / 10):
+                p[i] = old + step
+                lp = loss()
+                p[i] = old - step
+                lm = loss()
+                p[i] = old
+                err = min(err, rel_error((float(lp) - float(lm)) / (2 * step), float(g[i])))
+                if err <= tol:
+                    break
+            errs.append(err)
+        errors[name] = max(errs)
     return errors

@@ -18,6 +18,8 @@ import os
 import numpy as np
 from matplotlib.figure import Figure
 
+from minstn.fileio import atomic_open
+
 __all__ = ["plot_curves", "glimpse_corners", "plot_glimpses", "plot_theta_stats", "STEP_COLOURS"]
 
 #: one colour per glimpse step
@@ -25,8 +27,9 @@ STEP_COLOURS = ("tab:red", "tab:orange", "tab:green", "tab:blue", "tab:purple", 
 
 
 def _save(fig: Figure, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)   # (bbox_inches='tight' would draw everything twice)
+    """Write the figure as a PNG, atomically (a killed run never leaves half a picture)."""
+    with atomic_open(path, suffix=".png") as f:
+        fig.savefig(f, dpi=100, format="png")   # (bbox_inches='tight' would draw everything twice)
     return path
 
 

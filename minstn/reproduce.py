@@ -38,12 +38,15 @@ import shutil
 import sys
 import time
 
-from minstn import checkpoint
+from minstn.training import checkpoint
 from minstn.backend import DeviceError, resolve_device
-from minstn.config import ConfigError, TrainConfig
+from minstn.training.config import ConfigError, TrainConfig, add_verbosity, verbosity
+from minstn.training.console import Console
 from minstn.fileio import atomic_write_bytes
-from minstn.runfolder import RunFolderBusy, RunFolderError, exit_code, is_locked, stop_signals
-from minstn.train import EXIT_DIVERGED, TrainingDiverged, load_data, read_metrics, train
+from minstn.training.console import exit_code, stop_signals
+from minstn.training.run import RunFolderBusy, RunFolderError, is_locked, read_metrics
+from minstn.train import EXIT_DIVERGED
+from minstn.training.loop import TrainingDiverged, load_data, train
 
 __all__ = ["PRESETS", "PAPER_TABLE", "Cell", "plan_cells", "cell_command", "write_table", "table_markdown",
            "collect", "update_readme", "make_figures", "main"]
@@ -334,7 +337,7 @@ def collect(runs: list, dest: str) -> list:
 
 def make_figures(out: str, runs: list, splits: dict, device, n_canvases: int = 4) -> list:
     """curves.png for all finished cells; glimpses-<cell>.png and theta-<cell>.png for the STN cells."""
-    from minstn.evaluate import load_model
+    from minstn.training.metrics import load_model
     from minstn.plots import plot_curves, plot_glimpses, plot_theta_stats
 
     written = []
@@ -393,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=int, help="change the test canvases (for tests)")
     p.add_argument("--batch-size", type=int, help="change the batch size (for tests)")
     p.add_argument("--data", help="folder with train.npz, val.npz, test.npz (and optionally shifted.npz) to use instead of generating")
+    add_verbosity(p)
     return p
 
 
@@ -495,7 +499,7 @@ def _train_cells(runs: list, args) -> int:
         cfg = dataclasses.replace(cfg, resume=status == "resume")
         print(f"== {cell.name}: {'continuing' if cfg.resume else 'training'} in {cfg.run_dir()}", flush=True)
         try:
-            train(cfg, splits)
+            train(cfg, splits, console=Console(verbosity(vars(args)), progress=cfg.progress, log_every=cfg.log_every))
         except RunFolderBusy:
             print(f"== {cell.name}: another process took it, skipped", flush=True)
             left.append(cell.name)

@@ -1,71 +1,39 @@
-"""Train a model on the MNIST-sequence data set: `python -m minstn.train`.
+"""`python -m minstn.train`: train a model on the MNIST-sequence data set.
 
-    python -m minstn.train --model lstm-stn --downsample 2 --device cpu --out runs/lstm-stn-d2
-    python -m minstn.train --out runs/lstm-stn-d2 --resume          # continue after Ctrl-C
-    python -m minstn.train --help                                   # every option (minstn.config)
+    python -m minstn.train --model lstm-stn --downsample 2 --out runs/lstm-stn-d2
+    python -m minstn.train --out runs/lstm-stn-d2 --resume          # continue after Ctrl-C or a kill
+    python -m minstn.train --help                                   # every option (minstn.training.config)
 
-Shape legend: N canvases per batch (--batch-size), images (N, 1, 100, 100), labels (N, 4),
-logits (N, 4, 10), thetas (N, T, 2, 3).
-
-A run writes into its folder DIR (--out; docs/training.md describes every file):
-    config.json      the resolved settings
+The loop itself is minstn.training.loop; this module is its command line. A run writes into its
+folder DIR (--out; docs/training.md describes every file):
+    config.json      every resolved setting
     metrics.jsonl    one JSON line per epoch (losses, errors, per-position errors, lr, speed, theta statistics)
     checkpoint.npz   the best model so far by validation per-digit error
     last.npz         everything needed to continue exactly: model, optimiser, schedule, early
-                     stopping, dropout RNG, position in the epoch (written every --save-every steps,
-                     after each epoch, and when a signal stops the run)
-    result.json      test errors of the best checkpoint (and on the shifted-layout test set), written
-                     when the run ends
+                     stopping, dropout RNG, position in the epoch, the data's fingerprint (written
+                     every --save-every steps, after each epoch, and when a signal stops the run)
+    result.json      test errors of the best checkpoint (and on the shifted-layout test set)
     .lock            held (flock) by the run that owns the folder, so two runs never share one
 
-Determinism: the data order of epoch e is np.random.default_rng([seed, e]).permutation(n_train)
-and dropout draws from one generator whose state is saved, so continuing from last.npz gives
-exactly the parameters and metrics of an uninterrupted run.
-
-Exit codes of main(): 0 done, 2 bad options / data / device / checkpoint / run folder, 3 diverged
-(NaN or inf loss or gradient), 128 + the signal when stopped by SIGINT (130, Ctrl-C), SIGTERM (143)
-or SIGHUP (129): last.npz saved, resume with --resume.
+Exit codes of main(): 0 done, 2 bad options / data / device / checkpoint / run folder (one line on
+stderr, found before any data is loaded where it can be), 3 diverged (NaN or inf loss or gradient,
+or a runaway loss), 128 + the signal when stopped by SIGINT (130, Ctrl-C), SIGTERM (143) or SIGHUP
+(129): last.npz saved, resume with --resume.
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import json
-import math
-import os
 import sys
-import time
+import traceback
 
-import numpy as np
+from minstn.backend import DeviceError
+from minstn.training import checkpoint
+from minstn.training.config import ConfigError, TrainConfig, parse_command_line
+from minstn.training.console import Console, exit_code
+from minstn.training.loop import TrainingDiverged, load_data, train
+from minstn.training.run import RunFolderError, read_metrics, resume_config
 
-from minstn import checkpoint, host
-from minstn.runfolder import (
-    DeferSignals,
-    RunFolderError,
-    RunInterrupted,
-    RunLock,
-    check_new_run_folder,
-    check_writable,
-    exit_code,
-    stop_signals,
-    sweep_temp_files,
-)
-from minstn.backend import DeviceError, resolve_device, to_numpy
-from minstn.config import (
-    RESUME_OVERRIDABLE,
-    ConfigError,
-    TrainConfig,
-    config_from_dict,
-    given_options,
-    resolve_model_options,
-    resolve_parallel,
-)
-from minstn.fileio import atomic_write_bytes
-from minstn.evaluate import error_stats, evaluate_model, model_meta, theta_stats
-from minstn.optim import EarlyStopping, build_optimizer, build_schedule, clip_by_global_norm, clip_by_value, global_norm
-from minstn.parallel import ProcessChunks
-
-__all__ = ["main", "train", "load_data", "make_config", "TrainingDiverged", "Progress", "EXIT_DIVERGED", "EXIT_INTERRUPTED"]
+__all__ = ["main", "make_config", "train", "load_data", "read_metrics", "TrainingDiverged",
+           "EXIT_BAD_INPUT", "EXIT_DIVERGED", "EXIT_INTERRUPTED"]
 
 PROG = "python -m minstn.train"
 EXIT_BAD_INPUT = 2
@@ -73,455 +41,12 @@ EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss or the gradient became NaN or inf; the message says where and what to try."""
-
-
-# ---------------------------------------------------------------------------------- data
-
-
-def load_data(cfg: TrainConfig) -> dict:
-    """{'train', 'val', 'test'} splits: from --data DIR/{train,val,test}.npz, else generated by minstn.data."""
-    from minstn import data as mdata
-
-    if cfg.data:
-        splits = {}
-        for split in ("train", "val", "test"):
-            path = os.path.join(cfg.data, f"{split}.npz")
-            if not os.path.isfile(path):
-                raise mdata.DataError(
-                    f"--data {cfg.data!r} has no {split}.npz; a data folder holds train.npz, val.npz and test.npz "
-                    "(write one with `python -m minstn.data.generate --out DIR`)"
-                )
-            splits[split] = mdata.load_sequence_file(path)
-        shifted = os.path.join(cfg.data, "shifted.npz")      # optional: a second test set
-        if cfg.shifted_layout != "none" and os.path.isfile(shifted):
-            splits["shifted"] = mdata.load_sequence_file(shifted)
-        return splits
-    shifted = cfg.shifted_layout != "none"
-    return mdata.load_splits(
-        train_size=cfg.train_size, val_size=cfg.val_size, test_size=cfg.test_size,
-        seed=cfg.data_seed, data_dir=cfg.data_dir, cache_dir=cfg.cache_dir,
-        shifted_size=cfg.test_size if shifted else 0,
-        shifted_options=mdata.SequenceOptions.for_layout(cfg.shifted_layout) if shifted else None,
-        **mdata.LAYOUTS[cfg.layout],
-    )
-
-
-# ---------------------------------------------------------------------------------- progress
-
-
-class Progress:
-    """A one-line progress bar on a stream (stderr): rewritten in place on a terminal, and
-    printed as a plain line every `every` steps (and at the end) when the stream is a file."""
-
-    def __init__(self, total: int, prefix: str, stream=None, enabled: bool = True, every: int = 50):
-        self.total, self.prefix, self.every = total, prefix, max(1, every)
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled
-        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.last_width = 0
-
-    def update(self, done: int, loss: float, images_per_s: float) -> None:
-        if not self.enabled:
-            return
-        if not self.tty and done % self.every and done != self.total:
-            return
-        width = 24
-        filled = int(width * done / max(1, self.total))
-        line = (f"{self.prefix} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} "
-                f"loss {loss:.4f}  {images_per_s:6.1f} img/s")
-        if self.tty:
-            pad = " " * max(0, self.last_width - len(line))
-            self.stream.write("\r" + line + pad)
-            self.last_width = len(line)
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty and self.last_width:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.last_width = 0
-
-
-# ---------------------------------------------------------------------------------- config
-
-
 def make_config(given: dict) -> TrainConfig:
-    """The run's TrainConfig from the options given on the command line ({field: value}).
-
-    A new run: TrainConfig defaults overridden by `given`. With --resume: the settings saved in
-    DIR/last.npz, where only RESUME_OVERRIDABLE settings (epochs, time budget, device, ...) may be
-    given again with another value; any other difference is a ConfigError.
-    """
-    if not given.get("resume"):
-        return TrainConfig(**given).validate()
-    out = given.get("out")
-    if not out:
-        raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
-    last = os.path.join(out, "last.npz")
-    if not os.path.exists(last):
-        raise ConfigError(f"--resume: {last!r} does not exist, so there is nothing to continue; start a new run without --resume")
-    _, meta = checkpoint.load(last)
-    saved = config_from_dict(meta["config"])
-    _check_resume(saved, given)
-    changed = {name: value for name, value in given.items() if name in RESUME_OVERRIDABLE}
-    return dataclasses.replace(saved, **changed).validate()
-
-
-def _check_resume(saved: TrainConfig, given: dict) -> None:
-    """ConfigError if `given` changes a setting that a resumed run must keep."""
-    for name, value in given.items():
-        if name not in RESUME_OVERRIDABLE and value != getattr(saved, name):
-            raise ConfigError(
-                f"--{name.replace('_', '-')} {value!r} differs from the run's saved setting {getattr(saved, name)!r}; "
-                f"a resumed run keeps its settings (only {', '.join(RESUME_OVERRIDABLE)} may change). "
-                "Start a new run in another --out folder instead."
-            )
-
-
-# ---------------------------------------------------------------------------------- training
-
-
-def _optim_arrays(opt_state: dict) -> dict:
-    return {f"optim/{k}": v for k, v in opt_state["arrays"].items()}
-
-
-def _finite(x: float) -> bool:
-    return math.isfinite(x)
-
-
-def train(cfg: TrainConfig, splits: dict | None = None, log=None, stream=None) -> dict:
-    """Run (or continue, cfg.resume) one training run; returns the result dict (also DIR/result.json).
-
-    splits: preloaded {'train', 'val', 'test'} data dicts (else load_data(cfg)).
-    log:    function for the status lines (default: print to stdout).
-    stream: where the progress bar goes (default: sys.stderr).
-    Raises ConfigError, DeviceError, DataError, CheckpointError, TrainingDiverged (after saying so),
-    KeyboardInterrupt (after saving DIR/last.npz).
-    """
-    # BLAS threads as they were afterwards; SIGTERM/SIGHUP stop like Ctrl-C; workers and the lock released
-    with host.preserved_blas_threads(), stop_signals(), contextlib.ExitStack() as cleanup:
-        return _train(cfg, splits, log, stream, cleanup)
-
-
-def _train(cfg: TrainConfig, splits, log, stream, cleanup: contextlib.ExitStack) -> dict:
-    """The body of train()."""
-    from minstn.models import build_model
-
-    log = log or (lambda msg: print(msg, flush=True))
-    cfg.validate()
-    options = resolve_model_options(cfg)
-    run_dir = cfg.run_dir()
-    last_path = os.path.join(run_dir, "last.npz")
-    best_path = os.path.join(run_dir, "checkpoint.npz")
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    result_path = os.path.join(run_dir, "result.json")
-    # the run folder first, before any data is loaded: a new run never touches one that holds a run
-    if cfg.resume and not os.path.exists(last_path):
-        raise ConfigError(f"--resume: {last_path!r} does not exist, so there is nothing to continue; start a new run without --resume")
-    if not cfg.resume:
-        check_new_run_folder(run_dir)
-    check_writable(run_dir)
-    cleanup.enter_context(RunLock(run_dir))          # one run at a time in a folder
-    if not cfg.resume:
-        check_new_run_folder(run_dir)                # again, now that no other run can start here
-    sweep_temp_files(run_dir)                        # half-written files of a killed run
-    resume_arrays, resume_meta = checkpoint.load(last_path) if cfg.resume else (None, None)
-    if cfg.resume:
-        _check_resume(config_from_dict(resume_meta["config"]), cfg.to_dict())
-    device = resolve_device(cfg.device)
-    device.use()                      # optimiser state and temporaries go to the same GPU as the model
-
-    if splits is None:
-        splits = load_data(cfg)
-    for split in ("train", "val", "test"):
-        if splits[split]["images"].shape[0] == 0:
-            raise ConfigError(f"the {split} split is empty; training needs at least one canvas in each of train, val and test")
-    dtype = np.dtype(cfg.dtype)
-    train_x = splits["train"]["images"].astype(dtype, copy=False)      # (N_train, 1, 100, 100)
-    train_y = splits["train"]["labels"]                                # (N_train, 4)
-    val_x = splits["val"]["images"].astype(dtype, copy=False)
-    val_y = splits["val"]["labels"]
-    n_train = train_x.shape[0]
-
-    model = build_model(cfg.model, cfg.downsample, dtype=cfg.dtype, device=device, seed=cfg.seed, **options)
-    chunk, workers = resolve_parallel(cfg, device.kind, host.cpu_count())
-    # the chunk decides the dropout masks: save the one used, so that --resume on a machine with
-    # another number of cores continues with the same chunks (and the same result)
-    cfg = dataclasses.replace(cfg, chunk=chunk)
-    runner = None                         # worker processes, when the CPU step runs on them
-    if device.kind == "cpu":
-        host.keep_freed_memory()          # reuse freed activations instead of page-faulting new ones
-        if workers > 1:
-            # the workers are the parallelism: BLAS threads would oversubscribe the cores. Also in
-            # the parent of worker processes, whose idle OpenBLAS threads would spin on the workers' cores
-            host.set_blas_threads(1)
-            if cfg.parallel == "process":
-                runner = cleanup.enter_context(ProcessChunks(model, workers))
-    lr_mult = {name: cfg.loc_lr_mult for name, group in model.groups.items() if group == "loc"}
-    opt = build_optimizer(cfg.optimizer, model.params, cfg.lr, lr_mult, cfg.weight_decay, cfg.momentum, cfg.nesterov)
-    schedule = build_schedule(cfg.lr_schedule, cfg.lr, cfg.lr_step, cfg.lr_factor, cfg.lr_patience, cfg.min_lr)
-    stopper = EarlyStopping(cfg.patience)
-    dropout_rng = np.random.default_rng([cfg.seed, 1_000_003])  # its own stream, apart from the data order
-    stn = model.name != "cnn"
-    theta_x = val_x[: min(cfg.theta_batch, val_x.shape[0])]         # the fixed batch for theta statistics
-
-    # run position, all plain numbers (saved in last.npz)
-    pos = {"epoch": 1, "step_in_epoch": 0, "global_step": 0, "images_seen": 0, "elapsed": 0.0,
-           "best_val": None, "best_epoch": 0, "stop_reason": None,
-           "acc": {"loss_sum": 0.0, "wrong": 0, "digits": 0, "n": 0}}
-    if cfg.resume:
-        model.load_state({k[len("param/"):]: v for k, v in resume_arrays.items() if k.startswith("param/")})
-        opt.load_state({**resume_meta["optim"], "arrays": {k[len("optim/"):]: v for k, v in resume_arrays.items() if k.startswith("optim/")}})
-        schedule.load_state(resume_meta["schedule"])
-        stopper.load_state(resume_meta["early_stopping"])
-        dropout_rng.bit_generator.state = resume_meta["dropout_rng"]
-        pos = resume_meta["position"]
-        pos["stop_reason"] = None
-        _truncate_metrics(metrics_path, pos["epoch"])
-        log(f"resuming {run_dir} at epoch {pos['epoch']}, step {pos['step_in_epoch']} ({pos['images_seen']} images seen)")
-    atomic_write_bytes(os.path.join(run_dir, "config.json"), (cfg.to_json() + "\n").encode())
-    log(f"config ({os.path.join(run_dir, 'config.json')}):\n{cfg.to_json()}")
-    log(f"model: {model!r}; {n_train} training, {val_x.shape[0]} validation, {splits['test']['images'].shape[0]} test canvases; "
-        f"device {device}; run folder {run_dir}")
-    if device.kind == "cpu":
-        kind = "process(es)" if runner is not None else "thread(s)"
-        log(f"CPU: chunks of {chunk or 'the whole batch'} canvases on {workers} worker {kind}, "
-            f"BLAS threads {host.blas_threads() or 'unknown'}")
-
-    def state_meta():
-        return {
-            "config": cfg.to_dict(),
-            "model": model_meta(model),
-            "position": pos,
-            "optim": {k: v for k, v in opt.state().items() if k != "arrays"},
-            "schedule": schedule.state(),
-            "early_stopping": stopper.state(),
-            "dropout_rng": dropout_rng.bit_generator.state,
-        }
-
-    def save_last():
-        opt_state = opt.state()
-        arrays = {**{f"param/{k}": v for k, v in model.state().items()}, **_optim_arrays(opt_state)}
-        checkpoint.save(last_path, arrays, state_meta())
-
-    def save_best():
-        checkpoint.save(best_path, {f"param/{k}": v for k, v in model.state().items()},
-                        {**state_meta(), "best_epoch": pos["best_epoch"], "best_val_digit_error": pos["best_val"]})
-
-    def validate_and_record(steps_done, n_steps, epoch_images, epoch_time, partial):
-        """Validation, theta statistics, the metrics line; returns the record."""
-        val = evaluate_model(model, val_x, val_y, cfg.eval_batch_size)
-        acc = pos["acc"]
-        rec = {
-            "epoch": pos["epoch"], "partial": partial, "steps": steps_done, "steps_per_epoch": n_steps,
-            "global_step": pos["global_step"], "images_seen": pos["images_seen"],
-            "train_loss": acc["loss_sum"] / max(1, acc["n"]),
-            "train_digit_error": 100.0 * acc["wrong"] / max(1, acc["digits"]),
-            "val_loss": val["loss"], "val_digit_error": val["digit_error"], "val_seq_error": val["seq_error"],
-            "val_position_error": val["position_error"],
-            "lr": opt.lr,
-            "images_per_s": epoch_images / epoch_time if epoch_time > 0 else 0.0,
-            "elapsed": pos["elapsed"],
-        }
-        if stn:
-            rec.update(theta_stats(model.attend(theta_x, batch_size=cfg.eval_batch_size)["thetas"]))
-        if pos["best_val"] is None or rec["val_digit_error"] < pos["best_val"]:
-            pos["best_val"], pos["best_epoch"] = rec["val_digit_error"], pos["epoch"]
-            rec["best"] = True
-            save_best()
-        else:
-            rec["best"] = False
-        return rec
-
-    # ---------------------------------------------------------------- the loop
-    start = time.perf_counter()
-    elapsed0 = pos["elapsed"]
-    n_steps = -(-n_train // cfg.batch_size)          # ceil: the last batch may be smaller
-    rng_before = dropout_rng.bit_generator.state     # dropout state at the start of the current step
-    if stopper.should_stop:
-        pos["stop_reason"] = f"early stopping (best {stopper.best:.2f} % at epoch {stopper.best_epoch})"
-    elif cfg.time_budget and pos["elapsed"] >= 60.0 * cfg.time_budget:
-        pos["stop_reason"] = f"time budget of {cfg.time_budget:g} min reached"
-    elif cfg.max_steps and pos["global_step"] >= cfg.max_steps:
-        pos["stop_reason"] = f"max_steps {cfg.max_steps} reached"
-    elif cfg.max_images and pos["images_seen"] >= cfg.max_images:
-        pos["stop_reason"] = f"image budget of {cfg.max_images:,} reached"
-    try:
-        while pos["epoch"] <= cfg.epochs and pos["stop_reason"] is None:
-            epoch = pos["epoch"]
-            perm = np.random.default_rng([cfg.seed, epoch]).permutation(n_train)   # (N_train,)
-            bar = Progress(n_steps, f"epoch {epoch}/{cfg.epochs}", stream, cfg.progress, cfg.log_every)
-            epoch_t0, epoch_images = time.perf_counter(), 0
-            step = pos["step_in_epoch"]
-            while step < n_steps:
-                idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]      # (N,)
-                rng_before = dropout_rng.bit_generator.state
-                if runner is not None:
-                    loss, logits = runner.loss_and_grads(train_x[idx], train_y[idx], dropout_rng, chunk=chunk)
-                else:
-                    loss, logits = model.loss_and_grads(train_x[idx], train_y[idx], rng=dropout_rng,
-                                                        chunk=chunk, workers=workers)
-                grads = model.grads
-                if cfg.clip_value:
-                    grads = clip_by_value(grads, cfg.clip_value)
-                if cfg.clip_norm:
-                    grads, norm = clip_by_global_norm(grads, cfg.clip_norm)
-                else:
-                    norm = global_norm(grads)
-                if not (_finite(loss) and _finite(norm)):
-                    what = "loss" if not _finite(loss) else "gradient norm"
-                    raise TrainingDiverged(
-                        f"the {what} became {loss if what == 'loss' else norm} at epoch {epoch}, step {step + 1} "
-                        f"(global step {pos['global_step'] + 1}, learning rate {opt.lr:g}). "
-                        "Try a lower --lr, gradient clipping (--clip-norm 5, --clip-value 1) or --dtype float64."
-                    )
-                wrong = int((to_numpy(logits).argmax(axis=-1) != train_y[idx]).sum())
-                with DeferSignals():
-                    opt.step(grads)
-                    acc = pos["acc"]
-                    acc["loss_sum"] += loss * len(idx)
-                    acc["wrong"] += wrong
-                    acc["digits"] += int(train_y[idx].size)
-                    acc["n"] += len(idx)
-                    step += 1
-                    pos["step_in_epoch"] = step
-                    pos["global_step"] += 1
-                    pos["images_seen"] += len(idx)
-                    pos["elapsed"] = elapsed0 + time.perf_counter() - start
-                    rng_before = dropout_rng.bit_generator.state   # the step is done: an interrupt keeps it
-                    if cfg.save_every and pos["global_step"] % cfg.save_every == 0 and step < n_steps:
-                        save_last()                                # a killed run loses at most save_every steps
-                epoch_images += len(idx)
-                bar.update(step, loss, epoch_images / max(1e-9, time.perf_counter() - epoch_t0))
-                if cfg.time_budget and pos["elapsed"] >= 60.0 * cfg.time_budget:
-                    pos["stop_reason"] = f"time budget of {cfg.time_budget:g} min reached"
-                elif cfg.max_steps and pos["global_step"] >= cfg.max_steps:
-                    pos["stop_reason"] = f"max_steps {cfg.max_steps} reached"
-                elif cfg.max_images and pos["images_seen"] >= cfg.max_images:
-                    pos["stop_reason"] = f"image budget of {cfg.max_images:,} reached"
-                if pos["stop_reason"] and step < n_steps:
-                    break
-            bar.close()
-            epoch_time = time.perf_counter() - epoch_t0
-            if step < n_steps:   # stopped by a budget inside the epoch: record, keep the position
-                rec = validate_and_record(step, n_steps, epoch_images, epoch_time, partial=True)
-                _append_metrics(metrics_path, rec)
-                save_last()
-                log(_epoch_line(rec, stn) + f"  [partial epoch, {pos['stop_reason']}]")
-                break
-            # a complete epoch
-            rng_before = dropout_rng.bit_generator.state
-            rec = validate_and_record(n_steps, n_steps, epoch_images, epoch_time, partial=False)
-            with DeferSignals():   # the epoch's bookkeeping happens entirely or not at all
-                stopper.update(epoch, rec["val_digit_error"])
-                opt.lr = schedule.end_epoch(epoch, rec["val_digit_error"])
-                _append_metrics(metrics_path, rec)
-                pos["epoch"] = epoch + 1
-                pos["step_in_epoch"] = 0
-                pos["acc"] = {"loss_sum": 0.0, "wrong": 0, "digits": 0, "n": 0}
-                pos["elapsed"] = elapsed0 + time.perf_counter() - start
-                if stopper.should_stop:
-                    pos["stop_reason"] = (f"early stopping: no better validation per-digit error for {stopper.patience} "
-                                          f"epochs (best {stopper.best:.2f} % at epoch {stopper.best_epoch})")
-                save_last()
-            log(_epoch_line(rec, stn))
-        if pos["stop_reason"] is None:
-            pos["stop_reason"] = f"epoch limit ({cfg.epochs}) reached"
-    except KeyboardInterrupt as e:
-        if "bar" in locals():
-            bar.close()
-        what = "Ctrl-C" if not isinstance(e, RunInterrupted) else str(e)
-        with DeferSignals(note=f"still saving {last_path}; it stops when the save is done", say=log):
-            dropout_rng.bit_generator.state = rng_before   # the interrupted step is redone on resume
-            pos["elapsed"] = elapsed0 + time.perf_counter() - start
-            save_last()
-        log(f"stopped by {what} at epoch {pos['epoch']}, step {pos['step_in_epoch']}: saved {last_path}. "
-            f"Continue with: {PROG} --out {run_dir} --resume")
-        raise
-    except TrainingDiverged as e:
-        if "bar" in locals():
-            bar.close()
-        kept = (f"the last good state is {last_path} (epoch {pos['epoch'] - 1} done) and the best model is {best_path}"
-                if os.path.exists(last_path) else "no checkpoint was written yet (it diverged in the first epoch)")
-        raise TrainingDiverged(f"training stopped: {e} Nothing was saved from the bad step; {kept}.") from None
-
-    log(f"stopped: {pos['stop_reason']}")
-    return _finish(cfg, model, splits, run_dir, best_path, result_path, pos, device, log)
-
-
-def _finish(cfg, model, splits, run_dir, best_path, result_path, pos, device, log) -> dict:
-    """Test the best checkpoint and write DIR/result.json."""
-    arrays, meta = checkpoint.load(best_path)
-    model.load_state({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")})
-    test_x = splits["test"]["images"].astype(model.dtype, copy=False)
-    test = evaluate_model(model, test_x, splits["test"]["labels"], cfg.eval_batch_size)
-    shifted = None
-    if "shifted" in splits and splits["shifted"]["images"].shape[0] > 0:
-        shifted_x = splits["shifted"]["images"].astype(model.dtype, copy=False)
-        shifted = evaluate_model(model, shifted_x, splits["shifted"]["labels"], cfg.eval_batch_size)
-    result = {
-        "model": model.name, "downsample": model.downsample, "options": model.options, "device": str(device),
-        "test_digit_error": test["digit_error"], "test_seq_error": test["seq_error"],
-        "test_position_error": test["position_error"], "test_loss": test["loss"], "test_n": test["n"],
-        "best_epoch": meta["best_epoch"], "best_val_digit_error": meta["best_val_digit_error"],
-        "epochs_completed": pos["epoch"] - 1, "steps": pos["global_step"], "images_seen": pos["images_seen"],
-        "elapsed": pos["elapsed"], "stop_reason": pos["stop_reason"], "num_params": model.num_params(),
-        "train_size": int(splits["train"]["images"].shape[0]), "val_size": int(splits["val"]["images"].shape[0]),
-        "config": cfg.to_dict(),
-    }
-    if shifted is not None:
-        result.update({"shifted_layout": cfg.shifted_layout, "shifted_digit_error": shifted["digit_error"],
-                       "shifted_seq_error": shifted["seq_error"], "shifted_position_error": shifted["position_error"],
-                       "shifted_n": shifted["n"]})
-    atomic_write_bytes(result_path, (json.dumps(result, indent=2) + "\n").encode())
-    log(f"test per-digit error {test['digit_error']:.2f} %, sequence error {test['seq_error']:.2f} % "
-        f"(best epoch {meta['best_epoch']}); wrote {result_path}")
-    if shifted is not None:
-        log(f"shifted layout ({cfg.shifted_layout}): per-digit error {shifted['digit_error']:.2f} %, "
-            f"per position " + "/".join(f"{e:.1f}" for e in shifted["position_error"]))
-    return result
-
-
-def _epoch_line(rec: dict, stn: bool) -> str:
-    line = (f"epoch {rec['epoch']:3d}  train loss {rec['train_loss']:.4f} err {rec['train_digit_error']:5.2f} %  "
-            f"val digit {rec['val_digit_error']:5.2f} % seq {rec['val_seq_error']:5.2f} %  "
-            f"pos " + "/".join(f"{e:.1f}" for e in rec["val_position_error"]) +
-            f"  lr {rec['lr']:.2e}  {rec['images_per_s']:.0f} img/s")
-    if stn:
-        line += f"  theta spread {rec['theta_spread']:.3f} tx " + " ".join(f"{s['tx']:+.2f}" for s in rec["theta_steps"])
-    return line + ("  *" if rec.get("best") else "")
-
-
-def _append_metrics(path: str, rec: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(rec) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _truncate_metrics(path: str, epoch: int) -> None:
-    """On resume at `epoch`: keep the lines of finished epochs (< epoch) and of partial records."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        keep = [ln for ln in f if ln.strip() and (json.loads(ln)["epoch"] < epoch or json.loads(ln).get("partial"))]
-    with open(path, "w") as f:
-        f.writelines(keep)
-
-
-def read_metrics(path: str) -> list:
-    """The records of a metrics.jsonl file, a list of dicts (DIR/metrics.jsonl or DIR)."""
-    if os.path.isdir(path):
-        path = os.path.join(path, "metrics.jsonl")
-    with open(path) as f:
-        return [json.loads(ln) for ln in f if ln.strip()]
-
-
-# ---------------------------------------------------------------------------------- CLI
+    """The run's TrainConfig from the options given on the command line ({field: value}): the
+    defaults overridden by them, or, with --resume, the run's saved settings (minstn.training.run)."""
+    if given.get("resume"):
+        return resume_config(given)
+    return TrainConfig(**given).validate()
 
 
 def main(argv=None) -> int:
@@ -530,12 +55,12 @@ def main(argv=None) -> int:
     from minstn.models import ModelError
 
     try:
-        given = given_options(argv)
+        given, verbosity = parse_command_line(argv)
     except SystemExit as e:          # argparse printed usage and the message (unknown option: 2)
         return int(e.code or 0)
     try:
         cfg = make_config(given)
-        train(cfg)
+        train(cfg, console=Console(verbosity, progress=cfg.progress, log_every=cfg.log_every))
     except (ConfigError, DeviceError, DataError, ModelError, checkpoint.CheckpointError, RunFolderError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -544,6 +69,12 @@ def main(argv=None) -> int:
         return EXIT_DIVERGED
     except KeyboardInterrupt as e:
         return exit_code(e)
+    except (OSError, ValueError, MemoryError) as e:     # the last resort: one line, the traceback with -v
+        if verbosity >= 2:
+            traceback.print_exc()
+        print(f"{PROG}: error: {type(e).__name__}: {e}" + ("" if verbosity >= 2 else " (run with -v for the traceback)"),
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 

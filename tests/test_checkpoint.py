@@ -1,4 +1,4 @@
-"""Checkpoint files (minstn.checkpoint): round trip, atomic writes, clear errors."""
+"""Checkpoint files (minstn.training.checkpoint): round trip, atomic writes, clear errors."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from minstn import checkpoint
+from minstn.training import checkpoint
 
 
 def test_round_trip_keeps_arrays_dtypes_and_meta(tmp_path, rng):

@@ -1,13 +1,13 @@
-"""The CUDA source (minstn/ops/kernels/stn.cu), checked on a machine without a GPU.
+"""The CUDA source (minstn/ops/fast/kernels/stn.cu), checked on a machine without a GPU.
 
 Three layers:
-1. static checks of the .cu text against the launch code in minstn/ops/cuda.py;
+1. static checks of the .cu text against the launch code in minstn/ops/fast/cuda.py;
 2. nvcc compiles the file for sm_80 and sm_90 (skipped where nvcc is not on PATH), and
    NVRTC, the compiler CuPy uses, compiles it with cuda.py's options and name expressions
    (skipped where libnvrtc is not found);
 3. CPU emulation: g++ compiles the very same .cu with tests/cuda_emulation/cuda_shim.h and
    driver.cpp into a shared library; a stand-in for CuPy (arrays are NumPy arrays, a
-   RawModule's kernels call that library) lets minstn.ops.cuda's own Python code launch the
+   RawModule's kernels call that library) lets minstn.ops.fast.cuda's own Python code launch the
    kernels, whose results are compared with the NumPy reference in minstn.ops.stn
    (impl='array') in float64 and float32, on shapes with sample points outside the image.
    Skipped where g++ is missing.
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minstn.ops import cuda
+from minstn.ops.fast import cuda
 from minstn.ops import stn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -276,7 +276,7 @@ class EmuModule:
 
 
 class EmuCupy:
-    """The part of the CuPy namespace that minstn.ops.cuda uses."""
+    """The part of the CuPy namespace that minstn.ops.fast.cuda uses."""
 
     def __init__(self, lib):
         self.lib = lib
@@ -304,7 +304,7 @@ class EmuCupy:
 
 @pytest.fixture
 def emu_cuda(emu_lib, monkeypatch):
-    """minstn.ops.cuda running on the emulated kernels (its caches cleared before and after)."""
+    """minstn.ops.fast.cuda running on the emulated kernels (its caches cleared before and after)."""
     fake = EmuCupy(emu_lib)
     monkeypatch.setattr(cuda, "import_cupy", lambda: fake)
     monkeypatch.setattr(cuda, "is_cupy", lambda a: isinstance(a, EmuArray))

@@ -46,28 +46,44 @@ def test_generate_matches_load_splits_records(tmp_path, mnist_dir):
     np.testing.assert_array_equal(load_sequence_file(tmp_path / "g" / "train.npz")["images"], cached["train"]["images"])
 
 
-def test_generate_rejects_bad_options(tmp_path, mnist_dir, capsys):
+def test_generate_rejects_bad_options_in_one_line_before_writing(tmp_path, mnist_dir, capsys):
     with pytest.raises(SystemExit):
         generate_main(["--out", str(tmp_path), "--bogus", "1"])
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        generate_main(["--out", str(tmp_path), "--gap", "0"])
-    assert "gap must be >= 1 with crop=True" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        generate_main(["--out", str(tmp_path), "--train", "-1"])
-    assert "--train must be >= 0" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        generate_main(["--out", str(tmp_path), "--seed", "-1"])
-    assert "--seed must be >= 0" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        generate_main(["--out", str(tmp_path), "--workers", "0"])
-    assert "--workers must be >= 1" in capsys.readouterr().err
+    out = tmp_path / "never"
+    for argv, message in [(["--gap", "0"], "gap must be >= 1 with crop=True"),
+                          (["--train", "-1"], "--train must be >= 0"),
+                          (["--seed", "-1"], "--seed must be >= 0"),
+                          (["--workers", "0"], "--workers must be >= 1"),
+                          (["--gap", "4", "--gap-max", "3"], "gap_max must be >= gap (4)"),
+                          (["--no-crop", "--gap", "20", "--angle", "0", "--train", "4", "--data-dir", mnist_dir,
+                            "--val-start", "200"], "could not be laid out")]:
+        assert generate_main(["--out", str(out)] + argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err, argv
+        assert not out.exists()                 # nothing written: no empty folder left behind
+    (tmp_path / "afile").write_text("x")
+    assert generate_main(["--out", str(tmp_path / "afile")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_generate_layouts_and_the_shifted_set(tmp_path, mnist_dir):
+    from minstn.data import read_sequence_params
+
+    out = tmp_path / "g"
+    assert generate_main(["--out", str(out), "--train", "6", "--val", "0", "--test", "3", "--shifted", "3",
+                          "--data-dir", mnist_dir, "--val-start", "200", "--layout", "fixed", "-q"]) == 0
+    assert sorted(os.listdir(out)) == ["params.json", "shifted.npz", "test.npz", "train.npz", "val.npz"]
+    assert read_sequence_params(out / "train.npz")["options"]["gap_max"] is None
+    shifted = read_sequence_params(out / "shifted.npz")
+    assert shifted["split"] == "shifted" and shifted["options"]["crop"] is False
 
 
 def test_generate_reports_missing_mnist(tmp_path, capsys):
     rc = generate_main(["--out", str(tmp_path / "o"), "--train", "2", "--data-dir", str(tmp_path / "none")])
-    assert rc == 1
+    assert rc == 2
     assert "does not exist. Put the four MNIST files" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_preview_from_generator_and_from_file(tmp_path, mnist_dir):
@@ -84,11 +100,15 @@ def test_preview_from_generator_and_from_file(tmp_path, mnist_dir):
 def test_preview_errors(tmp_path, mnist_dir, capsys):
     assert preview_main(["--out", str(tmp_path / "p.png"), "--n", "0"]) == 2
     assert "--n must be >= 1" in capsys.readouterr().err
-    assert preview_main(["--out", str(tmp_path / "p.png"), "--data", str(tmp_path / "none.npz")]) == 1
+    assert preview_main(["--out", str(tmp_path / "p.png"), "--data", str(tmp_path / "none.npz")]) == 2
     assert "none.npz: file not found" in capsys.readouterr().err
     generate_main(["--out", str(tmp_path / "g"), "--train", "0", "--val", "0", "--test", "0", "--data-dir", mnist_dir])
-    assert preview_main(["--out", str(tmp_path / "p.png"), "--data", str(tmp_path / "g" / "test.npz")]) == 1
+    assert preview_main(["--out", str(tmp_path / "p.png"), "--data", str(tmp_path / "g" / "test.npz")]) == 2
     assert "holds 0 canvases; nothing to draw" in capsys.readouterr().err
+    for bad in (str(tmp_path) + os.sep, str(tmp_path), str(tmp_path / "p.jpg")):
+        assert preview_main(["--out", bad, "--n", "2"]) == 2
+        assert "--out must name a .png file" in capsys.readouterr().err
+    assert not (tmp_path / ".png").exists()
 
 
 def test_draw_grid_needs_canvases(tmp_path):

@@ -235,7 +235,7 @@ def test_real_mnist_canvases():
                                      SequenceOptions(noise_blocks=0, val_start=200, angle=180.0, gap=1),
                                      SequenceOptions(noise_blocks=0, val_start=200, crop=False, gap=-8, angle=90.0)])
 def test_fast_path_matches_the_loop_reference(mnist_dir, options):
-    from minstn.data.sequences import render_sequence_naive
+    from minstn.data.naive import render_sequence_naive
     d = generate_split("train", 3, seed=11, data_dir=mnist_dir, options=options, debug=True)
     images, _ = load_mnist("train", mnist_dir)
     for i in range(3):
@@ -249,7 +249,7 @@ def test_real_mnist_matches_the_loop_reference():
     folder = shared_mnist_dir()
     if folder is None:
         pytest.skip("the shared MNIST folder is not on this machine")
-    from minstn.data.sequences import render_sequence_naive
+    from minstn.data.naive import render_sequence_naive
     options = SequenceOptions(noise_blocks=0)
     d = generate_split("test", 2, seed=4, data_dir=folder, options=options, debug=True)
     images, _ = load_mnist("test", folder)

@@ -6,7 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from minstn import checkpoint, evaluate
+from minstn import evaluate as evaluate_cli
+from minstn.training import checkpoint
+from minstn.training import metrics as evaluate
 
 
 def _logits_for(pred, k=10):
@@ -81,7 +83,7 @@ def test_model_round_trip_through_a_checkpoint(tmp_path, rng):
     ],
 )
 def test_cli_errors_exit_2(argv, message, capsys):
-    assert evaluate.main(argv) == 2
+    assert evaluate_cli.main(argv) == 2
     assert message in capsys.readouterr().err
 
 
@@ -93,9 +95,9 @@ def test_cli_bad_data_file_exits_2(tmp_path, capsys):
                          {"model": evaluate.model_meta(model)})
     bad = tmp_path / "bad.npz"
     np.savez(bad, images=np.zeros((2, 1, 100, 100), np.float32))
-    assert evaluate.main(["--checkpoint", ck, "--data", str(bad)]) == 2
+    assert evaluate_cli.main(["--checkpoint", ck, "--data", str(bad)]) == 2
     assert "missing key(s)" in capsys.readouterr().err
-    assert evaluate.main(["--checkpoint", ck, "--data", str(tmp_path / "none.npz")]) == 2
+    assert evaluate_cli.main(["--checkpoint", ck, "--data", str(tmp_path / "none.npz")]) == 2
     assert "file not found" in capsys.readouterr().err
 
 
@@ -111,18 +113,18 @@ def test_cli_wrong_kind_of_data_never_advises_deleting_a_good_file(tmp_path, cap
     import gzip
 
     ck = _ffn_checkpoint(tmp_path)
-    assert evaluate.main(["--checkpoint", ck, "--data", str(tmp_path)]) == 2
+    assert evaluate_cli.main(["--checkpoint", ck, "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "is a folder; pass one of its .npz files" in err and "Delete" not in err and "damaged" not in err
     mnist_gz = tmp_path / "t10k-labels-idx1-ubyte.gz"
     mnist_gz.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x01\x07"))
-    assert evaluate.main(["--checkpoint", ck, "--data", str(mnist_gz)]) == 2
+    assert evaluate_cli.main(["--checkpoint", ck, "--data", str(mnist_gz)]) == 2
     err = capsys.readouterr().err
     assert "not a minstn data file" in err and "--data-dir" in err and "Delete" not in err and "damaged" not in err
     cut = tmp_path / "cut.npz"
     np.savez(cut, images=np.zeros((2, 1, 100, 100), np.float32))
     cut.write_bytes(cut.read_bytes()[:200])
-    assert evaluate.main(["--checkpoint", ck, "--data", str(cut)]) == 2
+    assert evaluate_cli.main(["--checkpoint", ck, "--data", str(cut)]) == 2
     assert "a damaged .npz archive" in capsys.readouterr().err
 
 
@@ -132,7 +134,7 @@ def test_cli_empty_data_file_is_one_line(tmp_path, capsys):
 
     ck = _ffn_checkpoint(tmp_path)
     save_sequence_file(tmp_path / "empty.npz", empty_split(0))
-    assert evaluate.main(["--checkpoint", ck, "--data", str(tmp_path / "empty.npz")]) == 2
+    assert evaluate_cli.main(["--checkpoint", ck, "--data", str(tmp_path / "empty.npz")]) == 2
     err = capsys.readouterr().err
     assert "holds 0 canvases" in err and err.count("\n") == 1
 

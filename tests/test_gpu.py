@@ -23,7 +23,7 @@ import pytest
 import minstn.ops as F
 from minstn.backend import DeviceError, resolve_device, to_numpy
 from minstn.gradcheck import check_gradients
-from minstn.ops import cuda
+from minstn.ops.fast import cuda
 
 DTYPES = [np.float64, np.float32]
 

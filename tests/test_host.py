@@ -1,11 +1,11 @@
-"""Tests of minstn.host: the BLAS thread count and glibc's malloc settings (best effort, process-wide)."""
+"""Tests of minstn.training.speed.host: the BLAS thread count and glibc's malloc settings (best effort, process-wide)."""
 from __future__ import annotations
 
 import sys
 
 import pytest
 
-from minstn import host
+from minstn.training.speed import host
 
 
 def test_cpu_count_is_positive():

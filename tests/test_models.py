@@ -31,13 +31,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from minstn.gradcheck import rel_error
+from minstn.gradcheck import check_model_gradients
 from minstn.models import DEFAULT_OPTIONS, MODEL_NAMES, ModelError, build_model
 
-H_FD = 1e-6        # finite-difference step for the classifier's weights
-H_FD_LOC = 1e-7    # for the 'loc' group (moving theta moves every sample point) and for biases
-H_FD_REG = 1e-8    # the regressor moves theta directly (its weights by features of size ~1-10)
-TOL = 1e-6         # relative-error target of the whole-model check
+TOL = 1e-6         # relative-error target of the whole-model check (minstn.gradcheck.check_model_gradients)
 
 
 # ----- helpers ---------------------------------------------------------------------------------
@@ -54,47 +51,6 @@ def toy_canvases(rng, n, dtype="float64"):
             x[i, 0, y0:y0 + 16, x0:x0 + 16] = np.maximum(x[i, 0, y0:y0 + 16, x0:x0 + 16], glyphs[labels[i, k]])
     return x.astype(dtype), labels
 
-
-def check_model_gradients(model, images, labels, seed=7, n_elem=2, names=None):
-    """Max relative error between model.grads and centred differences of the loss, per parameter.
-
-    Probes n_elem random elements of every parameter (or of those in `names`), chosen among those whose gradient is not
-    small (|g| >= 0.3 max |g| of that parameter), so that the relative error measures the
-    gradient and not the loss's round-off (~1e-16 / h). Dropout keeps one fixed mask (the same seeded generator).
-    """
-    from minstn import ops
-
-    def loss():
-        logits, _ = model.forward(images, train=True, rng=np.random.default_rng(seed))
-        return ops.softmax_cross_entropy(logits, labels)[0]
-
-    model.loss_and_grads(images, labels, rng=np.random.default_rng(seed))
-    grads = {k: v.copy() for k, v in model.grads.items()}
-    pick = np.random.default_rng(1)
-    errors = {}
-    for name, p in model.params.items():
-        if names is not None and name not in names:
-            continue
-        h = H_FD_REG if name.startswith("reg.") else H_FD_LOC if model.groups[name] == "loc" or name.endswith(".b") else H_FD
-        g = grads[name]
-        big = np.flatnonzero(np.abs(g) >= 0.3 * np.abs(g).max()) if np.abs(g).max() > 0 else np.arange(g.size)
-        errs = []
-        for idx in pick.choice(big, size=min(n_elem, big.size), replace=False):
-            i = np.unravel_index(idx, p.shape)
-            old = p[i]
-            err = np.inf
-            for step in (h, h / 10):  # the second, smaller step only if the first straddled a kink
-                p[i] = old + step
-                lp = loss()
-                p[i] = old - step
-                lm = loss()
-                p[i] = old
-                err = min(err, rel_error((lp - lm) / (2 * step), g[i]))
-                if err <= TOL:
-                    break
-            errs.append(err)
-        errors[name] = max(errs)
-    return errors
 
 
 # ----- construction and shapes ----------------------------------------------------------------
@@ -308,51 +264,6 @@ def test_overfits_a_small_batch(name, d, steps, factor):
     x, labels = toy_canvases(np.random.default_rng(5), 4, "float32")
     trace = adam_steps(model, x, labels, steps, lr=1e-3)
     assert trace[-1] < trace[0] / factor, f"{name}: loss {trace[0]:.3f} -> {trace[-1]:.3f} ({np.round(trace, 3)})"
-
-
-@pytest.mark.parametrize("name", MODEL_NAMES)
-def test_chunked_step_equals_whole_batch(name, rng):
-    """chunk > 0 gives the same loss, logits and gradients as the whole batch (dropout off,
-    float64), with chunks of unequal size (5 canvases in chunks of 2)."""
-    x = rng.random((5, 1, 100, 100))
-    y = rng.integers(0, 10, size=(5, 4))
-    opts = {"dropout": 0.0, "head_init": "he"}   # 'he': every gradient non-zero
-    whole = build_model(name, 3, dtype="float64", seed=1, **opts)
-    loss, logits = whole.loss_and_grads(x, y)
-    for workers in (1, 2):
-        parts = build_model(name, 3, dtype="float64", seed=1, **opts)
-        loss_c, logits_c = parts.loss_and_grads(x, y, chunk=2, workers=workers)
-        assert loss_c == pytest.approx(loss, rel=1e-12)
-        np.testing.assert_allclose(logits_c, logits, rtol=1e-12, atol=1e-12)
-        for k in whole.grads:
-            np.testing.assert_allclose(parts.grads[k], whole.grads[k], rtol=1e-10, atol=1e-13, err_msg=k)
-
-
-def test_chunked_step_with_dropout_does_not_depend_on_workers(rng):
-    x = rng.random((6, 1, 100, 100)).astype(np.float32)
-    y = rng.integers(0, 10, size=(6, 4))
-    results = []
-    for workers in (1, 2, 3):
-        m = build_model("lstm-stn", 2, seed=0, head_init="he")
-        loss, _ = m.loss_and_grads(x, y, rng=np.random.default_rng(7), chunk=2, workers=workers)
-        results.append((loss, {k: v.copy() for k, v in m.grads.items()}))
-    for loss, grads in results[1:]:
-        assert loss == results[0][0]
-        for k in grads:
-            np.testing.assert_array_equal(grads[k], results[0][1][k])
-
-
-@pytest.mark.parametrize("kw, msg", [
-    ({"chunk": -1}, "chunk must be an integer >= 0"),
-    ({"chunk": 2.5}, "chunk must be an integer >= 0"),
-    ({"workers": 0, "chunk": 2}, "workers must be a positive integer"),
-    ({"workers": 2}, "needs chunk > 0"),
-])
-def test_chunk_and_worker_errors(kw, msg, rng):
-    m = build_model("cnn", seed=0)
-    x = rng.random((2, 1, 100, 100)).astype(np.float32)
-    with pytest.raises(ModelError, match=msg):
-        m.loss_and_grads(x, np.zeros((2, 4), dtype=int), rng=rng, **kw)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

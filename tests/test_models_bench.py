@@ -31,7 +31,7 @@ def test_main_prints_a_table(capsys):
 
 
 def test_main_chunks_on_workers_and_restores_blas_threads(capsys):
-    from minstn import host
+    from minstn.training.speed import host
 
     before = host.blas_threads()
     assert main(["--models", "cnn", "--batch-size", "4", "--steps", "1", "--warmup", "0", "--no-torch",

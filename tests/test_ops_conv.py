@@ -137,7 +137,9 @@ def test_conv_need_dx_false_skips_only_dx(rng):
 
 def test_conv_output_is_channel_major_and_any_input_layout_works(rng):
     """out is an (N, F, H, W) view of channel-major memory; an input stored either way (NCHW
-    or channel-major, as the previous conv's output) gives the same numbers."""
+    or channel-major, as the previous conv's output) gives the same numbers. (The fast conv.)"""
+    from minstn.ops.fast import conv2d_backward, conv2d_forward
+
     x, w, b = _inputs(rng, 3, 4, 7, 6, 5, 3, 3)
     out, cache = conv2d_forward(x, w, b, "same")
     assert not out.flags.c_contiguous

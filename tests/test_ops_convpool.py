@@ -10,14 +10,8 @@ import numpy as np
 import pytest
 
 from minstn.gradcheck import check_gradients
-from minstn.ops import (
-    conv2d_backward,
-    conv2d_forward,
-    conv2d_maxpool_backward,
-    conv2d_maxpool_forward,
-    maxpool2d_backward,
-    maxpool2d_forward,
-)
+from minstn.ops import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward
+from minstn.ops.fast import conv2d_maxpool_backward, conv2d_maxpool_forward
 from tests.test_ops_conv import _inputs
 
 TOL = 1e-6

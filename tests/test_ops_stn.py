@@ -177,10 +177,21 @@ def test_float32_kept(rng):
     assert {a.dtype for a in (grid, V, dU, dgrid, dtheta)} == {np.dtype(np.float32)}
 
 
-def test_caches_are_tagged(rng):
-    grid, gcache = affine_grid_forward(THETAS, (2, 2), impl="array")
-    V, scache = bilinear_sample_forward(rng.standard_normal((2, 1, 3, 3)), grid, impl="auto")
-    assert gcache[0] == "array" and scache[0] == "array"
+def test_caches_are_tagged_and_a_wrong_cache_is_a_clear_error(rng):
+    from minstn.ops import fast
+
+    grid, gcache = affine_grid_forward(THETAS, (2, 2))
+    U = rng.standard_normal((2, 1, 3, 3))
+    V, scache = bilinear_sample_forward(U, grid)
+    assert gcache[0] == "affine_grid" and scache[0] == "bilinear_sample"
+    assert fast.bilinear_sample_forward(U, grid, impl="auto")[1][0] == "quad"
+    with pytest.raises(TypeError, match="bilinear_sample_backward: cache is not from bilinear_sample_forward "
+                                        r"\(got the cache of 'affine_grid'\)"):
+        bilinear_sample_backward(V, gcache)
+    with pytest.raises(TypeError, match=r"affine_grid_backward: cache is not from affine_grid_forward \(got a list\)"):
+        affine_grid_backward(grid, [1, 2])
+    with pytest.raises(TypeError, match="cache is not from minstn.ops.fast.bilinear_sample_forward"):
+        fast.bilinear_sample_backward(V, scache)
 
 
 def test_stn_errors(rng):
@@ -198,12 +209,16 @@ def test_stn_errors(rng):
         affine_grid_forward(THETAS, (2.5, 3))
     with pytest.raises(TypeError, match="theta must be float32 or float64"):
         affine_grid_forward(THETAS.astype(np.int64), (3, 3))
+    from minstn.ops import fast
+
     with pytest.raises(ValueError, match="impl='kernel' needs CuPy arrays"):
-        affine_grid_forward(THETAS, (3, 3), impl="kernel")
+        fast.affine_grid_forward(THETAS, (3, 3), impl="kernel")
     with pytest.raises(ValueError, match="impl='kernel' needs CuPy arrays"):
-        bilinear_sample_forward(U, grid, impl="kernel")
+        fast.bilinear_sample_forward(U, grid, impl="kernel")
     with pytest.raises(ValueError, match="impl must be one of 'auto', 'array', 'kernel', got 'fast'"):
-        bilinear_sample_forward(U, grid, impl="fast")
+        fast.bilinear_sample_forward(U, grid, impl="fast")
+    with pytest.raises(ValueError, match="the plain op is array code"):
+        bilinear_sample_forward(U, grid, impl="kernel")
     with pytest.raises(ValueError, match=r"U must be 4-D \(N, C, H, W\)"):
         bilinear_sample_forward(U[0], grid)
     with pytest.raises(ValueError, match="grid's last axis must hold \\(x, y\\), size 2"):
@@ -282,3 +297,10 @@ def test_sampler_need_dU_false_skips_only_dU(rng):
     none, dgrid2 = bilinear_sample_backward(dV, cache, need_dU=False)
     assert none is None and dU.shape == U.shape
     np.testing.assert_array_equal(dgrid2, dgrid)
+
+
+def test_affine_grid_of_an_empty_batch():
+    theta = np.zeros((0, 2, 3))
+    grid, cache = affine_grid_forward(theta, (3, 4))
+    assert grid.shape == (0, 3, 4, 2)
+    assert affine_grid_backward(np.zeros((0, 3, 4, 2)), cache).shape == (0, 2, 3)

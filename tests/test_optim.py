@@ -1,4 +1,4 @@
-"""Optimisers, clipping, schedules and early stopping (minstn.optim)."""
+"""Optimisers, clipping, schedules and early stopping (minstn.training.optim)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from minstn import optim
+from minstn.training import optim
 
 
 def _params(rng):

@@ -62,7 +62,7 @@ def test_list_and_print_commands_train_nothing(tmp_path, capsys):
     (line,) = capsys.readouterr().out.strip().splitlines()
     assert line.startswith("python -m minstn.train --model lstm-stn --downsample 2 --seed 1 --step-spread 0.0 ")
     assert "--max-images 160000" in line and "--chunk 32" in line and f"--out {out / 'lstm-stn-d2-plain-s1'}" in line
-    from minstn.config import given_options
+    from minstn.training.config import given_options
     argv = line.split()[3:]
     assert given_options(argv)["step_spread"] == 0.0    # the printed command parses back
 
@@ -109,7 +109,7 @@ def test_tiny_grid_skips_finished_cells_collects_and_tabulates(data_dir, tmp_pat
 
 
 def test_a_cell_held_by_another_process_is_left_to_it(data_dir, tmp_path, capsys):
-    from minstn.runfolder import RunLock
+    from minstn.training.run import RunLock
 
     out = tmp_path / "grid"
     with RunLock(str(out / "cnn-s0")):

@@ -1,5 +1,5 @@
 """Run folders: one run at a time, nothing overwritten, image budgets, saves inside an epoch, and
-SIGTERM / SIGHUP handled like Ctrl-C (minstn.runfolder, minstn.train)."""
+SIGTERM / SIGHUP handled like Ctrl-C (minstn.training.run, minstn.training.loop)."""
 from __future__ import annotations
 
 import json
@@ -12,16 +12,15 @@ import time
 import numpy as np
 import pytest
 
-from minstn import checkpoint, train
+from minstn import train
+from minstn.training import checkpoint
 from minstn.models.base import Model
-from minstn.runfolder import (
-    DeferSignals,
+from minstn.training.console import DeferSignals, RunInterrupted, exit_code
+from minstn.training.run import (
     RunFolderBusy,
     RunFolderError,
-    RunInterrupted,
     RunLock,
     check_new_run_folder,
-    exit_code,
     is_locked,
     sweep_temp_files,
 )
@@ -43,7 +42,7 @@ def test_lock_is_exclusive_names_its_owner_and_is_released(tmp_path):
 def test_a_lock_held_by_a_dead_process_is_free(tmp_path):
     """flock dies with its process: a run killed with SIGKILL leaves no stale lock."""
     run = str(tmp_path / "run")
-    code = f"from minstn.runfolder import RunLock; RunLock({run!r}).acquire(); import time; time.sleep(60)"
+    code = f"from minstn.training.run import RunLock; RunLock({run!r}).acquire(); import time; time.sleep(60)"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     for _ in range(200):
         if is_locked(run):

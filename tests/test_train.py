@@ -12,10 +12,13 @@ import os
 import numpy as np
 import pytest
 
-from minstn import checkpoint, evaluate, train
+from minstn import evaluate as evaluate_cli
+from minstn import train
+from minstn.training import checkpoint, loop
+from minstn.training import metrics as evaluate
 from minstn.data import save_sequence_file
 from minstn.models.base import Model
-from minstn.runfolder import DeferSignals
+from minstn.training.console import DeferSignals
 
 TIMING_KEYS = ("images_per_s", "elapsed")
 
@@ -72,7 +75,9 @@ def test_cli_end_to_end_writes_every_file(model, data_dir, tmp_path, capsys):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"] == model and cfg["batch_size"] == 4 and cfg["data"] == data_dir
     printed = capsys.readouterr().out
-    assert '"model": "%s"' % model in printed          # the resolved config is printed
+    assert f"settings ({out / 'config.json'}): model {model}," in printed     # the resolved settings, compactly
+    from minstn.models import DEFAULT_OPTIONS
+    assert all(cfg[k] is not None for k in DEFAULT_OPTIONS[model])              # config.json: every resolved value
     (rec,) = _records(out)
     assert rec["epoch"] == 1 and rec["steps"] == 2 and rec["images_seen"] == 8 and not rec["partial"]
     for key in ("train_loss", "train_digit_error", "val_digit_error", "val_seq_error", "lr", "images_per_s", "elapsed"):
@@ -90,7 +95,7 @@ def test_cli_end_to_end_writes_every_file(model, data_dir, tmp_path, capsys):
     assert result["stop_reason"] == "epoch limit (1) reached"
     # python -m minstn.evaluate on the saved best checkpoint gives the numbers of result.json
     capsys.readouterr()
-    code = evaluate.main(["--checkpoint", str(out / "checkpoint.npz"), "--data", os.path.join(data_dir, "test.npz"), "--json"])
+    code = evaluate_cli.main(["--checkpoint", str(out / "checkpoint.npz"), "--data", os.path.join(data_dir, "test.npz"), "--json"])
     assert code == 0
     ev = json.loads(capsys.readouterr().out)
     assert ev["digit_error"] == result["test_digit_error"]
@@ -168,7 +173,7 @@ def test_interrupt_with_worker_processes_stops_them_and_resume_is_exact(data_dir
     an uninterrupted run on worker processes ends: the saved chunk size decides the dropout masks."""
     import multiprocessing
 
-    from minstn.parallel import ProcessChunks
+    from minstn.training.speed.processes import ProcessChunks
 
     straight, cut = tmp_path / "straight", tmp_path / "cut"
     procs = ["--workers", "2", "--parallel", "process", "--model", "lstm-stn"]
@@ -214,7 +219,7 @@ def test_nan_loss_stops_keeps_last_good_checkpoint(data_dir, tmp_path, monkeypat
     err = capsys.readouterr().err
     assert "loss became nan at epoch 2, step 1" in err
     assert "lower --lr" in err and "--clip-norm" in err
-    assert "the last good state is" in err and "epoch 1 done" in err
+    assert "the last good state is" in err and "saved at global step 2" in err
     _, meta = checkpoint.load(out / "last.npz")
     assert meta["position"]["epoch"] == 2 and meta["position"]["step_in_epoch"] == 0
     assert (out / "checkpoint.npz").exists() and not (out / "result.json").exists()
@@ -260,7 +265,7 @@ def test_max_steps_stops_mid_epoch_records_a_partial_epoch_and_tests(data_dir, t
 
 def test_early_stopping_ends_the_run(data_dir, tmp_path, monkeypatch):
     out = tmp_path / "early"
-    monkeypatch.setattr(train, "evaluate_model", lambda *a, **k: {
+    monkeypatch.setattr(loop, "evaluate_model", lambda *a, **k: {
         "loss": 1.0, "digit_error": 50.0, "seq_error": 90.0, "position_error": [50.0] * 4, "n": 4})
     assert train.main(_argv(data_dir, out, "--epochs", "5", "--patience", "1", "--lr-schedule", "none")) == 0
     result = json.loads((out / "result.json").read_text())
@@ -343,18 +348,19 @@ class _FakeTTY:
         pass
 
 
-def test_progress_bar_rewrites_one_line_on_a_terminal():
+def test_progress_bar_on_a_terminal_is_tqdm_and_can_be_off():
+    from minstn.training.console import Console
+
     tty = _FakeTTY()
-    bar = train.Progress(3, "epoch 1/1", tty, enabled=True, every=50)
-    for step in (1, 2, 3):
-        bar.update(step, 2.5, 10.0)
-    bar.close()
-    assert tty.text.count("\r") == 3 and tty.text.endswith("\n") and tty.text.count("\n") == 1
-    assert "3/3 loss 2.5000" in tty.text
+    with Console(err=tty).bar(3, "epoch 1/1") as bar:
+        for _ in range(3):
+            bar.step(4, 2.5)
+    assert "epoch 1/1" in tty.text and "\r" in tty.text and "step/s" in tty.text      # tqdm, in place
     quiet = _FakeTTY()
-    off = train.Progress(3, "x", quiet, enabled=False)
-    off.update(1, 1.0, 1.0)
-    off.close()
+    with Console(err=quiet, progress=False).bar(3, "x") as off:
+        off.step(4, 1.0)
+    with Console(verbosity=0, err=quiet).bar(3, "x") as off:     # -q: no progress either
+        off.step(4, 1.0)
     assert quiet.text == ""
 
 

@@ -1,4 +1,4 @@
-"""TrainConfig and its command line (minstn.config)."""
+"""TrainConfig and its command line (minstn.training.config)."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,8 +6,17 @@ import json
 
 import pytest
 
-from minstn import config
-from minstn.config import ConfigError, TrainConfig
+from minstn.training import config
+from minstn.training.config import ConfigError, TrainConfig
+
+
+def _parse(argv):
+    """argv -> a validated TrainConfig; a bad value exits 2 with argparse's message, as the CLI does."""
+    parser = config.build_parser()
+    try:
+        return TrainConfig(**config.given_options(argv)).validate()
+    except ConfigError as e:
+        parser.error(str(e))
 
 
 def test_model_names_and_options_match_the_models():
@@ -25,8 +34,8 @@ def test_parser_has_one_option_per_field_with_the_dataclass_defaults():
     text = parser.format_help()
     for f in dataclasses.fields(TrainConfig):
         assert f"--{f.name.replace('_', '-')}" in text
-    assert config.parse_args([]) == TrainConfig()
-    cfg = config.parse_args(["--model", "ffn-stn", "--downsample", "3", "--lr", "0.01", "--clip-value", "1",
+    assert _parse([]) == TrainConfig()
+    cfg = _parse(["--model", "ffn-stn", "--downsample", "3", "--lr", "0.01", "--clip-value", "1",
                              "--no-progress", "--nesterov", "--optimizer", "sgd"])
     assert (cfg.model, cfg.downsample, cfg.lr, cfg.clip_value, cfg.progress, cfg.nesterov) == ("ffn-stn", 3, 0.01, 1.0, False, True)
     assert config.given_options(["--lr", "0.5"]) == {"lr": 0.5}  # only what was given
@@ -83,7 +92,7 @@ def test_run_dir_default():
 )
 def test_bad_values_exit_2_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
-        config.parse_args(argv)
+        _parse(argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -99,7 +108,7 @@ def test_bad_values_exit_2_with_a_message(argv, message, capsys):
 )
 def test_unknown_options_and_types_are_argparse_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
-        config.parse_args(argv)
+        _parse(argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -135,16 +144,21 @@ def test_docs_list_every_option():
 
 
 def test_resolve_parallel_defaults_per_device():
+    from minstn.training.speed import SpeedError, resolve
+
+    def res(cfg, kind, cores):
+        return resolve(cfg.chunk, cfg.workers, cfg.parallel, cfg.batch_size, kind, cores)
+
     cfg = TrainConfig()
-    assert config.resolve_parallel(cfg, "cpu", 2) == (32, 2)                  # one chunk per worker process
-    assert config.resolve_parallel(cfg, "cpu", 1) == (32, 1)                  # at most 32
-    assert config.resolve_parallel(cfg, "cpu", 3) == (22, 3)
-    assert config.resolve_parallel(TrainConfig(parallel="thread"), "cpu", 2) == (16, 2)
-    assert config.resolve_parallel(cfg, "gpu", 2) == (0, 1)
-    assert config.resolve_parallel(TrainConfig(chunk=0), "cpu", 4) == (0, 1)
-    assert config.resolve_parallel(TrainConfig(chunk=8, workers=3), "cpu", 2) == (8, 3)
-    assert config.resolve_parallel(TrainConfig(batch_size=4), "cpu", 2) == (2, 2)
-    assert config.resolve_parallel(TrainConfig(batch_size=4, chunk=16), "cpu", 2) == (16, 1)   # one chunk: one worker
-    assert config.resolve_parallel(TrainConfig(batch_size=20, chunk=8, workers=5), "cpu", 2) == (8, 3)
-    with pytest.raises(ConfigError, match="--workers 2 is for the CPU"):
-        config.resolve_parallel(TrainConfig(workers=2), "gpu", 2)
+    assert res(cfg, "cpu", 2) == (32, 2)                  # one chunk per worker process
+    assert res(cfg, "cpu", 1) == (32, 1)                  # at most 32
+    assert res(cfg, "cpu", 3) == (22, 3)
+    assert res(TrainConfig(parallel="thread"), "cpu", 2) == (16, 2)
+    assert res(cfg, "gpu", 2) == (0, 1)
+    assert res(TrainConfig(chunk=0), "cpu", 4) == (0, 1)
+    assert res(TrainConfig(chunk=8, workers=3), "cpu", 2) == (8, 3)
+    assert res(TrainConfig(batch_size=4), "cpu", 2) == (2, 2)
+    assert res(TrainConfig(batch_size=4, chunk=16), "cpu", 2) == (16, 1)   # one chunk: one worker
+    assert res(TrainConfig(batch_size=20, chunk=8, workers=5), "cpu", 2) == (8, 3)
+    with pytest.raises(SpeedError, match="--workers 2 is for the CPU"):
+        res(TrainConfig(workers=2), "gpu", 2)

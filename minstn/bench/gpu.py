@@ -5,7 +5,7 @@
 
 1. The bilinear sampler, forward + backward, float32, U (256, 1, 100, 100) sampled onto a
    50x50 and a 100x100 grid (the paper's canvas; d = 2 and d = 1), for
-       kernel   minstn's CUDA raw kernels (minstn.ops.cuda), impl='kernel'
+       kernel   minstn's CUDA raw kernels (minstn.ops.fast.cuda), impl='kernel'
        array    minstn's plain array code of the same op run by CuPy, impl='array'
        torch    torch.nn.functional.grid_sample(mode='bilinear', padding_mode='zeros',
                 align_corners=False) with autograd, on CUDA (where torch with CUDA imports)

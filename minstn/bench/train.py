@@ -6,10 +6,10 @@
                                  [--rounds R] [--device cpu] [--no-torch]
     python -m minstn.bench train --profile --models lstm-stn --downsample 2   # seconds in each op
 
-Each model is timed on random canvases (float32, batch 64, dropout on, minstn.optim.Adam at
+Each model is timed on random canvases (float32, batch 64, dropout on, minstn.training.optim.Adam at
 lr 1e-3) the way `python -m minstn.train` runs it on the CPU: the batch cut into chunks (one per
-worker, at most 32 canvases: minstn.config.default_chunk), processed by T worker processes, BLAS
-single-threaded (minstn.parallel.ProcessChunks; see minstn.host). The column "threads" is the same
+worker, at most 32 canvases: minstn.training.speed.default_chunk), processed by T worker processes, BLAS
+single-threaded (minstn.training.speed.processes; see minstn.training.speed.host). The column "threads" is the same
 on T worker threads (Model.loss_and_grads, chunks of 16), and "whole batch" the model without
 chunks or workers, BLAS on T threads, for comparison. Where torch is importable, the same
 architecture written in PyTorch (minstn.bench.torch_models) is timed in the same run with T
@@ -21,7 +21,6 @@ measure_images_per_sec() is also used by the GPU benchmark (minstn.bench.gpu).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import sys
@@ -29,9 +28,9 @@ import time
 
 import numpy as np
 
-from minstn import host
+from minstn.training.speed import host
 from minstn.bench import cpu_model
-from minstn.config import default_chunk
+from minstn.training.speed import default_chunk
 
 __all__ = ["measure_images_per_sec", "measure_torch_images_per_sec", "profile_ops", "main"]
 
@@ -47,13 +46,13 @@ def measure_images_per_sec(model_name: str, downsample: int, device="cpu", batch
                            **options) -> float:
     """Training images/s of one minstn model: `warmup` untimed steps, then `steps` timed steps of
     loss_and_grads (forward, loss, backward; `chunk` and `workers` as there) + Adam.step, float32,
-    on `device`. parallel='process' runs the workers as processes (minstn.parallel.ProcessChunks,
-    as the trainer does by default; started before the warm-up). The caller sets the BLAS threads
-    (minstn.host.set_blas_threads)."""
+    on `device`. The step runs on minstn.training.speed.make_runner(model, chunk, workers, parallel),
+    as in the trainer (worker processes start before the warm-up). The caller sets the BLAS threads
+    (minstn.training.speed.host.set_blas_threads)."""
     from minstn.backend import resolve_device
     from minstn.models import build_model
-    from minstn.optim import Adam
-    from minstn.parallel import ProcessChunks
+    from minstn.training.optim import Adam
+    from minstn.training.speed import make_runner
 
     if steps < 1 or warmup < 0 or batch_size < 1:
         raise ValueError(f"need steps >= 1, warmup >= 0, batch_size >= 1; got {steps}, {warmup}, {batch_size}")
@@ -63,13 +62,10 @@ def measure_images_per_sec(model_name: str, downsample: int, device="cpu", batch
     images, labels = _batch(batch_size)
     images = dev.asarray(images)
     rng = np.random.default_rng(0)
-    use_processes = parallel == "process" and workers > 1 and dev.kind == "cpu"
-    with ProcessChunks(model, workers) if use_processes else contextlib.nullcontext() as runner:
+    runner = make_runner(model, chunk, workers if chunk else 1, parallel)     # worker processes start here
+    try:
         def step():
-            if runner is not None:
-                runner.loss_and_grads(images, labels, rng, chunk=chunk)
-            else:
-                model.loss_and_grads(images, labels, rng=rng, chunk=chunk, workers=workers)
+            runner.loss_and_grads(images, labels, rng)
             opt.step(model.grads)
 
         for _ in range(warmup):
@@ -80,6 +76,8 @@ def measure_images_per_sec(model_name: str, downsample: int, device="cpu", batch
             step()
         dev.synchronize()
         return steps * batch_size / (time.perf_counter() - t0)
+    finally:
+        runner.close()
 
 
 def measure_torch_images_per_sec(model_name: str, downsample: int, batch_size: int = 64, steps: int = 5,
@@ -135,17 +133,20 @@ def profile_ops(model_name: str, downsample: int, batch_size: int = 64, steps: i
                 totals[name] = totals.get(name, 0.0) + time.perf_counter() - t
         return call
 
+    from minstn.training.speed import make_runner
+
     model = build_model(model_name, downsample, dtype="float32", seed=0)
+    runner = make_runner(model, chunk, 1, "thread")
     images, labels = _batch(batch_size)
     rng = np.random.default_rng(0)
     try:
         for n in names:
             setattr(ops, n, timed(n, originals[n]))
-        model.loss_and_grads(images, labels, rng=rng, chunk=chunk)      # warm-up
+        runner.loss_and_grads(images, labels, rng)      # warm-up
         totals.clear()
         t0 = time.perf_counter()
         for _ in range(steps):
-            model.loss_and_grads(images, labels, rng=rng, chunk=chunk)
+            runner.loss_and_grads(images, labels, rng)
         step = (time.perf_counter() - t0) / steps
     finally:
         for n in names:
@@ -177,7 +178,7 @@ def main(argv=None) -> int:
                     help="cores for both sides: PyTorch threads, minstn worker threads and 'whole batch' BLAS threads "
                          "(default: the cores this process may use)")
     ap.add_argument("--chunk", type=int, default=None,
-                    help="minstn: canvases per chunk (default as the trainer: minstn.config.default_chunk, "
+                    help="minstn: canvases per chunk (default as the trainer: minstn.training.speed.default_chunk, "
                          "32 for batch 64 on 2 worker processes, 16 on threads)")
     ap.add_argument("--workers", type=int, default=None, help="minstn: workers (default: --threads)")
     ap.add_argument("--parallel", choices=("process", "thread"), default="process",
@@ -194,7 +195,7 @@ def main(argv=None) -> int:
                     help="instead of the comparison: seconds per step in each op, one worker, BLAS on --threads")
     ap.add_argument("--no-keep-memory", action="store_true",
                     help="leave glibc's malloc as it is (by default the benchmark, like the trainer, calls "
-                         "minstn.host.keep_freed_memory(), which speeds up both sides)")
+                         "minstn.training.speed.host.keep_freed_memory(), which speeds up both sides)")
     args = ap.parse_args(argv)
     for d in args.downsample:
         if not 1 <= d <= 4:
@@ -235,7 +236,7 @@ def main(argv=None) -> int:
           f"BLAS {1 if workers > 1 else threads} thread(s)"
           + (f"; 'threads': chunks of {thread_chunk} on worker threads" if thread_col else "")
           + (f"; 'whole batch': no chunks, BLAS {threads} threads" if whole else ""))
-    print(f"# process-wide for both sides: glibc keeps freed memory (minstn.host.keep_freed_memory): {'yes' if kept else 'no'}")
+    print(f"# process-wide for both sides: glibc keeps freed memory (minstn.training.speed.host.keep_freed_memory): {'yes' if kept else 'no'}")
     print(f"# CPU: {cpu_model()} ({os.cpu_count()} logical cores); {_versions()}")
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
     header = ("| model | d | minstn img/s |" + (" threads img/s |" if thread_col else "")

@@ -26,6 +26,7 @@ from .mnist import (
     read_idx,
     write_idx,
 )
+from .distorted import CLUTTERED, DISTORTIONS, DistortionOptions, generate_cluttered, generate_distorted
 from .sequences import LAYOUTS, SequenceOptions, generate_split
 from .store import (
     load_sequence_dir,
@@ -38,6 +39,11 @@ from .store import (
 __all__ = [
     "DataError",
     "LAYOUTS",
+    "DISTORTIONS",
+    "CLUTTERED",
+    "DistortionOptions",
+    "generate_distorted",
+    "generate_cluttered",
     "MNIST_FILES",
     "MNIST_MIRRORS",
     "MNIST_SHA256",

@@ -1,14 +1,17 @@
 """Generate the MNIST-sequence data set into a folder.
 
-    python -m minstn.data.generate --out DIR [--train 70000 --val 20000 --test 2000 --seed 0]
-                                   [--data-dir MNIST_DIR] [--angle 45 --gap 2 --no-crop
-                                    --noise-blocks 10 --noise-size 6 --noise-min-ink 6
-                                    --val-start 20000] [--workers N]
+    python -m minstn.data.generate --out DIR [--train 70000 --val 20000 --test 2000 --shifted 2000 --seed 0]
+                                   [--data-dir MNIST_DIR] [--layout varied|fixed|cells] [--angle 45
+                                    --gap 2 --gap-max 10 --no-crop --noise-blocks 10 --noise-size 6
+                                    --noise-min-ink 6 --val-start 20000] [--workers N] [-q]
 
 Writes DIR/train.npz, DIR/val.npz, DIR/test.npz (the format of minstn.data.store: images
-(N, 1, 100, 100) float32, labels (N, 4) int64, angles (N,) float32, boxes (N, 4, 4)
-float32, and a JSON 'params' record) and DIR/params.json (all three records). One split is
-generated and written at a time, so memory holds one split. Prints the time taken.
+(N, 1, 100, 100) float32, labels (N, 4) int64, angles (N,) float32, boxes (N, 4, 4) float32,
+and a JSON 'params' record), DIR/shifted.npz with --shifted N (N canvases from the test digits
+laid out with --shifted-layout, default cells: the second test set of docs/data.md) and
+DIR/params.json (every record). One split is generated and written at a time, so memory holds
+one split. Every option is checked, and every split's layout tried, before anything is written;
+an error is one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
@@ -18,28 +21,35 @@ import os
 import sys
 import time
 
+from minstn.fileio import atomic_write_bytes
+
 from .mnist import DataError
-from .sequences import SPLIT_IDS, SequenceOptions, generate_split, split_pool
+from .sequences import LAYOUTS, SPLIT_IDS, SequenceOptions, generate_split, split_pool
 from .store import mnist_record, save_sequence_file, split_record
 
+PROG = "python -m minstn.data.generate"
 _DEFAULTS = SequenceOptions()
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m minstn.data.generate",
-                                description="Generate the MNIST-sequence data set (paper section IV).")
+    p = argparse.ArgumentParser(prog=PROG, description="Generate the MNIST-sequence data set (paper section IV).")
     p.add_argument("--out", required=True, help="folder to write train.npz, val.npz, test.npz, params.json")
     p.add_argument("--train", type=int, default=70000, help="training canvases (default 70000)")
     p.add_argument("--val", type=int, default=20000, help="validation canvases (default 20000)")
     p.add_argument("--test", type=int, default=2000, help="test canvases (default 2000)")
+    p.add_argument("--shifted", type=int, default=0, help="canvases of the shifted-layout test set, shifted.npz (default 0: none)")
+    p.add_argument("--shifted-layout", choices=list(LAYOUTS), default="cells", help="layout of shifted.npz (default cells)")
     p.add_argument("--seed", type=int, default=0, help="random seed, int >= 0 (default 0)")
     p.add_argument("--data-dir", default=None,
                    help="MNIST folder (default: $MINSTN_DATA_DIR, then the per-user cache)")
+    p.add_argument("--layout", choices=list(LAYOUTS), default="varied",
+                   help="where the digits go (docs/data.md): varied (gaps of 2..10, default), fixed (gaps of 2), "
+                        "cells (28x28 cells); --gap, --gap-max and --no-crop change it further")
     p.add_argument("--angle", type=float, default=_DEFAULTS.angle,
                    help=f"rotation drawn uniformly in [-ANGLE, ANGLE] degrees (default {_DEFAULTS.angle:g})")
-    p.add_argument("--gap", type=int, default=_DEFAULTS.gap,
-                   help=f"blank columns between neighbouring digits (default {_DEFAULTS.gap})")
-    p.add_argument("--no-crop", dest="crop", action="store_false",
+    p.add_argument("--gap", type=int, default=None, help="the smallest blank gap between neighbouring digits (default: the layout's)")
+    p.add_argument("--gap-max", type=int, default=None, help="the widest gap; each gap is drawn from GAP..GAP_MAX (default: the layout's)")
+    p.add_argument("--no-crop", dest="crop", action="store_false", default=None,
                    help="keep each digit's 28x28 cell instead of cutting it to its ink box")
     p.add_argument("--noise-blocks", type=int, default=_DEFAULTS.noise_blocks,
                    help=f"noise blocks per canvas (default {_DEFAULTS.noise_blocks})")
@@ -51,51 +61,79 @@ def build_parser():
                    help=f"training digits [0, VAL_START) feed train, the rest feed val (default {_DEFAULTS.val_start})")
     p.add_argument("--workers", type=int, default=None,
                    help="threads generating blocks in parallel (default min(2, CPUs); the data do not depend on it)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     return p
+
+
+def _options(args) -> tuple:
+    """(options of the three splits, options of shifted.npz) from the arguments; ValueError if bad."""
+    common = dict(angle=args.angle, noise_blocks=args.noise_blocks, noise_size=args.noise_size,
+                  noise_min_ink=args.noise_min_ink, val_start=args.val_start)
+    layout = dict(LAYOUTS[args.layout])
+    if args.gap is not None:
+        layout["gap"] = args.gap
+        if args.gap_max is None and layout["gap_max"] is not None and layout["gap_max"] < args.gap:
+            layout["gap_max"] = None
+    if args.gap_max is not None:
+        layout["gap_max"] = args.gap_max
+    if args.crop is not None:
+        layout["crop"] = args.crop
+    return SequenceOptions(**common, **layout), SequenceOptions.for_layout(args.shifted_layout, **common)
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+
+    def fail(msg):
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        return 2
+
+    say = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, flush=True))
     try:
-        options = SequenceOptions(angle=args.angle, crop=args.crop, gap=args.gap, noise_blocks=args.noise_blocks,
-                                  noise_size=args.noise_size, noise_min_ink=args.noise_min_ink,
-                                  val_start=args.val_start)
+        options, shifted_options = _options(args)
     except ValueError as e:
-        parser.error(str(e))
-    sizes = {"train": args.train, "val": args.val, "test": args.test}
+        return fail(e)
+    sizes = {"train": args.train, "val": args.val, "test": args.test, "shifted": args.shifted}
     for split, n in sizes.items():
         if n < 0:
-            parser.error(f"--{split} must be >= 0, got {n}")
+            return fail(f"--{split} must be >= 0, got {n}")
     if args.seed < 0:
-        parser.error(f"--seed must be >= 0, got {args.seed}")
+        return fail(f"--seed must be >= 0, got {args.seed}")
     if args.workers is not None and args.workers < 1:
-        parser.error(f"--workers must be >= 1, got {args.workers}")
-    print(f"options: {json.dumps(options.to_dict())}, seed {args.seed}, sizes {sizes}", flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    records = {}
-    t_all = time.perf_counter()
+        return fail(f"--workers must be >= 1, got {args.workers}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        return fail(f"--out {args.out!r} is a file, not a folder")
+    split_options = {**{s: options for s in SPLIT_IDS}, "shifted": shifted_options}
     try:
         mnist = mnist_record(args.data_dir)
-        for split in SPLIT_IDS:
-            n = sizes[split]
+        for split in sizes:   # a few canvases of every split first: an impossible layout fails here
+            if sizes[split] > 0:
+                generate_split(split, min(sizes[split], 64), seed=args.seed, data_dir=args.data_dir,
+                               options=split_options[split], workers=1)
+    except (DataError, ValueError) as e:
+        return fail(e)
+    say(f"options: {json.dumps(options.to_dict())}, seed {args.seed}, sizes {sizes}")
+    records, t_all = {}, time.perf_counter()
+    try:
+        for split, n in sizes.items():
+            if split == "shifted" and n == 0:
+                continue
             t0 = time.perf_counter()
-            pool = split_pool(split, options, args.data_dir) if n > 0 else None
-            d = generate_split(split, n, seed=args.seed, data_dir=args.data_dir, options=options, pool=pool,
-                               workers=args.workers)
+            pool = split_pool(split, split_options[split], args.data_dir) if n > 0 else None
+            d = generate_split(split, n, seed=args.seed, data_dir=args.data_dir, options=split_options[split],
+                               pool=pool, workers=args.workers)
             t_gen = time.perf_counter() - t0
-            records[split] = split_record(split, n, args.seed, options, mnist)
+            records[split] = split_record(split, n, args.seed, split_options[split], mnist)
             path = os.path.join(args.out, f"{split}.npz")
             save_sequence_file(path, d, params=records[split])
-            t_save = time.perf_counter() - t0 - t_gen
-            print(f"{split}: {n} canvases generated in {t_gen:.1f} s, written to {path} in {t_save:.1f} s", flush=True)
+            say(f"{split}: {n} canvases generated in {t_gen:.1f} s, written to {path} in "
+                f"{time.perf_counter() - t0 - t_gen:.1f} s")
             del d
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    with open(os.path.join(args.out, "params.json"), "w") as f:
-        json.dump(records, f, indent=2, sort_keys=True)
-    print(f"done in {time.perf_counter() - t_all:.1f} s", flush=True)
+    except (DataError, OSError) as e:
+        return fail(e)
+    atomic_write_bytes(os.path.join(args.out, "params.json"), json.dumps(records, indent=2, sort_keys=True).encode())
+    say(f"done in {time.perf_counter() - t_all:.1f} s")
     return 0
 
 

@@ -21,6 +21,8 @@ import sys
 
 import numpy as np
 
+from minstn.fileio import atomic_open
+
 from .mnist import DataError
 from .sequences import SPLIT_IDS, SequenceOptions, generate_split
 from .store import load_sequence_file
@@ -59,9 +61,8 @@ def draw_grid(images, labels, boxes, path, title=None):
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    with atomic_open(path, suffix=".png") as f:
+        fig.savefig(f, dpi=80, format="png")
     plt.close(fig)
 
 
@@ -75,13 +76,18 @@ def build_parser():
     p.add_argument("--data", default=None, help="draw from this sequence file (.npz) instead of generating")
     p.add_argument("--data-dir", default=None,
                    help="MNIST folder (default: $MINSTN_DATA_DIR, then the per-user cache)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    prog = "python -m minstn.data.preview"
     if args.n < 1:
-        print("error: --n must be >= 1", file=sys.stderr)
+        print(f"{prog}: error: --n must be >= 1, got {args.n}", file=sys.stderr)
+        return 2
+    if args.out.endswith(os.sep) or os.path.isdir(args.out) or not os.path.basename(args.out).lower().endswith(".png"):
+        print(f"{prog}: error: --out must name a .png file (e.g. docs/preview.png), got {args.out!r}", file=sys.stderr)
         return 2
     try:
         if args.data:
@@ -93,11 +99,12 @@ def main(argv=None):
         else:
             d = generate_split(args.split, args.n, seed=args.seed, data_dir=args.data_dir)
             title = f"MNIST sequences, split {args.split}, seed {args.seed}, default options {SequenceOptions().to_dict()}"
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (DataError, ValueError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
     draw_grid(d["images"], d["labels"], d["boxes"], args.out)
-    print(f"wrote {args.out} ({len(d['labels'])} canvases; {title})")
+    if not args.quiet:
+        print(f"wrote {args.out} ({len(d['labels'])} canvases; {title})")
     return 0
 
 

@@ -26,6 +26,7 @@ the split is generated again and the file replaced.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -256,7 +257,22 @@ def load_splits(train_size=70000, val_size=20000, test_size=2000, seed=0, data_d
         if n > 0:
             print(f"minstn.data: generating {n} {split} canvases (seed {seed}) into the cache {path}",
                   file=sys.stderr, flush=True)
-        d = generate_split(split, n, seed=seed, data_dir=data_dir, options=split_options[split])
+        with _progress(n, f"generating {split}") as tick:
+            d = generate_split(split, n, seed=seed, data_dir=data_dir, options=split_options[split], progress=tick)
         save_sequence_file(path, d, params=record)
         out[split] = d
     return out
+
+
+@contextlib.contextmanager
+def _progress(total: int, desc: str):
+    """A tqdm bar on stderr while canvases are generated (only on a terminal); yields the
+    generate_split progress callback (done, n)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="canvas", file=sys.stderr, leave=False,
+               disable=not (total > 0 and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()))
+    try:
+        yield lambda done, n: bar.update(done - bar.n)
+    finally:
+        bar.close()

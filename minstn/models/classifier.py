@@ -7,7 +7,7 @@ Each block runs as conv -> maxpool -> ReLU: ReLU is monotonic, so max(relu(a), r
 relu(max(a, b)) exactly, in value and in gradient (the same winner, or a zero gradient either
 way), and the ReLU then touches a quarter of the pixels. The conv and the max-pool of a block
 are one op, ops.conv2d_maxpool_forward: the same numbers as the two ops in a row, computed in
-pooling-phase order, which turns the pool into four contiguous arrays (minstn/ops/convpool.py).
+pooling-phase order, which turns the pool into four contiguous arrays (minstn/ops/fast/convpool.py).
 
 Shape legend:
     B        images entering the classifier (N canvases, or N*T glimpses for the LSTM-STN)
@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from minstn import ops
 from minstn.models.layers import ModelError, he_conv, he_linear, pooled_size
+from minstn.ops.switch import ops
 
 __all__ = ["FILTERS", "HIDDEN", "init_classifier", "classifier_forward", "classifier_backward"]
 

@@ -6,7 +6,7 @@
 Each block runs as conv -> maxpool -> ReLU, which equals conv -> ReLU -> maxpool exactly
 (ReLU is monotonic; see classifier.py) with the ReLU on a quarter of the pixels, and the conv
 and the max-pool are one op, ops.conv2d_maxpool_forward (the same numbers, computed in
-pooling-phase order: minstn/ops/convpool.py).
+pooling-phase order: minstn/ops/fast/convpool.py).
 
 Shape legend:
     N   canvases
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from minstn import ops
 from minstn.models.layers import he_conv, pooled_size
+from minstn.ops.switch import ops
 
 __all__ = ["LOC_FILTERS", "LOC_BLOCKS", "loc_features", "init_localisation", "localisation_forward", "localisation_backward"]
 

@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from minstn import ops
 from minstn.backend import to_numpy
 from minstn.models.base import CANVAS, POSITIONS, Model
 from minstn.models.classifier import classifier_backward, classifier_forward, init_classifier
 from minstn.models.layers import ModelError, check_images, uniform_lstm
 from minstn.models.localisation import init_localisation, loc_features, localisation_backward, localisation_forward
+from minstn.ops.switch import ops
 
 __all__ = ["FFNSTN", "LSTMSTN"]
 

@@ -11,7 +11,7 @@ keeps the input dtype. See docs/ops.md for the table of shapes and formulas.
     conv2d_forward(x, w, b, padding)            conv2d_backward -> (dx, dw, db)
     maxpool2d_forward(x)                        maxpool2d_backward -> dx
     conv2d_maxpool_forward(x, w, b, padding)    conv2d_maxpool_backward -> (dx, dw, db)
-                                                (the two above as one op, in pooling-phase order)
+                                                (the two above, one after the other)
     avgpool2d_forward(x, d)                     avgpool2d_backward -> dx
     linear_forward(x, w, b)                     linear_backward -> (dx, dw, db)
     relu_forward(x)                             relu_backward -> dx
@@ -21,13 +21,20 @@ keeps the input dtype. See docs/ops.md for the table of shapes and formulas.
     lstm_cell_backward(dh, dc, cache) -> (dx, dh_prev, dc_prev, dWx, dWh, db)
     lstm_forward(xs, h0, c0, Wx, Wh, b) -> (hs, cache)
     lstm_backward(dhs, cache) -> (dxs, dh0, dc0, dWx, dWh, db)
-    affine_grid_forward(theta, out_hw, impl='auto')      affine_grid_backward -> dtheta
-    bilinear_sample_forward(U, grid, impl='auto')        bilinear_sample_backward -> (dU, dgrid)
+    gru_cell_forward(x, h_prev, Wx, Wh, bx, bh) -> (h, cache)    gru_cell_backward(dh, cache) -> (dx, dh_prev, dWx, dWh, dbx, dbh)
+    gru_forward(xs, h0, Wx, Wh, bx, bh) -> (hs, cache)           gru_backward(dhs, cache) -> (dxs, dh0, dWx, dWh, dbx, dbh)
+    rnn_cell_forward(x, h_prev, Wx, Wh, b) -> (h, cache)         rnn_cell_backward(dh, cache) -> (dx, dh_prev, dWx, dWh, db)
+    rnn_forward(xs, h0, Wx, Wh, b) -> (hs, cache)                rnn_backward(dhs, cache) -> (dxs, dh0, dWx, dWh, db)
+    affine_grid_forward(theta, out_hw)                   affine_grid_backward -> dtheta
+    bilinear_sample_forward(U, grid)                     bilinear_sample_backward -> (dU, dgrid)
+    projective_grid_forward(theta8, out_hw)              projective_grid_backward -> dtheta8
 
 Loop-based references for testing and teaching: minstn.ops.naive (also re-exported here).
+These are the plain versions, the ones to read first. minstn.ops.fast has faster versions of the
+convolution, the fused conv + max-pool and the spatial-transformer ops (and the CUDA kernels),
+with the same arguments and numbers; the models call whichever minstn.ops.switch chooses.
 """
 from minstn.ops.conv import conv2d_backward, conv2d_forward
-from minstn.ops.convpool import conv2d_maxpool_backward, conv2d_maxpool_forward
 from minstn.ops.linear import (
     dropout_backward,
     dropout_forward,
@@ -48,7 +55,30 @@ from minstn.ops.naive import (
     maxpool2d_backward_naive,
     maxpool2d_forward_naive,
 )
-from minstn.ops.pool import avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward
+from minstn.ops.pool import (
+    avgpool2d_backward,
+    avgpool2d_forward,
+    conv2d_maxpool_backward,
+    conv2d_maxpool_forward,
+    maxpool2d_backward,
+    maxpool2d_forward,
+)
+from minstn.ops.projective import (
+    affine_to_projective,
+    projective_grid_backward,
+    projective_grid_forward,
+    projective_identity,
+)
+from minstn.ops.recurrent import (
+    gru_backward,
+    gru_cell_backward,
+    gru_cell_forward,
+    gru_forward,
+    rnn_backward,
+    rnn_cell_backward,
+    rnn_cell_forward,
+    rnn_forward,
+)
 from minstn.ops.stn import (
     affine_grid_backward,
     affine_grid_forward,
@@ -77,6 +107,18 @@ __all__ = [
     "lstm_cell_backward",
     "lstm_forward",
     "lstm_backward",
+    "gru_cell_forward",
+    "gru_cell_backward",
+    "gru_forward",
+    "gru_backward",
+    "rnn_cell_forward",
+    "rnn_cell_backward",
+    "rnn_forward",
+    "rnn_backward",
+    "projective_grid_forward",
+    "projective_grid_backward",
+    "projective_identity",
+    "affine_to_projective",
     "affine_grid_forward",
     "affine_grid_backward",
     "bilinear_sample_forward",

@@ -69,10 +69,16 @@ def check_positive_int(op: str, name: str, v, minimum: int = 1) -> int:
     return int(v)
 
 
-def check_shape(op: str, name: str, a, expected: tuple, layout: str):
-    """`a.shape == expected`, with both in the message."""
-    if tuple(a.shape) != tuple(expected):
-        raise ValueError(f"{op}: {name} must have shape {layout} = {tuple(expected)}, got {tuple(a.shape)}")
+def check_cache(op: str, cache, tags, forward: str):
+    """A backward's cache must be the tuple its own forward returned, whose first item is a tag
+    naming that forward (`tags`: one tag or a tuple of them). A cache from another op, or no cache
+    at all, is a clear TypeError here instead of an unpacking error or wrong gradients later."""
+    tags = (tags,) if isinstance(tags, str) else tuple(tags)
+    if not isinstance(cache, tuple) or not cache or not isinstance(cache[0], str) or cache[0] not in tags:
+        got = (f"the cache of {cache[0]!r}" if isinstance(cache, tuple) and cache and isinstance(cache[0], str)
+               else f"a {type(cache).__name__}")
+        raise TypeError(f"{op}: cache is not from {forward} (got {got}); pass the cache that {forward} returned")
+    return cache
 
 
 def check_dout(op: str, name: str, dout, expected: tuple):

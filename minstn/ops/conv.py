@@ -1,59 +1,48 @@
-"""2-D convolution (stride 1, zero padding, bias) as im2col + one batched matrix product.
+"""2-D convolution (stride 1, zero padding, bias) as textbook im2col + one matrix product.
 
 Shape legend
     N        batch size
     C        input channels            F       output channels (filters)
     H, W     input height, width       kh, kw  kernel height, width
     p        zero padding on each side (the same on all four sides)
-    Hp, Wp   padded size: H + 2p, W + 2p
     H_out    H + 2p - kh + 1           W_out   W + 2p - kw + 1
     K        C * kh * kw (one column of im2col)
-    Q        N * Hp * Wp (pixels of the padded batch; see "flat shifts" below)
+    M        N * H_out * W_out (output pixels of the batch)
 
 Forward (cross-correlation, as in every deep-learning library):
 
     out[n, f, i, j] = b[f] + sum_{c, u, v} w[f, c, u, v] * xpad[n, c, i + u, j + v]
 
-im2col gathers, for every output pixel of every image, the K input values it sees, into the
-columns of a matrix cols. Then the whole convolution is a single matrix product
+im2col gathers, for every output pixel of every image, the K input values it sees into one
+column of a matrix cols (K, M): row (c, u, v), column (n, i, j) holds xpad[n, c, i + u, j + v].
+For one kernel offset (u, v) those values are the window xpad[:, :, u:u + H_out, v:v + W_out],
+so im2col is kh * kw window copies. Then the whole convolution is one matrix product
 
-    out (F, pixels) = w (F, K) @ cols (K, pixels)
+    out (F, M) = w (F, K) @ cols (K, M) + b
 
-Flat shifts. Store the zero-padded batch channel-major and flatten each channel:
-xflat (C, Q), where pixel (n, y, x) sits at q = n*Hp*Wp + y*Wp + x. Output pixel (n, i, j)
-is given the same index q = n*Hp*Wp + i*Wp + j, and the input it reads through kernel offset
-(u, v) is then at q + s with s = u*Wp + v: a shift that is the SAME for every pixel. So the
-im2col row block of offset (u, v) is one contiguous slice,
+Backward (the `=` / `+=` rule: every gradient is assigned once, except the col2im scatter,
+which adds the kh * kw windows into one buffer with `+=`, because neighbouring output pixels
+read overlapping input pixels):
 
-    cols[(c, u, v), :] = xflat[c, s : s + Q]
+    dout2 (F, M) = dout as a matrix
+    db    = dout2 summed over the pixels
+    dw    = dout2 @ cols^T                     (F, K)
+    dcols = w^T @ dout2                        (K, M)
+    dx    = col2im(dcols): for each kernel offset, dxpad[:, :, u:u + H_out, v:v + W_out] += its rows
 
-(kh*kw copies of C long rows, instead of N*C*H_out small windows each). The price: the
-product also computes the (Hp*Wp - H_out*W_out) per image positions with i >= H_out or
-j >= W_out, which read across the border and are dropped (+17% columns for 25x25, +4% for
-100x100). out (F, Q) is returned as the (N, F, H_out, W_out) view of its valid part.
-
-Backward (the `=` / `+=` rule: every gradient is assigned once, except the
-col2im scatter, which adds the kh*kw shifted windows into one buffer with `+=`
-because neighbouring output pixels read overlapping input pixels):
-
-    dout2 (F, Q) = dout on the valid positions, 0 on the dropped ones
-    db    = sum over n, i, j of dout
-    dw    = (cols (K, Q) @ dout2^T (Q, F))^T       (the dropped columns meet zeros)
-    dcols = w^T (K, F) @ dout2 (F, Q)
-    dx    = col2im(dcols): for each kernel offset, dxflat[c, s : s + Q] += dcols[(c, u, v), :]
-            then the inside of the padded (C, N, Hp, Wp) buffer
-
-The loops run over the kh*kw kernel offsets only (9 for a 3x3 kernel), never over pixels.
-minstn.ops.naive.conv2d_forward is the same sum written as loops, for the tests.
+The loops run over the kh * kw kernel offsets only (9 for a 3x3 kernel), never over pixels.
+This is the version to read first. minstn.ops.fast.conv computes the same numbers with a cheaper
+im2col (one contiguous slice per channel and offset, "flat shifts"), the one the models run;
+minstn.ops.naive.conv2d_forward_naive is the sum written as loops. The tests hold all three equal.
 """
 from __future__ import annotations
 
 import numbers
 
 from minstn.backend import xp_of
-from minstn.ops._validate import check_dout, check_float_array, check_same_dtype, check_same_module
+from minstn.ops._validate import check_cache, check_dout, check_float_array, check_same_dtype, check_same_module
 
-__all__ = ["conv2d_forward", "conv2d_backward", "resolve_padding"]
+__all__ = ["conv2d_forward", "conv2d_backward", "resolve_padding", "check_conv_inputs"]
 
 
 def resolve_padding(padding, kh: int, kw: int, op: str = "conv2d_forward") -> int:
@@ -80,8 +69,8 @@ def resolve_padding(padding, kh: int, kw: int, op: str = "conv2d_forward") -> in
     return int(padding)
 
 
-def _check_conv_inputs(x, w, b, padding):
-    op = "conv2d_forward"
+def check_conv_inputs(x, w, b, padding, op: str = "conv2d_forward"):
+    """Check conv inputs; returns (p, H_out, W_out). Shared with the fast versions (minstn.ops.fast)."""
     check_float_array(op, "x", x, 4, "(N, C, H, W)")
     check_float_array(op, "w", w, 4, "(F, C, kh, kw)")
     check_float_array(op, "b", b, 1, "(F,)")
@@ -103,63 +92,30 @@ def _check_conv_inputs(x, w, b, padding):
     return p, H_out, W_out
 
 
-def _padded_flat(x, p: int, tail: int):
-    """x (N, C, H, W) -> xflat (C, Q + tail): zero-padded by p, channel-major, flattened, plus
-    `tail` zeros at the end so that every shifted slice of length Q stays inside."""
+def im2col(x, kh: int, kw: int, p: int):
+    """x (N, C, H, W) -> cols (K, M): row (c, u, v), column (n, i, j) = xpad[n, c, i + u, j + v]."""
     xp = xp_of(x)
     N, C, H, W = x.shape
-    Hp, Wp = H + 2 * p, W + 2 * p
-    Q = N * Hp * Wp
-    xflat = xp.empty((C, Q + tail), dtype=x.dtype)
-    xflat[:, Q:] = 0
-    xpad = xflat[:, :Q].reshape(C, N, Hp, Wp)  # a view
-    if p > 0:  # zero only the border; the inside is overwritten next
-        xpad[:, :, :p] = 0
-        xpad[:, :, p + H:] = 0
-        xpad[:, :, p:p + H, :p] = 0
-        xpad[:, :, p:p + H, p + W:] = 0
-    xpad[:, :, p:p + H, p:p + W] = x.transpose(1, 0, 2, 3)  # (C, N, H, W): a straight copy when x is channel-major
-    return xflat
-
-
-def _im2col(x, kh: int, kw: int, p: int):
-    """x (N, C, H, W) -> cols (K, Q), rows ordered (c, u, v), column q = n*Hp*Wp + i*Wp + j.
-
-    The batch sits in the columns, so the whole layer is ONE large matrix product
-    (F, K) @ (K, Q): large products are what BLAS does best, and threads help them, whereas
-    N small per-image products pay a thread start-up each (see benchmarks/ops.md).
-    """
-    xp = xp_of(x)
-    N, C, H, W = x.shape
-    Wp = W + 2 * p
-    Q = N * (H + 2 * p) * Wp
-    xflat = _padded_flat(x, p, tail=(kh - 1) * Wp + (kw - 1))  # (C, Q + largest shift)
-    cols = xp.empty((C, kh, kw, Q), dtype=x.dtype)
-    for u in range(kh):  # loop over kernel offsets only
+    H_out, W_out = H + 2 * p - kh + 1, W + 2 * p - kw + 1
+    xpad = xp.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))                       # (N, C, H + 2p, W + 2p)
+    cols = xp.empty((C, kh, kw, N, H_out, W_out), dtype=x.dtype)
+    for u in range(kh):                                                       # kernel offsets only
         for v in range(kw):
-            s = u * Wp + v
-            cols[:, u, v] = xflat[:, s : s + Q]  # (C, Q): one shifted slice per channel
-    return cols.reshape(C * kh * kw, Q)  # (K, Q)
+            cols[:, u, v] = xpad[:, :, u:u + H_out, v:v + W_out].transpose(1, 0, 2, 3)   # (C, N, H_out, W_out)
+    return cols.reshape(C * kh * kw, N * H_out * W_out)                       # (K, M)
 
 
-def _col2im(dcols, x_shape, kh: int, kw: int, p: int):
-    """Adjoint of _im2col: dcols (K, Q) -> dx (N, C, H, W), overlapping windows summed.
-
-    The sum is built in a flat channel-major buffer and dx is returned as an (N, C, H, W)
-    view of its inside (no copy): NumPy and CuPy ops take any strides.
-    """
+def col2im(dcols, x_shape, kh: int, kw: int, p: int):
+    """The adjoint of im2col: dcols (K, M) -> dx (N, C, H, W), the overlapping windows summed."""
     xp = xp_of(dcols)
     N, C, H, W = x_shape
-    Hp, Wp = H + 2 * p, W + 2 * p
-    Q = N * Hp * Wp
-    dcols = dcols.reshape(C, kh, kw, Q)
-    dxflat = xp.zeros((C, Q + (kh - 1) * Wp + (kw - 1)), dtype=dcols.dtype)  # (C, Q + tail)
+    H_out, W_out = H + 2 * p - kh + 1, W + 2 * p - kw + 1
+    dcols = dcols.reshape(C, kh, kw, N, H_out, W_out)
+    dxpad = xp.zeros((N, C, H + 2 * p, W + 2 * p), dtype=dcols.dtype)
     for u in range(kh):
         for v in range(kw):
-            s = u * Wp + v
-            dxflat[:, s : s + Q] += dcols[:, u, v]  # += : windows overlap
-    dxpad = dxflat[:, :Q].reshape(C, N, Hp, Wp)
-    return dxpad[:, :, p : p + H, p : p + W].transpose(1, 0, 2, 3)  # (N, C, H, W) view
+            dxpad[:, :, u:u + H_out, v:v + W_out] += dcols[:, u, v].transpose(1, 0, 2, 3)   # += : windows overlap
+    return dxpad[:, :, p:p + H, p:p + W]                                      # (N, C, H, W) without the padding
 
 
 def conv2d_forward(x, w, b, padding):
@@ -168,45 +124,33 @@ def conv2d_forward(x, w, b, padding):
     x (N, C, H, W), w (F, C, kh, kw), b (F,), padding 'same' | 'valid' | int p >= 0
     ('valid' = 0, 'same' = (k-1)//2 for odd square kernels).
     Returns out (N, F, H_out, W_out) with H_out = H + 2p - kh + 1, W_out = W + 2p - kw + 1,
-    and an opaque cache for conv2d_backward.
-
-    Memory layout: out is a VIEW of the product's (F, N, Hp, Wp) result, i.e. stored
-    channel-major. Element-wise ops keep that layout, and the next convolution's im2col and
-    this layer's backward read it without a transpose. Call np.ascontiguousarray(out) if you
-    need NCHW memory order.
+    and a cache for conv2d_backward.
     """
-    p, H_out, W_out = _check_conv_inputs(x, w, b, padding)
-    N, _, H, W = x.shape
+    p, H_out, W_out = check_conv_inputs(x, w, b, padding)
+    N = x.shape[0]
     F, C, kh, kw = w.shape
-    cols = _im2col(x, kh, kw, p)  # (K, Q)
-    w2 = w.reshape(F, C * kh * kw)  # (F, K)
-    out = w2 @ cols  # (F, Q): the one matrix product
-    out += b[:, None]  # fresh array: adding in place is safe
-    out = out.reshape(F, N, H + 2 * p, W + 2 * p)[:, :, :H_out, :W_out]  # the valid positions
-    cache = (x.shape, w, cols, p, H_out, W_out)
-    return out.transpose(1, 0, 2, 3), cache  # (N, F, H_out, W_out) view
+    cols = im2col(x, kh, kw, p)                                               # (K, M)
+    out = w.reshape(F, C * kh * kw) @ cols + b[:, None]                       # (F, M): the one matrix product
+    out = out.reshape(F, N, H_out, W_out).transpose(1, 0, 2, 3)               # (N, F, H_out, W_out)
+    return out, ("conv2d", x.shape, w, cols, p)
 
 
 def conv2d_backward(dout, cache, need_dx: bool = True):
     """dout (N, F, H_out, W_out) -> (dx (N, C, H, W), dw (F, C, kh, kw), db (F,)).
 
     need_dx=False skips the input gradient (dx is returned as None): a model's first layer has
-    nothing upstream of it, and dx is the col2im half of the backward's work there.
+    nothing upstream of it.
     """
-    x_shape, w, cols, p, H_out, W_out = cache
-    xp = xp_of(dout)
+    check_cache("conv2d_backward", cache, "conv2d", "conv2d_forward")
+    _, x_shape, w, cols, p = cache
     N, _, H, W = x_shape
     F, C, kh, kw = w.shape
+    H_out, W_out = H + 2 * p - kh + 1, W + 2 * p - kw + 1
     check_dout("conv2d_backward", "dout", dout, (N, F, H_out, W_out))
-    Hp, Wp = H + 2 * p, W + 2 * p
-    dpad = xp.zeros((F, N, Hp, Wp), dtype=dout.dtype)  # (F, N, Hp, Wp): 0 at the dropped positions
-    dpad[:, :, :H_out, :W_out] = dout.transpose(1, 0, 2, 3)
-    dout2 = dpad.reshape(F, N * Hp * Wp)  # (F, Q)
-    db = dout2.sum(axis=1)  # (F,)
-    dw = (cols @ dout2.T).T  # (K, Q) @ (Q, F) -> (K, F), transposed to (F, K); this order of
-    # the product was 1.6x faster in OpenBLAS than dout2 @ cols.T (benchmarks/ops.md)
+    dout2 = dout.transpose(1, 0, 2, 3).reshape(F, N * H_out * W_out)          # (F, M)
+    db = dout2.sum(axis=1)                                                    # (F,)
+    dw = (dout2 @ cols.T).reshape(F, C, kh, kw)                               # (F, K)
     if not need_dx:
-        return None, dw.reshape(F, C, kh, kw), db
-    dcols = w.reshape(F, C * kh * kw).T @ dout2  # (K, F) @ (F, Q) -> (K, Q)
-    dx = _col2im(dcols, x_shape, kh, kw, p)  # (N, C, H, W)
-    return dx, dw.reshape(F, C, kh, kw), db
+        return None, dw, db
+    dcols = w.reshape(F, C * kh * kw).T @ dout2                               # (K, M)
+    return col2im(dcols, x_shape, kh, kw, p), dw, db

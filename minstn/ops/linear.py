@@ -13,7 +13,7 @@ from __future__ import annotations
 import numbers
 
 from minstn.backend import is_cupy, xp_of
-from minstn.ops._validate import check_dout, check_float_array, check_same_dtype, check_same_module
+from minstn.ops._validate import check_cache, check_dout, check_float_array, check_same_dtype, check_same_module
 
 __all__ = [
     "linear_forward",
@@ -45,12 +45,12 @@ def linear_forward(x, w, b):
         raise ValueError(f"{op}: b must have shape (M,) = ({w.shape[1]},) to match w, got {tuple(b.shape)}")
     out = x @ w  # (N, M)
     out += b  # fresh array: in place is safe
-    return out, (x, w)
+    return out, ("linear", x, w)
 
 
 def linear_backward(dout, cache):
     """dout (N, M) -> (dx (N, D), dw (D, M), db (M,))."""
-    x, w = cache
+    _, x, w = check_cache("linear_backward", cache, "linear", "linear_forward")
     check_dout("linear_backward", "dout", dout, (x.shape[0], w.shape[1]))
     dx = dout @ w.T  # (N, D)
     dw = x.T @ dout  # (D, M)
@@ -63,12 +63,12 @@ def relu_forward(x):
     check_float_array("relu_forward", "x", x)
     xp = xp_of(x)
     out = xp.maximum(x, 0)
-    return out, out  # the output is enough: the gradient passes where out > 0
+    return out, ("relu", out)  # the output is enough: the gradient passes where out > 0
 
 
 def relu_backward(dout, cache):
     """dx = dout where x > 0, else 0 (the kink at 0 gets 0)."""
-    out = cache
+    _, out = check_cache("relu_backward", cache, "relu", "relu_forward")
     check_dout("relu_backward", "dout", dout, out.shape)
     xp = xp_of(dout)
     return xp.where(out > 0, dout, xp.zeros((), dtype=dout.dtype))
@@ -89,7 +89,7 @@ def dropout_forward(x, p, rng):
     if not (0.0 <= float(p) < 1.0):
         raise ValueError(f"{op}: p must be in [0, 1) (the probability of dropping), got {p}")
     if p == 0:
-        return x, None
+        return x, ("dropout", None)
     if not hasattr(rng, "random"):
         raise TypeError(
             f"{op}: rng must be a random Generator such as np.random.default_rng(0), got {type(rng).__name__}"
@@ -100,12 +100,12 @@ def dropout_forward(x, p, rng):
         u = xp.asarray(u)
     mask = (u >= p).astype(x.dtype)  # 1 keeps, 0 drops; P(keep) = 1 - p
     mask *= 1.0 / (1.0 - p)  # inverted scaling: E[mask] = 1
-    return x * mask, mask
+    return x * mask, ("dropout", mask)
 
 
 def dropout_backward(dout, cache):
     """dx = dout * mask (the identity when p was 0)."""
-    mask = cache
+    _, mask = check_cache("dropout_backward", cache, "dropout", "dropout_forward")
     if mask is None:
         return dout
     check_dout("dropout_backward", "dout", dout, mask.shape)

@@ -23,7 +23,7 @@ the dh, dc flowing back from step t+1 are added to the upstream dh of step t.
 from __future__ import annotations
 
 from minstn.backend import xp_of
-from minstn.ops._validate import check_dout, check_float_array, check_same_dtype, check_same_module
+from minstn.ops._validate import check_cache, check_dout, check_float_array, check_same_dtype, check_same_module
 
 __all__ = ["lstm_cell_forward", "lstm_cell_backward", "lstm_forward", "lstm_backward", "sigmoid"]
 
@@ -86,7 +86,7 @@ def _cell_forward(x, h_prev, c_prev, Wx, Wh, b):
     c = f * c_prev + i * g  # (N, H)
     tc = xp.tanh(c)
     h = o * tc  # (N, H)
-    cache = (x, h_prev, c_prev, Wx, Wh, i, f, g, o, tc)
+    cache = ("lstm_cell", x, h_prev, c_prev, Wx, Wh, i, f, g, o, tc)
     return h, c, cache
 
 
@@ -96,7 +96,7 @@ def lstm_cell_backward(dh, dc, cache):
     dh (N, H) and dc (N, H) are the upstream gradients of h and c (dc may be None: zero).
     Returns (dx (N, D), dh_prev (N, H), dc_prev (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,)).
     """
-    x, h_prev, c_prev, Wx, Wh, i, f, g, o, tc = cache
+    _, x, h_prev, c_prev, Wx, Wh, i, f, g, o, tc = check_cache("lstm_cell_backward", cache, "lstm_cell", "lstm_cell_forward")
     check_dout("lstm_cell_backward", "dh", dh, h_prev.shape)
     if dc is not None:
         check_dout("lstm_cell_backward", "dc", dc, c_prev.shape)
@@ -143,7 +143,7 @@ def lstm_forward(xs, h0, c0, Wx, Wh, b):
         h, c, cache_t = _cell_forward(xs[t], h, c, Wx, Wh, b)
         hs[t] = h
         caches.append(cache_t)
-    return hs, caches
+    return hs, ("lstm", caches)
 
 
 def lstm_backward(dhs, cache):
@@ -152,10 +152,10 @@ def lstm_backward(dhs, cache):
     dhs (T, N, H): upstream gradient of every hs[t].
     Returns (dxs (T, N, D), dh0 (N, H), dc0 (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,)).
     """
-    caches = cache
+    _, caches = check_cache("lstm_backward", cache, "lstm", "lstm_forward")
     xp = xp_of(dhs)
     T = len(caches)
-    x0, h0, c0, Wx, Wh = caches[0][:5]
+    x0, h0, c0, Wx, Wh = caches[0][1:6]
     check_dout("lstm_backward", "dhs", dhs, (T,) + tuple(h0.shape))
     dxs = xp.empty((T,) + tuple(x0.shape), dtype=dhs.dtype)  # (T, N, D)
     dWx = xp.zeros_like(Wx)

@@ -21,9 +21,11 @@ the derivative of max, and would not pass a finite-difference check).
 from __future__ import annotations
 
 from minstn.backend import xp_of
-from minstn.ops._validate import check_dout, check_float_array, check_positive_int
+from minstn.ops._validate import check_cache, check_dout, check_float_array, check_positive_int
+from minstn.ops.conv import conv2d_backward, conv2d_forward
 
-__all__ = ["maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward"]
+__all__ = ["maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
+           "conv2d_maxpool_forward", "conv2d_maxpool_backward"]
 
 
 def maxpool2d_forward(x):
@@ -61,7 +63,7 @@ def maxpool2d_forward(x):
     upper_row, lower_row = cmax[:, :, :, 0], cmax[:, :, :, 1]    # (N, C, H2, W2) each
     out = xp.maximum(upper_row, lower_row)                       # (N, C, H2, W2)
     lower = lower_row > upper_row                                # (N, C, H2, W2) bool
-    cache = (x.shape, _layout(x), right, lower)
+    cache = ("maxpool2d", x.shape, _layout(x), right, lower)
     return out, cache
 
 
@@ -90,7 +92,7 @@ def maxpool2d_backward(dout, cache):
 
     (d - d * m is exactly d where m is 0 and exactly 0 where m is 1.)
     """
-    x_shape, layout, right, lower = cache
+    _, x_shape, layout, right, lower = check_cache("maxpool2d_backward", cache, "maxpool2d", "maxpool2d_forward")
     xp = xp_of(dout)
     N, C, H, W = x_shape
     H2, W2 = H // 2, W // 2
@@ -121,7 +123,7 @@ def avgpool2d_forward(x, d):
     if d > H or d > W:
         raise ValueError(f"{op}: d={d} is larger than the input {H}x{W}; the output would be empty")
     if d == 1:
-        return x, (x.shape, 1)
+        return x, ("avgpool2d", x.shape, 1)
     Hd, Wd = H // d, W // d
     xw = x[:, :, : Hd * d, : Wd * d].reshape(N, C, Hd, d, Wd, d)  # (N, C, Hd, d, Wd, d) view
     # sum the d*d window positions as strided views (a loop over the window, not over pixels);
@@ -132,12 +134,12 @@ def avgpool2d_forward(x, d):
             if u or v:
                 out += xw[:, :, :, u, :, v]
     out *= 1.0 / (d * d)  # fresh array: in place is safe
-    return out, (x.shape, d)
+    return out, ("avgpool2d", x.shape, d)
 
 
 def avgpool2d_backward(dout, cache):
     """dout (N, C, Hd, Wd) -> dx (N, C, H, W): each input pixel of a window gets dout / d^2."""
-    x_shape, d = cache
+    _, x_shape, d = check_cache("avgpool2d_backward", cache, "avgpool2d", "avgpool2d_forward")
     N, C, H, W = x_shape
     Hd, Wd = H // d, W // d
     check_dout("avgpool2d_backward", "dout", dout, (N, C, Hd, Wd))
@@ -151,3 +153,22 @@ def avgpool2d_backward(dout, cache):
     dx = xp.zeros(x_shape, dtype=dout.dtype)  # the floored border gets 0
     dx[:, :, : Hd * d, : Wd * d] = dx_crop
     return dx
+
+
+def conv2d_maxpool_forward(x, w, b, padding):
+    """A convolution followed by 2x2 max-pooling: conv2d_forward then maxpool2d_forward.
+
+    x (N, C, H, W), w (F, C, kh, kw), b (F,) -> out (N, F, floor(H_out / 2), floor(W_out / 2)), cache.
+    The plain composition of the two ops; minstn.ops.fast.conv2d_maxpool_forward computes the same
+    numbers as one op (the pool as four contiguous arrays), the one the models run.
+    """
+    a, c_conv = conv2d_forward(x, w, b, padding)          # (N, F, H_out, W_out)
+    out, c_pool = maxpool2d_forward(a)                    # (N, F, H_out // 2, W_out // 2)
+    return out, ("conv2d_maxpool", c_conv, c_pool)
+
+
+def conv2d_maxpool_backward(dout, cache, need_dx: bool = True):
+    """dout (N, F, H2, W2) -> (dx (N, C, H, W) or None, dw (F, C, kh, kw), db (F,)): the two backwards in reverse."""
+    _, c_conv, c_pool = check_cache("conv2d_maxpool_backward", cache, "conv2d_maxpool", "conv2d_maxpool_forward")
+    da = maxpool2d_backward(dout, c_pool)
+    return conv2d_backward(da, c_conv, need_dx=need_dx)

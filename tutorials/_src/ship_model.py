@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from minstn import checkpoint
+from minstn.training import checkpoint
 
 
 def ship(run_dir: str, out: str) -> str:

@@ -5,7 +5,7 @@ fields into argparse options (model -> --model, batch_size -> --batch-size), so 
 line, the defaults and the saved config.json can never disagree.
 
     cfg = TrainConfig(model='ffn-stn', epochs=3)      # in code
-    cfg = parse_args(['--model', 'ffn-stn'])           # from the command line (exit 2 on errors)
+    cfg = TrainConfig(**given_options(argv))           # from the command line (argparse exits 2 on errors)
     cfg.validate()                                     # ConfigError with a clear message
 
 Conventions: 0 turns a limit or a clipping option off (--clip-value 0, --time-budget 0,
@@ -32,11 +32,13 @@ __all__ = [
     "MODEL_OPTION_FIELDS",
     "RESUME_OVERRIDABLE",
     "build_parser",
-    "parse_args",
     "given_options",
+    "VERBOSITY_FLAGS",
+    "add_verbosity",
+    "verbosity",
+    "parse_command_line",
     "config_from_dict",
     "resolve_model_options",
-    "resolve_parallel",
 ]
 
 #: the data layouts, from minstn.data.sequences.LAYOUTS
@@ -200,37 +202,6 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
 
-def default_chunk(batch_size: int, workers: int, parallel: str) -> int:
-    """The CPU chunk size when --chunk is not given (measured on 2 cores, benchmarks/train.md):
-
-    processes: one chunk per worker, at most 32 canvases (batch 64 on 2 workers -> 32; fewer,
-               larger chunks win because each chunk pays the per-op overheads once, and 32 was
-               faster than 64 on one core, whose activations no longer fit the caches);
-    threads:   16 (more, smaller chunks let the threads overlap their GIL-holding parts).
-    """
-    if parallel == "thread":
-        return 16
-    return max(1, min(32, -(-batch_size // max(1, workers))))
-
-
-def resolve_parallel(cfg: TrainConfig, device_kind: str, cores: int) -> tuple:
-    """(chunk, workers) to use: the config's values, or the defaults for the device.
-
-    CPU: one worker per core and chunks of default_chunk(...) canvases, but never more workers
-    than a batch has chunks (with --batch-size 4 there is one chunk, so one worker and no pool of
-    processes). GPU: the whole batch in one pass (chunks would only shrink the kernels).
-    """
-    if device_kind != "cpu":
-        if cfg.workers is not None and cfg.workers > 1:
-            raise ConfigError(f"--workers {cfg.workers} is for the CPU; on the GPU use one worker (leave it unset)")
-        return (cfg.chunk or 0), 1
-    workers = cfg.workers if cfg.workers is not None else (max(1, cores) if cfg.chunk != 0 else 1)
-    chunk = default_chunk(cfg.batch_size, workers, cfg.parallel) if cfg.chunk is None else cfg.chunk
-    if chunk > 0:
-        workers = min(workers, -(-cfg.batch_size // chunk))   # idle workers would only cost start-up time
-    return chunk, workers
-
-
 def config_from_dict(d: dict) -> TrainConfig:
     """A TrainConfig from a dict (e.g. a saved config.json); unknown keys are an error."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -277,19 +248,34 @@ def build_parser(prog: str = "python -m minstn.train") -> argparse.ArgumentParse
         else:
             p.add_argument(f"--{_flag(f.name)}", dest=f.name, type=md["type"], choices=md["choices"], help=help_text,
                            metavar=None if md["choices"] else f.name.upper())
+    add_verbosity(p)
     return p
+
+
+#: the command-line flags of how much a command says (not settings of the run)
+VERBOSITY_FLAGS = ("quiet", "verbose")
+
+
+def add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """-q / -v on a command: results and errors only, or also the details and tracebacks."""
+    parser.add_argument("-q", "--quiet", dest="quiet", action="store_true", default=False,
+                        help="print only the results and errors (no progress, no status lines)")
+    parser.add_argument("-v", "--verbose", dest="verbose", action="store_true", default=False,
+                        help="print the whole configuration and, for an unexpected error, its traceback")
+
+
+def verbosity(args: dict) -> int:
+    """0 (-q), 1 (default) or 2 (-v) from parsed arguments."""
+    return 0 if args.get("quiet") else 2 if args.get("verbose") else 1
+
+
+def parse_command_line(argv) -> tuple:
+    """argv -> ({field: value} of the options actually given, verbosity 0/1/2); argparse exits 2 on errors."""
+    args = vars(build_parser().parse_args(argv))
+    level = verbosity(args)
+    return {k: v for k, v in args.items() if k not in VERBOSITY_FLAGS}, level
 
 
 def given_options(argv) -> dict:
     """Parse argv into {field: value} for the options actually given (argparse exits 2 on errors)."""
-    return vars(build_parser().parse_args(argv))
-
-
-def parse_args(argv=None) -> TrainConfig:
-    """argv -> a validated TrainConfig; a bad option or value exits with argparse's code 2 and a message."""
-    parser = build_parser()
-    given = vars(parser.parse_args(argv))
-    try:
-        return TrainConfig(**given).validate()
-    except ConfigError as e:
-        parser.error(str(e))
+    return parse_command_line(argv)[0]

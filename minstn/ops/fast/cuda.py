@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backend import import_cupy, is_cupy
+from minstn.backend import import_cupy, is_cupy
 
 __all__ = [
     "affine_grid_forward",
@@ -101,7 +101,7 @@ def _require_cupy(op: str, **arrays) -> None:
     for name, a in arrays.items():
         if not is_cupy(a):
             raise TypeError(
-                f"minstn.ops.cuda.{op}: {name} is a {type(a).__module__}.{type(a).__name__}, but the CUDA "
+                f"minstn.ops.fast.cuda.{op}: {name} is a {type(a).__module__}.{type(a).__name__}, but the CUDA "
                 "kernels take CuPy arrays; move it with Device.asarray, or use impl='array' for NumPy arrays"
             )
 
@@ -109,7 +109,7 @@ def _require_cupy(op: str, **arrays) -> None:
 def _require_shape(op: str, name: str, a, expected: tuple) -> None:
     """ValueError unless a.shape == expected."""
     if tuple(a.shape) != tuple(expected):
-        raise ValueError(f"minstn.ops.cuda.{op}: {name} has shape {tuple(a.shape)}, expected {tuple(expected)}")
+        raise ValueError(f"minstn.ops.fast.cuda.{op}: {name} has shape {tuple(a.shape)}, expected {tuple(expected)}")
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,10 +1,10 @@
 """Chunked gradients in worker PROCESSES: the CPU training step on every core without the GIL.
 
-    from minstn.parallel import ProcessChunks
-    with ProcessChunks(model, workers=2) as runner:
-        loss, logits = runner.loss_and_grads(images, labels, rng, chunk=16)   # fills model.grads
+    from minstn.training.speed.processes import ProcessChunks
+    with ProcessChunks(model, chunk=32, workers=2) as runner:
+        loss, logits = runner.loss_and_grads(images, labels, rng)   # fills model.grads
 
-Why processes. Model.loss_and_grads(chunk=16, workers=2) runs the chunks of a batch on threads.
+Why processes. ThreadChunks (chunks.py) runs the chunks of a batch on threads.
 NumPy releases the GIL inside its loops, but the Python between the calls (hundreds of small ops
 per chunk), NumPy's own bookkeeping and the allocator still take turns: on the 2-core benchmark
 machine two worker threads did 45 LSTM-STN images/s, two independent processes in the same
@@ -16,12 +16,11 @@ How a step runs.
        model reads in place (its parameter arrays are views of the block): one memcpy per step.
     2. Chunk i (canvases [i*chunk, (i+1)*chunk) of the batch) goes to worker i % workers through a
        pipe, with its labels and the seed of its dropout generator.
-    3. The worker runs forward, loss and backward on it, exactly as Model.loss_and_grads does for
-       one chunk, writes the chunk's gradients into shared-memory slot i and sends back (loss, logits).
+    3. The worker runs model.loss_and_grads on it, as ThreadChunks does for one chunk, writes the chunk's gradients into shared-memory slot i and sends back (loss, logits).
     4. The parent sums the slots in chunk order, weighted by chunk size.
 
 Steps 2-4 are the thread version's arithmetic in the same order, so for the same rng the result
-is bit for bit the one of Model.loss_and_grads(chunk=..., workers=...) (tested). A worker that
+is bit for bit the one of ThreadChunks (tested). A worker that
 raises sends its traceback, and the parent raises ParallelError with it; a worker that dies is
 reported the same way. Workers ignore Ctrl-C: the parent handles it and close() stops them.
 
@@ -37,6 +36,8 @@ import weakref
 from multiprocessing import shared_memory
 
 import numpy as np
+
+from minstn.training.speed.chunks import chunk_plan, combine
 
 __all__ = ["ProcessChunks", "ParallelError"]
 
@@ -85,8 +86,8 @@ def _worker_main(conn, spec, layout, params_name) -> None:
     for name in ("SIGINT", "SIGTERM", "SIGHUP"):     # stop signals are the parent's to handle (it stops us)
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
-    from minstn import host
     from minstn.models import build_model
+    from minstn.training.speed import host
 
     host.set_blas_threads(1)        # the processes are the parallelism
     host.keep_freed_memory()
@@ -107,7 +108,7 @@ def _worker_main(conn, spec, layout, params_name) -> None:
                     if slot_name not in slots:
                         slots[slot_name] = _Block(layout, dtype, name=slot_name)
                     rng = np.random.default_rng(int(seed)) if seed is not None else None
-                    loss, logits = model._whole_loss_and_grads(images, labels, rng)
+                    loss, logits = model.loss_and_grads(images, labels, rng)
                     for k, g in slots[slot_name].arrays.items():
                         g[...] = model.grads[k]
                     out.append((loss, logits))
@@ -127,18 +128,19 @@ class ProcessChunks:
     """Worker processes that compute a CPU model's chunked gradients (see the module docstring).
 
     model    a CPU minstn model; its params are read at every step, its grads are replaced.
+    chunk    canvases per chunk (>= 1)
     workers  number of processes (>= 1); each runs its BLAS on one thread.
     """
 
-    def __init__(self, model, workers: int):
-        from minstn.models.layers import ModelError
-
+    def __init__(self, model, chunk: int, workers: int):
         if model.device.kind != "cpu":
-            raise ModelError(f"worker processes are for CPU models; this model is on {model.device} "
-                             "(on the GPU run the whole batch at once: chunk 0, one worker)")
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ModelError(f"workers must be a positive integer, got {workers!r}")
+            raise ParallelError(f"worker processes are for CPU models; this model is on {model.device} "
+                                "(on the GPU run the whole batch at once: chunk 0, one worker)")
+        for name, v in (("chunk", chunk), ("workers", workers)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ParallelError(f"{name} must be a positive integer, got {v!r}")
         self.model = model
+        self.chunk = chunk
         self.workers = workers
         self._layout = [(k, tuple(v.shape)) for k, v in model.params.items()]
         self._blocks = []                 # every block the parent created, unlinked at close
@@ -166,23 +168,16 @@ class ProcessChunks:
         self._blocks.append(block)
         return block
 
-    def loss_and_grads(self, images, labels, rng=None, *, chunk: int):
-        """Model.loss_and_grads(images, labels, rng, chunk=chunk, workers=...) computed by the
-        worker processes: same checks, same chunks and dropout seeds, same result; fills
-        model.grads and returns (loss: float, logits (N, 4, 10))."""
-        from minstn.models.base import POSITIONS, _check_parallel
-        from minstn.models.layers import ModelError, check_labels
-
+    def loss_and_grads(self, images, labels, rng=None):
+        """ThreadChunks(model, chunk).loss_and_grads(images, labels, rng) computed by the worker
+        processes: same checks, same chunks and dropout seeds, same result; fills model.grads and
+        returns (loss: float, logits (N, 4, 10))."""
         if not self._procs:
             raise ParallelError("this ProcessChunks is closed; make a new one")
         model = self.model
-        images = model._images(images)
-        check_labels(labels, images.shape[0], POSITIONS)
-        _check_parallel(chunk, 1)
-        if chunk == 0:
-            raise ModelError("ProcessChunks needs chunk > 0: the processes share a batch's chunks")
+        images, labels = model.check_batch(images, labels)
         N = images.shape[0]
-        plan = model._chunk_plan(N, chunk, rng)                 # the thread version's chunks and seeds
+        plan = chunk_plan(N, self.chunk, rng)                    # the thread version's chunks and seeds
         while len(self._slots) < len(plan):
             self._slots.append(self._new_block())
         for k, v in model.params.items():
@@ -199,7 +194,7 @@ class ProcessChunks:
         for i, (lo, hi, _) in enumerate(plan):
             loss, logits = replies[i % self.workers][i // self.workers]
             results.append((hi - lo, loss, logits, self._slots[i].arrays))
-        return model._combine_chunks(N, results)
+        return combine(model, N, results)
 
     def _send(self, w: int, msg) -> None:
         try:

@@ -14,7 +14,8 @@ Shape legend
 
 The result is exactly maxpool2d_forward(conv2d_forward(x, w, b, padding)) (same products, same
 first-maximum tie rule); the gradient is that of the composition. The models use it for every
-conv -> max-pool block; the separate ops stay, for teaching and for the tests.
+conv -> max-pool block; minstn.ops.pool.conv2d_maxpool_forward is the plain composition of the
+two separate ops, for teaching and for the tests.
 
 The idea: split the conv output by pooling phase. Output pixel (2i + a, 2j + b) is phase (a, b)
 of pooled pixel (i, j), a, b in {0, 1}. The pool is then the element-wise maximum of four arrays,
@@ -52,8 +53,8 @@ Backward (dout (N, F, H2, W2))
 from __future__ import annotations
 
 from minstn.backend import xp_of
-from minstn.ops._validate import check_dout
-from minstn.ops.conv import _check_conv_inputs
+from minstn.ops._validate import check_cache, check_dout
+from minstn.ops.conv import check_conv_inputs
 
 __all__ = ["conv2d_maxpool_forward", "conv2d_maxpool_backward"]
 
@@ -119,7 +120,7 @@ def conv2d_maxpool_forward(x, w, b, padding):
     conv2d_maxpool_backward. The conv output must be at least 2x2.
     out is a view of a channel-major (F, N, Hs, Ws) buffer (like conv2d_forward's output).
     """
-    p, Ho, Wo = _check_conv_inputs(x, w, b, padding)
+    p, Ho, Wo = check_conv_inputs(x, w, b, padding)
     if Ho < 2 or Wo < 2:
         raise ValueError(f"conv2d_maxpool_forward: the conv output {Ho}x{Wo} is smaller than the 2x2 pooling "
                          "window; use a larger input or more padding")
@@ -143,7 +144,7 @@ def conv2d_maxpool_forward(x, w, b, padding):
     lower = lower_max > upper                                       # (F, Qs) bool: the lower row won
     pooled = xp.maximum(upper, lower_max, out=upper)                # (F, Qs)
     out_view = pooled.reshape(F, N, Hs, Ws)[:, :, :H2, :W2].transpose(1, 0, 2, 3)   # (N, F, H2, W2)
-    cache = (x.shape, w, cols, p, right0, right1, lower)
+    cache = ("conv2d_maxpool_fast", x.shape, w, cols, p, right0, right1, lower)
     return out_view, cache
 
 
@@ -152,7 +153,8 @@ def conv2d_maxpool_backward(dout, cache, need_dx: bool = True):
 
     need_dx=False skips the input gradient (a model's first layer), as in conv2d_backward.
     """
-    x_shape, w, cols, p, right0, right1, lower = cache
+    check_cache("conv2d_maxpool_backward", cache, "conv2d_maxpool_fast", "minstn.ops.fast.conv2d_maxpool_forward")
+    _, x_shape, w, cols, p, right0, right1, lower = cache
     xp = xp_of(dout)
     N, C, H, W = x_shape
     F, _, kh, kw = w.shape

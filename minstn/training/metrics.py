@@ -1,0 +1,117 @@
+"""Error rates of a model, theta statistics, and a model rebuilt from its checkpoint.
+
+    stats = evaluate_model(model, images, labels)      # {'digit_error', 'seq_error', 'position_error', 'loss', 'n'}
+    model, meta = load_model("runs/lstm-stn-d2/checkpoint.npz")
+
+Shape legend:
+    N   canvases;  P = 4 digit positions;  K = 10 classes;  T = glimpse steps (LSTM-STN 4, FFN-STN 1)
+
+Definitions (all errors are percentages, 0..100):
+    digit error      wrong digits / (P * N)                     (the paper's "error rate")
+    sequence error   canvases with at least one wrong digit / N
+    position error   for each position p: wrong digits at p / N  (a list of P numbers)
+    loss             mean softmax cross-entropy over N * P digits
+
+Theta statistics (STN models) on a batch of canvases, thetas (N, T, 2, 3):
+    theta_spread       mean over the batch of the standard deviation over the T steps,
+                       averaged over the 6 entries of theta (0 when every step takes the same glimpse)
+    theta_spread_elem  the same per entry, a 2x3 nested list
+    theta_steps        for each step t the batch means of tx = theta[0,2], ty = theta[1,2]
+                       (glimpse centre, normalised coordinates) and sx = theta[0,0], sy = theta[1,1]
+                       (glimpse width and height as fractions of the canvas)
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from minstn.backend import to_numpy
+from minstn.training import checkpoint
+
+__all__ = ["error_stats", "evaluate_model", "theta_stats", "load_model", "model_meta", "model_arrays", "json_dumps"]
+
+
+def error_stats(logits, labels) -> dict:
+    """logits (N, P, K), labels (N, P) ints -> {'loss', 'digit_error', 'seq_error', 'position_error', 'n'}."""
+    logits = np.asarray(to_numpy(logits), dtype=np.float64)
+    labels = np.asarray(to_numpy(labels))
+    if logits.ndim != 3 or labels.shape != logits.shape[:2]:
+        raise ValueError(f"logits must be (N, P, K) and labels (N, P); got {logits.shape} and {labels.shape}")
+    wrong = logits.argmax(axis=-1) != labels                                   # (N, P)
+    shifted = logits - logits.max(axis=-1, keepdims=True)                      # (N, P, K)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))       # (N, P, K)
+    nll = -np.take_along_axis(logp, labels[..., None].astype(np.int64), axis=-1)[..., 0]  # (N, P)
+    return {
+        "loss": float(nll.mean()),
+        "digit_error": 100.0 * float(wrong.mean()),
+        "seq_error": 100.0 * float(wrong.any(axis=1).mean()),
+        "position_error": [100.0 * float(e) for e in wrong.mean(axis=0)],
+        "n": int(labels.shape[0]),
+    }
+
+
+def evaluate_model(model, images, labels, batch_size: int = 256, bar=None) -> dict:
+    """Evaluation-mode error_stats of `model` on host arrays images (N, 1, 100, 100), labels (N, 4).
+    bar: a progress bar (minstn.training.console.Bar) told of every batch, or None."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    parts = []
+    for i in range(0, images.shape[0], batch_size):
+        parts.append(model.predict(images[i:i + batch_size], batch_size=batch_size))   # (B, 4, 10) on the host
+        if bar is not None:
+            bar.step(min(batch_size, images.shape[0] - i))
+    logits = np.concatenate(parts, axis=0) if parts else np.zeros((0, labels.shape[1], 10))
+    return error_stats(logits, labels)
+
+
+def theta_stats(thetas) -> dict:
+    """thetas (N, T, 2, 3) -> theta_spread, theta_spread_elem (2x3), theta_steps [{tx, ty, sx, sy}] * T."""
+    th = np.asarray(to_numpy(thetas), dtype=np.float64)
+    if th.ndim != 4 or th.shape[2:] != (2, 3):
+        raise ValueError(f"thetas must be (N, T, 2, 3), got {th.shape}")
+    spread_elem = th.std(axis=1).mean(axis=0)                                 # (2, 3)
+    means = th.mean(axis=0)                                                   # (T, 2, 3)
+    steps = [{"tx": float(m[0, 2]), "ty": float(m[1, 2]), "sx": float(m[0, 0]), "sy": float(m[1, 1])} for m in means]
+    return {"theta_spread": float(spread_elem.mean()), "theta_spread_elem": spread_elem.tolist(), "theta_steps": steps}
+
+
+def json_dumps(obj) -> str:
+    """json.dumps that writes NaN and infinities as null (strict JSON has no NaN): a model that
+    diverged still gives output any JSON reader accepts."""
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+    return json.dumps(clean(obj), allow_nan=False)
+
+
+def model_meta(model) -> dict:
+    """What load_model needs to rebuild `model`: name, downsample, options, dtype."""
+    return {"name": model.name, "downsample": model.downsample, "options": dict(model.options), "dtype": str(model.dtype)}
+
+
+def model_arrays(arrays: dict) -> dict:
+    """The model parameters among a checkpoint's arrays, {name: array} (their 'param/' prefix removed)."""
+    return {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
+
+
+def load_model(path, device="cpu"):
+    """Rebuild the model saved in a checkpoint (DIR/checkpoint.npz or DIR/last.npz) on `device`.
+
+    Returns (model, meta). Raises checkpoint.CheckpointError for a bad file.
+    """
+    from minstn.models import build_model
+
+    arrays, meta = checkpoint.load(path)
+    info = meta.get("model")
+    if not isinstance(info, dict) or "name" not in info:
+        raise checkpoint.CheckpointError(f"{path!r} is a minstn checkpoint without a model description (not written by minstn.train)")
+    model = build_model(info["name"], info["downsample"], dtype=info["dtype"], device=device, seed=0, **info["options"])
+    model.load_state(model_arrays(arrays))
+    return model, meta

@@ -1,0 +1,85 @@
+"""How a training step is computed, fast: the one interface between the training loop and the
+machinery that makes two CPU cores (or a GPU) go fast. The models know nothing of it.
+
+    runner = make_runner(model, chunk, workers, parallel)      # a step runner
+    loss, logits = runner.loss_and_grads(images, labels, rng)  # fills model.grads, like the model's own
+    runner.close()                                             # stop worker processes, free shared memory
+
+Runners (each gives the same gradient as the whole batch, up to rounding):
+    WholeBatch     model.loss_and_grads itself (the GPU, and the CPU with --chunk 0)
+    ThreadChunks   the batch in chunks, on worker threads (chunks.py)
+    ProcessChunks  the batch in chunks, on worker processes with shared memory (processes.py)
+
+resolve(...) turns the --chunk / --workers / --parallel settings into what runs on this machine;
+host.py sets the BLAS threads and the allocator.
+"""
+from __future__ import annotations
+
+from minstn.training.speed.chunks import ThreadChunks, chunk_plan, combine
+
+__all__ = ["WholeBatch", "ThreadChunks", "make_runner", "default_chunk", "resolve", "chunk_plan", "combine",
+           "SpeedError"]
+
+
+class SpeedError(ValueError):
+    """A --chunk / --workers / --parallel setting that cannot work (the message says which)."""
+
+
+class WholeBatch:
+    """A step runner that is the model's own loss_and_grads: the whole batch in one pass."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def loss_and_grads(self, images, labels, rng=None):
+        return self.model.loss_and_grads(images, labels, rng)
+
+    def close(self) -> None:
+        pass
+
+
+def default_chunk(batch_size: int, workers: int, parallel: str) -> int:
+    """The CPU chunk size when --chunk is not given (measured on 2 cores, benchmarks/train.md):
+
+    processes: one chunk per worker, at most 32 canvases (batch 64 on 2 workers -> 32; fewer,
+               larger chunks win because each chunk pays the per-op overheads once, and 32 was
+               faster than 64 on one core, whose activations no longer fit the caches);
+    threads:   16 (more, smaller chunks let the threads overlap their GIL-holding parts).
+    """
+    if parallel == "thread":
+        return 16
+    return max(1, min(32, -(-batch_size // max(1, workers))))
+
+
+def resolve(chunk, workers, parallel: str, batch_size: int, device_kind: str, cores: int) -> tuple:
+    """(chunk, workers) to use: the settings given (None = not given), or the defaults for the device.
+
+    CPU: one worker per core and chunks of default_chunk(...) canvases, but never more workers than
+    a batch has chunks (with --batch-size 4 there is one chunk, so one worker and no pool of
+    processes). GPU: the whole batch in one pass (chunks would only shrink the kernels).
+    """
+    if device_kind != "cpu":
+        if workers is not None and workers > 1:
+            raise SpeedError(f"--workers {workers} is for the CPU; on the GPU use one worker (leave it unset)")
+        return (chunk or 0), 1
+    workers = workers if workers is not None else (max(1, cores) if chunk != 0 else 1)
+    chunk = default_chunk(batch_size, workers, parallel) if chunk is None else chunk
+    if chunk > 0:
+        workers = min(workers, -(-batch_size // chunk))   # idle workers would only cost start-up time
+    return chunk, workers
+
+
+def make_runner(model, chunk: int, workers: int, parallel: str = "process"):
+    """The step runner for these (resolved) settings. Worker processes start here: close() the
+    runner (or use it in a `with` block) to stop them."""
+    if chunk < 0 or workers < 1:
+        raise SpeedError(f"chunk must be >= 0 and workers >= 1, got chunk {chunk}, workers {workers}")
+    if workers > 1 and chunk == 0:
+        raise SpeedError(f"--workers {workers} needs --chunk above 0: the workers share a batch's chunks")
+    if chunk == 0:
+        return WholeBatch(model)
+    if workers > 1 and parallel == "process" and model.device.kind == "cpu":
+        from minstn.training.speed.processes import ProcessChunks
+
+        return ProcessChunks(model, chunk, workers)
+    return ThreadChunks(model, chunk, workers)
