@@ -366,22 +366,22 @@ def test_backward_rejects_bogus_cache(rng):
     _, _, lstm_cell_cache = lstm_cell_forward(x, h, h, np.zeros((D, 4 * H)), np.zeros((H, 4 * H)), np.zeros(4 * H))
     _, lstm_cache = lstm_forward(xs, h, h, np.zeros((D, 4 * H)), np.zeros((H, 4 * H)), np.zeros(4 * H))
     cases = [
-        (gru_cell_backward, dh, "gru_cell_forward", rnn_cell_cache, "the cache of rnn_cell_forward"),
-        (gru_cell_backward, dh, "gru_cell_forward", gru_cache, "the cache of gru_forward"),
-        (gru_cell_backward, dh, "gru_cell_forward", lstm_cell_cache, "a tuple of length 10"),
-        (gru_cell_backward, dh, "gru_cell_forward", None, "None"),
-        (rnn_cell_backward, dh, "rnn_cell_forward", gru_cell_cache, "the cache of gru_cell_forward"),
-        (rnn_cell_backward, dh, "rnn_cell_forward", list(rnn_cell_cache), "a list of length 6"),
-        (gru_backward, dhs, "gru_forward", gru_cell_cache, "the cache of gru_cell_forward"),
-        (gru_backward, dhs, "gru_forward", lstm_cache, "a list of length 3"),
-        (rnn_backward, dhs, "rnn_forward", gru_cache, "the cache of gru_forward"),
+        (gru_cell_backward, dh, "gru_cell_forward", rnn_cell_cache, "the cache of 'rnn_cell_forward'"),
+        (gru_cell_backward, dh, "gru_cell_forward", gru_cache, "the cache of 'gru_forward'"),
+        (gru_cell_backward, dh, "gru_cell_forward", lstm_cell_cache, "the cache of 'lstm_cell'"),
+        (gru_cell_backward, dh, "gru_cell_forward", None, "a NoneType"),
+        (rnn_cell_backward, dh, "rnn_cell_forward", gru_cell_cache, "the cache of 'gru_cell_forward'"),
+        (rnn_cell_backward, dh, "rnn_cell_forward", list(rnn_cell_cache), "a list"),
+        (gru_backward, dhs, "gru_forward", gru_cell_cache, "the cache of 'gru_cell_forward'"),
+        (gru_backward, dhs, "gru_forward", lstm_cache, "the cache of 'lstm'"),
+        (rnn_backward, dhs, "rnn_forward", gru_cache, "the cache of 'gru_forward'"),
         (rnn_backward, dhs, "rnn_forward", "cache", "a str"),
     ]
     for backward, dout, forward_name, bogus, described in cases:
         with pytest.raises(
             TypeError,
             match=rf"^{backward.__name__}: cache is not from {forward_name} \(got {described}\); "
-            rf"pass the cache returned by {forward_name}$",
+            rf"pass the cache that {forward_name} returned$",
         ):
             backward(dout, bogus)
 

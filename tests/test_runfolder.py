@@ -185,3 +185,73 @@ def test_a_signal_during_the_save_is_reported_and_the_save_finishes():
     assert said == ["received SIGTERM: still saving last.npz", "received SIGHUP: still saving last.npz", "saved"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     assert exit_code(KeyboardInterrupt()) == 130
+
+
+def test_a_runaway_loss_stops_the_run_like_a_nan(data_dir, tmp_path, monkeypatch, capsys):
+    """A finite but astronomical loss (here 1e35 from step 3 on) for DIVERGE_STEPS steps stops the
+    run with exit code 3, keeping the last good checkpoint, instead of running to the end."""
+    from minstn.training import loop
+
+    real, calls = Model.loss_and_grads, {"n": 0}
+
+    def runaway(self, *args, **kw):
+        calls["n"] += 1
+        loss, logits = real(self, *args, **kw)
+        return (1e35 if calls["n"] >= 3 else loss), logits
+
+    monkeypatch.setattr(Model, "loss_and_grads", runaway)
+    out = tmp_path / "run"
+    assert train.main(_argv(data_dir, out, "--epochs", "100", "--batch-size", "2", "--clip-norm", "0")) == train.EXIT_DIVERGED
+    err = capsys.readouterr().err
+    assert f"the loss stayed above {loop.DIVERGE_FACTOR:g} times its first value" in err
+    assert f"for {loop.DIVERGE_STEPS} steps" in err and "Try a lower --lr" in err
+    assert calls["n"] == 2 + loop.DIVERGE_STEPS
+    assert not (out / "result.json").exists() and (out / "last.npz").exists()
+
+
+def test_resume_refuses_other_data(data_dir, tmp_path, capsys):
+    from minstn.data import save_sequence_file
+    from tests.test_train import _split
+
+    out = tmp_path / "run"
+    assert train.main(_argv(data_dir, out)) == 0
+    other = tmp_path / "other"
+    rng = np.random.default_rng(99)
+    for split, n in (("train", 8), ("val", 4), ("test", 4)):
+        save_sequence_file(other / f"{split}.npz", _split(rng, n))
+    capsys.readouterr()
+    assert train.main(["--out", str(out), "--resume", "--epochs", "2", "--data", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert f"it trained on --data {data_dir}" in err and f"this command gives --data {other}" in err
+    assert "resume with the run's own data, or start a new run" in err
+    assert train.main(["--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0   # its own data: fine
+
+
+def test_resume_drops_a_metrics_line_a_crash_cut_short(data_dir, tmp_path):
+    out = tmp_path / "run"
+    assert train.main(_argv(data_dir, out, "--epochs", "1")) == 0
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2, "partial": fa')                          # half a line
+    assert train.main(["--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert [r["epoch"] for r in _records(out)] == [1, 2]
+
+
+def test_every_file_a_run_writes_is_written_atomically(data_dir, tmp_path, monkeypatch):
+    """config.json, metrics (rewritten on resume), checkpoints and result.json go through
+    minstn.fileio's atomic writer or an fsync'ed append; nothing is left half-written."""
+    import minstn.fileio as fileio
+
+    written = []
+    real = fileio.atomic_open
+
+    def spy(path, suffix=".part"):
+        written.append(os.path.basename(path))
+        return real(path, suffix)
+
+    from minstn.training import checkpoint as ck
+
+    monkeypatch.setattr(fileio, "atomic_open", spy)
+    monkeypatch.setattr(ck, "atomic_open", spy)
+    out = tmp_path / "run"
+    assert train.main(_argv(data_dir, out)) == 0
+    assert {"config.json", "checkpoint.npz", "last.npz", "result.json"} <= set(written)

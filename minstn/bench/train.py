@@ -111,18 +111,23 @@ def measure_torch_images_per_sec(model_name: str, downsample: int, batch_size: i
 
 
 def profile_ops(model_name: str, downsample: int, batch_size: int = 64, steps: int = 3, chunk: int = 0) -> tuple:
-    """Seconds per training step spent in each minstn.ops function (CPU, one worker, float32).
+    """Seconds per training step spent in each op function (CPU, one worker, float32).
 
-    Every forward/backward function of minstn.ops is wrapped with a timer for the duration of
-    the call (the models call them as ops.<name>), so the table adds up to the step's time minus
-    the model code between the calls. Returns (seconds per step, {op name: seconds per step}).
+    Every forward/backward function of minstn.ops and minstn.ops.fast (the ones the models run,
+    named 'fast.<name>') is wrapped with a timer for the duration of the call (the models look
+    them up at every call, through minstn.ops.switch), so the table adds up to the step's time
+    minus the model code between the calls; a fast op that calls a plain one counts both.
+    Returns (seconds per step, {op name: seconds per step}).
     """
-    from minstn import ops
+    import minstn.ops as plain
+    import minstn.ops.fast as fast
     from minstn.models import build_model
+    from minstn.training.speed import make_runner
 
     totals = {}
-    names = [n for n in dir(ops) if n.endswith(("_forward", "_backward")) or n == "softmax_cross_entropy"]
-    originals = {n: getattr(ops, n) for n in names}
+    wrapped = [(module, prefix, n) for module, prefix in ((plain, ""), (fast, "fast."))
+               for n in module.__all__ if n.endswith(("_forward", "_backward")) or n == "softmax_cross_entropy"]
+    originals = {(prefix, n): getattr(module, n) for module, prefix, n in wrapped}
 
     def timed(name, fn):
         def call(*args, **kwargs):
@@ -133,15 +138,13 @@ def profile_ops(model_name: str, downsample: int, batch_size: int = 64, steps: i
                 totals[name] = totals.get(name, 0.0) + time.perf_counter() - t
         return call
 
-    from minstn.training.speed import make_runner
-
     model = build_model(model_name, downsample, dtype="float32", seed=0)
     runner = make_runner(model, chunk, 1, "thread")
     images, labels = _batch(batch_size)
     rng = np.random.default_rng(0)
     try:
-        for n in names:
-            setattr(ops, n, timed(n, originals[n]))
+        for module, prefix, n in wrapped:
+            setattr(module, n, timed(prefix + n, originals[(prefix, n)]))
         runner.loss_and_grads(images, labels, rng)      # warm-up
         totals.clear()
         t0 = time.perf_counter()
@@ -149,8 +152,8 @@ def profile_ops(model_name: str, downsample: int, batch_size: int = 64, steps: i
             runner.loss_and_grads(images, labels, rng)
         step = (time.perf_counter() - t0) / steps
     finally:
-        for n in names:
-            setattr(ops, n, originals[n])
+        for module, prefix, n in wrapped:
+            setattr(module, n, originals[(prefix, n)])
     return step, {k: v / steps for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 

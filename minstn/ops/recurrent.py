@@ -45,7 +45,7 @@ backward given another op's cache (or anything else) says so instead of unpackin
 from __future__ import annotations
 
 from minstn.backend import xp_of
-from minstn.ops._validate import check_dout, check_float_array, check_same_dtype, check_same_module
+from minstn.ops._validate import check_cache, check_dout, check_float_array, check_same_dtype, check_same_module
 from minstn.ops.lstm import sigmoid
 
 __all__ = [
@@ -111,16 +111,10 @@ def _describe(cache) -> str:
 
 def _check_cache(op, cache, forward_name, length):
     """The cache must be the tuple made by `forward_name` (tagged with its name, `length` long)."""
-    if not (
-        isinstance(cache, tuple)
-        and len(cache) == length
-        and isinstance(cache[0], str)
-        and cache[0] == forward_name
-    ):
-        raise TypeError(
-            f"{op}: cache is not from {forward_name} (got {_describe(cache)}); "
-            f"pass the cache returned by {forward_name}"
-        )
+    check_cache(op, cache, forward_name, forward_name)
+    if len(cache) != length:
+        raise TypeError(f"{op}: cache is not from {forward_name} (a tuple of length {len(cache)}, not {length}); "
+                        f"pass the cache that {forward_name} returned")
 
 
 def _check_dout(op, name, dout, like_name, like, expected):
