@@ -23,3 +23,16 @@ def test_matches_golden(model_name):
     for key in ("loss", "grad_entries", "trace"):
         np.testing.assert_allclose(got[key], want[key], rtol=1e-10, atol=1e-15,
                                    err_msg=f"{model_name}: {key} differs from tests/golden/{model_name}.npz; {REGENERATE}")
+
+
+def test_training_loop_matches_golden(tmp_path):
+    """The loop (data order, dropout stream, chunks, clipping, Adam, schedule) gives the pinned numbers."""
+    from tests.golden.make_golden import compute_trainer_golden, trainer_path
+
+    want = np.load(trainer_path())
+    got = compute_trainer_golden(str(tmp_path))
+    assert json.loads(str(want["config"])) == json.loads(got["config"]), f"trainer: golden config changed; {REGENERATE}"
+    assert list(want["param_names"]) == list(got["param_names"])
+    for key in ("train_loss", "val_loss", "param_entries"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-9, atol=1e-13,
+                                   err_msg=f"trainer: {key} differs from tests/golden/trainer.npz; {REGENERATE}")

@@ -13,6 +13,12 @@ layout), and say why in the commit message. Each file holds, for one small float
     trace          (5,) the loss before each of 5 plain SGD steps (lr 0.01) on the same batch
 
 tests/test_models_golden.py recomputes all of it with compute_golden() and compares to 1e-10.
+
+tests/golden/trainer.npz pins the training loop the same way: a tiny float64 LSTM-STN trained by
+minstn.training.train for 2 epochs on 8 seeded random canvases (batch 4 in chunks of 2, dropout
+on, Adam, clipping, the plateau schedule): the training and validation losses of both epochs and
+a few entries of every parameter at the end. It changes only when the loop's arithmetic or its
+random streams (data order, dropout) change.
 """
 from __future__ import annotations
 
@@ -63,7 +69,46 @@ def compute_golden(model_name: str) -> dict:
             "grad_names": np.array(names), "grad_entries": entries, "trace": np.array(trace)}
 
 
+TRAINER = {"model": "lstm-stn", "downsample": 4, "hidden_size": 16, "dtype": "float64", "batch_size": 4, "chunk": 2,
+           "workers": 1, "epochs": 2, "eval_batch_size": 4, "theta_batch": 4, "seed": 3, "save_every": 1}
+
+
+def trainer_path() -> str:
+    return os.path.join(HERE, "trainer.npz")
+
+
+def compute_trainer_golden(folder: str) -> dict:
+    """Train TRAINER on seeded random canvases in `folder` (a scratch folder); the pinned numbers."""
+    from minstn.data import save_sequence_file
+    from minstn.training import TrainConfig, train
+    from minstn.training.checkpoint import load
+    from minstn.training.console import Console
+    from minstn.training.run import read_metrics
+
+    data = np.random.default_rng(DATA_SEED)
+    boxes = np.tile(np.array([0.0, 0.0, 10.0, 10.0], dtype=np.float32), (1, 4, 1))
+    for split, n in (("train", 8), ("val", 4), ("test", 4)):
+        save_sequence_file(os.path.join(folder, "data", f"{split}.npz"), {
+            "images": data.random((n, 1, 100, 100), dtype=np.float32),
+            "labels": data.integers(0, 10, size=(n, 4)).astype(np.int64),
+            "angles": np.zeros(n, dtype=np.float32), "boxes": np.repeat(boxes, n, axis=0)})
+    cfg = TrainConfig(**TRAINER, data=os.path.join(folder, "data"), out=os.path.join(folder, "run"), progress=False)
+    train(cfg, console=Console(verbosity=0))
+    recs = read_metrics(os.path.join(folder, "run"))
+    arrays, _ = load(os.path.join(folder, "run", "last.npz"))
+    names = sorted(k for k in arrays if k.startswith("param/"))
+    entries = np.array([[arrays[k].reshape(-1)[i] for i in (0, arrays[k].size // 2, arrays[k].size - 1)] for k in names])
+    return {"config": json.dumps(TRAINER, sort_keys=True), "train_loss": np.array([r["train_loss"] for r in recs]),
+            "val_loss": np.array([r["val_loss"] for r in recs]), "param_names": np.array(names), "param_entries": entries}
+
+
 def main() -> int:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        g = compute_trainer_golden(tmp)
+    np.savez(trainer_path(), **g)
+    print(f"wrote {trainer_path()}: train losses {g['train_loss']}, val losses {g['val_loss']}")
     for model_name in CONFIGS:
         g = compute_golden(model_name)
         np.savez(golden_path(model_name), **g)
