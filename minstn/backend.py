@@ -2,6 +2,7 @@
 
 A device is named by a string, as on the command line:
 
+    'auto'     GPU 0 when CuPy finds a usable one, else the CPU (the reason is given to `say`)
     'cpu'      NumPy arrays on the host
     'gpu'      CuPy arrays on GPU 0
     'gpu:N'    CuPy arrays on GPU N
@@ -112,18 +113,30 @@ def _gpu_count(cupy) -> int:
         ) from e
 
 
-def resolve_device(spec: "str | Device" = "cpu") -> Device:
-    """Parse a device name ('cpu', 'gpu', 'gpu:N') and check that the machine has it.
+def resolve_device(spec: "str | Device" = "cpu", say=None) -> Device:
+    """Parse a device name ('auto', 'cpu', 'gpu', 'gpu:N') and check that the machine has it.
 
-    Raises DeviceError with a message that says what is wrong and what to do.
+    Raises DeviceError with a message that says what is wrong and what to do. 'auto' never
+    raises for a missing GPU: it falls back to the CPU and tells `say` (a function of one
+    string, e.g. print) which device it chose and why.
     """
     if isinstance(spec, Device):
         spec = str(spec)
     if not isinstance(spec, str):
-        raise DeviceError(f"device must be a string such as 'cpu', 'gpu' or 'gpu:0', got {spec!r}")
+        raise DeviceError(f"device must be a string such as 'auto', 'cpu', 'gpu' or 'gpu:0', got {spec!r}")
+    if spec.strip().lower() == "auto":
+        try:
+            device = resolve_device("gpu")
+        except DeviceError as e:
+            if say is not None:
+                say(f"device auto: the CPU (no usable GPU: {str(e).split('. ')[0]})")
+            return Device("cpu")
+        if say is not None:
+            say(f"device auto: {device} (CuPy found a GPU)")
+        return device
     m = _DEVICE_RE.match(spec.strip().lower())
     if m is None:
-        raise DeviceError(f"unknown device {spec!r}: use 'cpu', 'gpu' or 'gpu:N' (N = 0, 1, ...)")
+        raise DeviceError(f"unknown device {spec!r}: use 'auto', 'cpu', 'gpu' or 'gpu:N' (N = 0, 1, ...)")
     kind, index = m.group(1), int(m.group(2) or 0)
     if kind == "cpu":
         if m.group(2) is not None:

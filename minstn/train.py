@@ -1,5 +1,6 @@
 """`python -m minstn.train`: train a model on the MNIST-sequence data set.
 
+    python -m minstn.train --preset quick --out runs/quick         # the first hour: an LSTM-STN on any machine
     python -m minstn.train --model lstm-stn --downsample 2 --out runs/lstm-stn-d2
     python -m minstn.train --out runs/lstm-stn-d2 --resume          # continue after Ctrl-C or a kill
     python -m minstn.train --help                                   # every option (minstn.training.config)
@@ -13,6 +14,7 @@ folder DIR (--out; docs/training.md describes every file):
                      stopping, dropout RNG, position in the epoch, the data's fingerprint (written
                      every --save-every steps, after each epoch, and when a signal stops the run)
     result.json      test errors of the best checkpoint (and on the shifted-layout test set)
+    glimpses.png     STN models: the best model's glimpses on the first test canvases
     .lock            held (flock) by the run that owns the folder, so two runs never share one
 
 Exit codes of main(): 0 done, 2 bad options / data / device / checkpoint / run folder (one line on
@@ -27,10 +29,11 @@ import traceback
 
 from minstn.backend import DeviceError
 from minstn.training import checkpoint
-from minstn.training.config import ConfigError, TrainConfig, parse_command_line
+from minstn.training.config import ConfigError, TrainConfig, parse_command_line, with_preset
 from minstn.training.console import Console, exit_code
 from minstn.training.loop import TrainingDiverged, load_data, train
 from minstn.training.run import RunFolderError, read_metrics, resume_config
+from minstn.training.speed import SpeedError
 
 __all__ = ["main", "make_config", "train", "load_data", "read_metrics", "TrainingDiverged",
            "EXIT_BAD_INPUT", "EXIT_DIVERGED", "EXIT_INTERRUPTED"]
@@ -46,7 +49,7 @@ def make_config(given: dict) -> TrainConfig:
     defaults overridden by them, or, with --resume, the run's saved settings (minstn.training.run)."""
     if given.get("resume"):
         return resume_config(given)
-    return TrainConfig(**given).validate()
+    return TrainConfig(**with_preset(given)).validate()
 
 
 def main(argv=None) -> int:
@@ -61,7 +64,7 @@ def main(argv=None) -> int:
     try:
         cfg = make_config(given)
         train(cfg, console=Console(verbosity, progress=cfg.progress, log_every=cfg.log_every))
-    except (ConfigError, DeviceError, DataError, ModelError, checkpoint.CheckpointError, RunFolderError) as e:
+    except (ConfigError, DeviceError, DataError, ModelError, checkpoint.CheckpointError, RunFolderError, SpeedError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TrainingDiverged as e:

@@ -149,6 +149,5 @@ def test_make_runner_and_resolve():
     assert resolve(32, None, "process", 64, "cpu", 8) == (32, 2)
     assert resolve(0, None, "process", 64, "cpu", 2) == (0, 1)
     assert resolve(None, None, "process", 64, "gpu", 2) == (0, 1)
-    with pytest.raises(SpeedError, match="--workers 2 is for the CPU"):
-        resolve(None, 2, "process", 64, "gpu", 2)
+    assert resolve(32, 2, "process", 64, "gpu", 2) == (0, 1)        # a CPU run resumed on the GPU: the whole batch
     assert default_chunk(64, 1, "process") == 32 and default_chunk(64, 4, "process") == 16

@@ -39,7 +39,19 @@ __all__ = [
     "parse_command_line",
     "config_from_dict",
     "resolve_model_options",
+    "with_preset",
+    "PRESETS",
 ]
+
+#: named groups of settings (--preset NAME); options given on the command line override them
+PRESETS = {
+    "quick": {"model": "lstm-stn", "downsample": 2, "train_size": 20000, "val_size": 1000, "test_size": 1000,
+              "max_images": 60_000, "epochs": 100},
+    "paper": {"train_size": 70000, "val_size": 20000, "test_size": 2000, "epochs": 100, "patience": 8, "chunk": 32},
+}
+PRESET_HELP = ("quick: an LSTM-STN (d = 2) on 20,000 canvases for 60,000 training images, glimpses that separate "
+               "within minutes on a laptop; paper: the paper's 70,000 / 20,000 / 2,000 canvases, trained until "
+               "validation stops improving")
 
 #: the data layouts, from minstn.data.sequences.LAYOUTS
 LAYOUT_NAMES = tuple(LAYOUTS)
@@ -78,9 +90,10 @@ class TrainConfig:
     """All settings of one training run (defaults as used by `python -m minstn.train`)."""
 
     # -- what to train
+    preset: str = _opt(None, f"a named group of settings, overridden by the options given: {PRESET_HELP}", str, tuple(PRESETS))
     model: str = _opt("lstm-stn", "model to train", str, MODEL_NAMES)
     downsample: int = _opt(2, "down-sampling factor d of the glimpse before the classifier (1..4; the CNN ignores it)", int)
-    device: str = _opt("cpu", "where to compute: cpu, gpu or gpu:N (GPU needs CuPy)", str)
+    device: str = _opt("auto", "where to compute: auto (a GPU when CuPy finds one, else the CPU), cpu, gpu or gpu:N", str)
     dtype: str = _opt("float32", "floating-point type of parameters and activations", str, ("float32", "float64"))
     seed: int = _opt(0, "seed of the model init, the data order and dropout", int)
 
@@ -200,6 +213,16 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+
+def with_preset(given: dict) -> dict:
+    """The settings of a new run: its --preset's (if any), overridden by the options given."""
+    preset = given.get("preset")
+    if preset is None:
+        return dict(given)
+    if preset not in PRESETS:
+        raise ConfigError(f"--preset {preset!r} is not one of {', '.join(PRESETS)}")
+    return {**PRESETS[preset], **given}
 
 
 def config_from_dict(d: dict) -> TrainConfig:

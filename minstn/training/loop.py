@@ -45,6 +45,7 @@ from minstn.training.speed import host, make_runner, resolve
 __all__ = ["train", "load_data", "TrainingDiverged", "DIVERGE_FACTOR", "DIVERGE_STEPS"]
 
 PROG = "python -m minstn.train"
+ESTIMATE_AFTER = 20            # steps after which the run says how long the rest will take
 #: a loss above DIVERGE_FACTOR times the first step's for DIVERGE_STEPS steps in a row stops the run
 DIVERGE_FACTOR, DIVERGE_STEPS = 100.0, 20
 
@@ -115,6 +116,7 @@ class Run:
                     "best_val": None, "best_epoch": 0, "stop_reason": None,
                     "acc": {"loss_sum": 0.0, "wrong": 0, "digits": 0, "n": 0}}
         self.data = None                                                   # the data fingerprint, set by train()
+        self.first_step = 0                                                # global step at which this process started
         self.t0, self.elapsed0 = time.perf_counter(), 0.0
 
     # ----- saving and loading ---------------------------------------------------------------
@@ -261,7 +263,7 @@ def train(cfg: TrainConfig, splits: dict | None = None, console: Console | None 
         saved = folder.load_last() if cfg.resume else None
         if saved:
             check_resume(config_from_dict(saved[1]["config"]), cfg.to_dict())
-        device = resolve_device(cfg.device)
+        device = resolve_device(cfg.device, say=console.info)
         device.use()                      # optimiser state and temporaries go to the same GPU as the model
         splits = load_data(cfg) if splits is None else splits
         for split in ("train", "val", "test"):
@@ -326,6 +328,7 @@ def fit(run: Run, splits: dict) -> None:
     n_train = run.train_x.shape[0]
     n_steps = -(-n_train // cfg.batch_size)          # ceil: the last batch may be smaller
     run.t0 = time.perf_counter()
+    run.first_step = pos["global_step"]
     pos["stop_reason"] = run.budget_reached()
     try:
         while pos["epoch"] <= cfg.epochs and pos["stop_reason"] is None:
@@ -337,6 +340,8 @@ def fit(run: Run, splits: dict) -> None:
                     loss = run.step(run.train_x[idx], run.train_y[idx])
                     images += len(idx)
                     bar.step(len(idx), loss)
+                    if pos["global_step"] == run.first_step + ESTIMATE_AFTER:
+                        console.info(_estimate(cfg, pos, n_train, images / (time.perf_counter() - t0)))
                     if pos["step_in_epoch"] < n_steps:
                         pos["stop_reason"] = run.budget_reached()
             partial = pos["step_in_epoch"] < n_steps   # stopped by a budget inside the epoch
@@ -366,6 +371,24 @@ def fit(run: Run, splits: dict) -> None:
                 else "no checkpoint was written yet (it diverged before the first save)")
         raise TrainingDiverged(f"training stopped: {e} Nothing was saved from the bad step; {kept}.") from None
     console.info(f"stopped: {pos['stop_reason']}")
+
+
+def _estimate(cfg, pos, n_train: int, images_per_s: float) -> str:
+    """What the rest of the run will take at the speed of its first steps."""
+    budget = cfg.epochs * n_train
+    why = f"{cfg.epochs} epochs of {n_train:,} canvases"
+    for limit, what in ((cfg.max_images, "the image budget"), (cfg.max_steps * cfg.batch_size, "--max-steps")):
+        if limit and limit < budget:
+            budget, why = limit, what
+    left = max(0, budget - pos["images_seen"]) / max(1e-9, images_per_s)
+    note = " (early stopping may end it sooner)" if cfg.patience else ""
+    return (f"speed {images_per_s:.0f} img/s: {max(0, budget - pos['images_seen']):,} more training images "
+            f"({why}) take about {_hours(left)}{note}")
+
+
+def _hours(seconds: float) -> str:
+    h, m = divmod(int(seconds) // 60, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min"
 
 
 def _saved_step(run: Run) -> int:
@@ -406,6 +429,13 @@ def finish(run: Run, splits: dict) -> dict:
                        "shifted_seq_error": s["seq_error"], "shifted_position_error": s["position_error"],
                        "shifted_n": s["n"]})
     run.folder.write_result(result)
+    if run.stn:                                 # where the trained model looks, on the first test canvases
+        from minstn.glimpses import draw
+
+        n = min(4, splits["test"]["images"].shape[0])
+        draw(model, splits["test"]["images"][:n], splits["test"]["labels"][:n], run.folder.glimpses,
+             title=f"{model.name} d={model.downsample}: best epoch {meta['best_epoch']}, test canvases")
+        run.console.info(f"wrote {run.folder.glimpses}")
     run.console.result(f"test per-digit error {test['digit_error']:.2f} %, sequence error {test['seq_error']:.2f} % "
                        f"(best epoch {meta['best_epoch']}); wrote {run.folder.result}")
     if "shifted" in tests:

@@ -184,6 +184,7 @@ class RunFolder:
         self.best = os.path.join(path, "checkpoint.npz")
         self.last = os.path.join(path, "last.npz")
         self.result = os.path.join(path, "result.json")
+        self.glimpses = os.path.join(path, "glimpses.png")
 
     @contextlib.contextmanager
     def claim(self, resume: bool):

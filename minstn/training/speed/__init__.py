@@ -56,12 +56,11 @@ def resolve(chunk, workers, parallel: str, batch_size: int, device_kind: str, co
 
     CPU: one worker per core and chunks of default_chunk(...) canvases, but never more workers than
     a batch has chunks (with --batch-size 4 there is one chunk, so one worker and no pool of
-    processes). GPU: the whole batch in one pass (chunks would only shrink the kernels).
+    processes). GPU: always the whole batch in one pass on one worker, whatever a CPU run saved
+    (chunks would only shrink the kernels); the dropout masks then differ from the CPU run's.
     """
     if device_kind != "cpu":
-        if workers is not None and workers > 1:
-            raise SpeedError(f"--workers {workers} is for the CPU; on the GPU use one worker (leave it unset)")
-        return (chunk or 0), 1
+        return 0, 1
     workers = workers if workers is not None else (max(1, cores) if chunk != 0 else 1)
     chunk = default_chunk(batch_size, workers, parallel) if chunk is None else chunk
     if chunk > 0:

@@ -1,0 +1,94 @@
+"""The first hour: --device auto, --preset quick, the time estimate, the glimpse picture at the end of
+a run and `python -m minstn.glimpses`."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from minstn import glimpses, train
+from minstn.backend import Device, DeviceError, resolve_device
+from minstn.training.config import PRESETS, ConfigError, TrainConfig, with_preset
+from tests.test_train import _argv, data_dir  # noqa: F401 (fixture)
+
+
+def _no_gpu():
+    try:
+        resolve_device("gpu")
+    except DeviceError:
+        return True
+    return False
+
+
+def test_device_auto_falls_back_to_the_cpu_and_says_why():
+    if not _no_gpu():
+        pytest.skip("this machine has a GPU: auto picks it")
+    said = []
+    assert resolve_device("auto", say=said.append) == Device("cpu")
+    assert len(said) == 1 and said[0].startswith("device auto: the CPU (no usable GPU: ")
+    assert TrainConfig().device == "auto"
+    with pytest.raises(DeviceError, match="use 'auto', 'cpu', 'gpu' or 'gpu:N'"):
+        resolve_device("tpu")
+
+
+def test_preset_quick_is_an_lstm_stn_on_an_image_budget_and_options_override_it():
+    cfg = TrainConfig(**with_preset({"preset": "quick"})).validate()
+    assert cfg.model == "lstm-stn" and cfg.downsample == 2 and cfg.max_images == 60_000 and cfg.train_size == 20000
+    assert TrainConfig(**with_preset({"preset": "quick", "max_images": 1000})).max_images == 1000
+    assert TrainConfig(**with_preset({})).preset is None
+    assert set(PRESETS) == {"quick", "paper"}
+    with pytest.raises(ConfigError, match="--preset 'fast' is not one of quick, paper"):
+        with_preset({"preset": "fast"})
+
+
+def test_a_run_says_how_long_it_will_take_and_ends_with_its_glimpses(data_dir, tmp_path, capsys, monkeypatch):  # noqa: F811
+    from minstn.training import loop
+
+    monkeypatch.setattr(loop, "ESTIMATE_AFTER", 1)
+    out = tmp_path / "run"
+    assert train.main(_argv(data_dir, out, "--epochs", "3", "--device", "auto")) == 0
+    text = capsys.readouterr().out
+    assert "img/s: " in text and "more training images (3 epochs of 8 canvases) take about" in text
+    png = out / "glimpses.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {png}" in text
+    cnn = tmp_path / "cnn"
+    assert train.main(_argv(data_dir, cnn, model="cnn")) == 0
+    assert not (cnn / "glimpses.png").exists()          # no transformer, no glimpses
+
+
+def test_glimpses_cli_draws_from_a_checkpoint(data_dir, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "run"
+    assert train.main(_argv(data_dir, out, model="lstm-stn")) == 0
+    png = tmp_path / "g.png"
+    capsys.readouterr()
+    assert glimpses.main(["--checkpoint", str(out / "checkpoint.npz"), "--data", os.path.join(data_dir, "test.npz"),
+                          "--out", str(png), "--n", "3", "--first", "1"]) == 0
+    assert png.stat().st_size > 1000 and "3 canvases" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--n", "0"], "--n must be >= 1"),
+    (["--out", "x.jpg"], "--out must name a .png file"),
+    (["--first", "3", "--n", "4"], "fewer than --first 3 + --n 4"),
+])
+def test_glimpses_cli_errors_are_one_line(extra, message, data_dir, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "run"
+    assert train.main(_argv(data_dir, out)) == 0
+    argv = ["--checkpoint", str(out / "checkpoint.npz"), "--data", os.path.join(data_dir, "test.npz"),
+            "--out", str(tmp_path / "g.png")]
+    capsys.readouterr()
+    assert glimpses.main(argv + extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_glimpses_cli_refuses_a_cnn(data_dir, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "cnn"
+    assert train.main(_argv(data_dir, out, model="cnn")) == 0
+    capsys.readouterr()
+    assert glimpses.main(["--checkpoint", str(out / "checkpoint.npz"), "--data", os.path.join(data_dir, "test.npz"),
+                          "--out", str(tmp_path / "g.png")]) == 2
+    assert "holds a CNN, which has no spatial transformer" in capsys.readouterr().err
