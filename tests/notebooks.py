@@ -71,15 +71,38 @@ def default_mnist_dir() -> str | None:
     return shared_mnist_dir()
 
 
+SOLUTIONS = REPO_ROOT / "tutorials" / "solutions"
+
+
+def exercise_cells(nb) -> dict:
+    """{exercise name: cell} of a notebook's "your turn" cells (metadata minstn.exercise)."""
+    return {c.metadata["minstn"]["exercise"]: c for c in nb.cells
+            if c.cell_type == "code" and c.metadata.get("minstn", {}).get("exercise")}
+
+
+def fill_in_solutions(nb) -> list:
+    """Put tutorials/solutions/NAME.py in place of every exercise cell's stub; returns the names."""
+    names = []
+    for name, cell in exercise_cells(nb).items():
+        path = SOLUTIONS / f"{name}.py"
+        if not path.is_file():
+            raise FileNotFoundError(f"exercise {name!r} has no solution file {path}")
+        cell.source = path.read_text().rstrip("\n")
+        names.append(name)
+    return names
+
+
 @contextlib.contextmanager
-def _kernel_environment(mnist_dir: str | None):
+def _kernel_environment(mnist_dir: str | None, strict: bool = False):
     """Temporarily set the environment variables the kernel process inherits."""
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "MINSTN_DATA_DIR")}
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "MINSTN_DATA_DIR", "MINSTN_EXERCISES_STRICT")}
     try:
         parts = [str(REPO_ROOT)] + ([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else [])
         os.environ["PYTHONPATH"] = os.pathsep.join(parts)
         if mnist_dir is not None:
             os.environ["MINSTN_DATA_DIR"] = mnist_dir
+        if strict:
+            os.environ["MINSTN_EXERCISES_STRICT"] = "1"
         yield
     finally:
         for k, v in saved.items():
@@ -107,20 +130,27 @@ def _cell_error_message(path: Path, nb, err) -> str:
 
 
 def execute_notebook(path, *, timeout: int = DEFAULT_CELL_TIMEOUT, in_place: bool = False,
-                     mnist_dir: str | None = None, kernel_name: str = KERNEL_NAME):
+                     mnist_dir: str | None = None, kernel_name: str = KERNEL_NAME, solutions: bool = False):
     """Run one notebook top to bottom in a fresh kernel; return the executed notebook node.
 
     path: the .ipynb file. timeout: seconds allowed per cell. in_place: write the executed
     notebook (with its outputs) back to ``path``. mnist_dir: exported as $MINSTN_DATA_DIR to
-    the kernel when given. The working directory of the kernel is the notebook's folder.
+    the kernel when given. solutions: run it with tutorials/solutions/ filled in for the
+    exercise stubs, and with MINSTN_EXERCISES_STRICT=1, so a failing check fails the run (never
+    with in_place: the committed notebooks keep their stubs). The working directory of the
+    kernel is the notebook's folder.
 
     Raises NotebookError naming the failing cell and carrying its error.
     """
+    if solutions and in_place:
+        raise ValueError("execute_notebook: solutions=True is for testing; the committed notebooks keep their stubs")
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
+    if solutions:
+        fill_in_solutions(nb)
     client = NotebookClient(
         nb,
         timeout=timeout,
@@ -128,7 +158,7 @@ def execute_notebook(path, *, timeout: int = DEFAULT_CELL_TIMEOUT, in_place: boo
         resources={"metadata": {"path": str(path.parent.resolve())}},
         record_timing=False,  # no timestamps in the saved files, so re-runs give small diffs
     )
-    with _kernel_environment(mnist_dir):
+    with _kernel_environment(mnist_dir, strict=solutions):
         try:
             client.execute()
         except (CellExecutionError, CellTimeoutError) as err:

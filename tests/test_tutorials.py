@@ -14,7 +14,7 @@ import nbformat
 import pytest
 
 from tests.conftest import shared_mnist_dir
-from tests.notebooks import NotebookError, execute_notebook, find_notebooks, needs_mnist
+from tests.notebooks import NotebookError, exercise_cells, execute_notebook, find_notebooks, needs_mnist
 
 pytestmark = pytest.mark.tutorials
 
@@ -103,10 +103,34 @@ def test_notebook_runs_top_to_bottom(path):
     mnist = shared_mnist_dir()
     if needs_mnist(nb) and mnist is None:
         pytest.skip(f"{path.name} needs MNIST: set MINSTN_DATA_DIR to a folder with the IDX files")
-    try:
-        execute_notebook(path, timeout=CELL_TIMEOUT, mnist_dir=mnist)
+    try:   # with tutorials/solutions/ in place of the stubs: every exercise check must pass
+        execute_notebook(path, timeout=CELL_TIMEOUT, mnist_dir=mnist, solutions=True)
     except NotebookError as e:
         pytest.fail(str(e), pytrace=False)
+
+
+LESSONS = [p for p in NOTEBOOKS if p.name[:2] in ("01", "02", "03", "04", "05", "06")]
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=_ids(LESSONS))
+def test_lesson_has_checked_exercises_whose_stubs_fail(path):
+    """Notebooks 01-06 each have "your turn" cells (exercise stubs), each followed by a cell that
+    checks it; as shipped, every stub fails its check (a check that cannot fail would pass it)."""
+    from minstn import exercises
+    from tests.test_exercises import capstone_forward, namespace
+
+    nb = nbformat.read(path, as_version=4)
+    stubs = exercise_cells(nb)
+    assert stubs, f"{path.name} has no exercise cell ('#%% exercise NAME' in its source)"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for name, cell in stubs.items():
+        assert name in exercises.EXERCISES, f"{path.name}: unknown exercise {name!r}"
+        following = code[code.index(cell) + 1].source
+        assert f'check("{name}", my_{name}' in following, f"{path.name}: the cell after exercise {name} does not check it"
+        ns = namespace()
+        exec(cell.source, ns)
+        context = {"forward": capstone_forward(ns)} if name == "lstm_stn_backward" else {}
+        assert not exercises.check(name, ns[f"my_{name}"], **context), f"{path.name}: the stub of {name} passes its check"
 
 
 # --- the executor itself -------------------------------------------------------------------
