@@ -151,7 +151,7 @@ def _load_nvrtc():
     return None
 
 
-@pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
+@pytest.mark.parametrize("arch", ["compute_52", "compute_60", "compute_80", "compute_90"])
 def test_nvrtc_compiles_every_name_expression(arch):
     """What RawModule does on a GPU machine: NVRTC with cuda.py's options and name expressions.
 
@@ -200,7 +200,7 @@ def emu_lib(tmp_path_factory):
     if gxx is None:
         pytest.skip("g++ is not on PATH: the CPU emulation of the CUDA kernels cannot be built")
     lib_path = tmp_path_factory.mktemp("cuda_emulation") / "libstn_emu.so"
-    cmd = [gxx, "-std=c++17", "-O1", "-Wall", "-Wextra", "-shared", "-fPIC", "-pthread",
+    cmd = [gxx, "-std=c++17", "-O1", "-ffp-contract=off", "-Wall", "-Wextra", "-shared", "-fPIC", "-pthread",
            "-I", str(EMU_DIR), "-I", str(cuda.KERNEL_PATH.parent),
            str(EMU_DIR / "driver.cpp"), "-o", str(lib_path)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -524,3 +524,32 @@ def test_emulated_kernels_match_torch_grid_sample(emu_cuda, rng):
     assert_close(V, V_t.detach().numpy(), np.float64, "V vs torch")
     assert_close(dU, U_t.grad.numpy(), np.float64, "dU vs torch")
     assert_close(dtheta, theta_t.grad.numpy(), np.float64, "dtheta vs torch")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("side", [100, 50, 33, 7])
+def test_kernel_and_array_code_round_alike_at_pixel_centres(emu_cuda, dtype, side):
+    """The identity transform puts every sample point exactly on a pixel centre, where bilinear
+    sampling has its kink: the kernel must compute the same coordinates as the array code (no
+    fused multiply-add, the same order of operations), so both pick the same corners, reproduce
+    the image exactly, and give the same gradient."""
+    from minstn.ops import fast
+    from tests.test_cuda_source import _emu
+
+    rng = np.random.default_rng(side)
+    U = rng.standard_normal((2, 1, side, side)).astype(dtype)
+    theta = np.tile(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=dtype), (2, 1, 1))
+    grid_a, _ = fast.affine_grid_forward(theta, (side, side), impl="array")
+    grid_k, gcache = emu_cuda.affine_grid_forward(_emu(theta.copy()), (side, side))
+    np.testing.assert_array_equal(np.asarray(grid_k), grid_a)
+    V_a, cache_a = fast.bilinear_sample_forward(U, grid_a, impl="array")
+    V_k, cache_k = emu_cuda.bilinear_sample_forward(_emu(U.copy()), _emu(grid_a.copy()))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(V_a, U, rtol=tol, atol=tol)         # the image, to rounding
+    np.testing.assert_allclose(np.asarray(V_k), V_a, rtol=tol, atol=tol)
+    # the gradient is where a different corner would show: the slope of the next cell, an O(1) change
+    dV = rng.standard_normal(U.shape).astype(dtype)
+    _, dgrid_a = fast.bilinear_sample_backward(dV, cache_a)
+    _, dgrid_k = emu_cuda.bilinear_sample_backward(_emu(dV.copy()), cache_k)
+    scale = float(np.abs(dgrid_a).max())
+    np.testing.assert_allclose(np.asarray(dgrid_k), dgrid_a, rtol=0, atol=100 * tol * scale)

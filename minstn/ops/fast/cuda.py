@@ -63,7 +63,9 @@ KERNEL_PATH = Path(__file__).resolve().parent / "kernels" / "stn.cu"
 BLOCK = 256  # threads per block of the point kernels
 REDUCE_BLOCK = 256  # threads per block of affine_grid_backward; equals STN_REDUCE_BLOCK in stn.cu
 MAX_BLOCKS = 65535  # cap on blocks per launch; the grid-stride loops cover any P
-COMPILE_OPTIONS = ("--std=c++14",)
+#: --fmad=false: no fused multiply-add, so the kernels round the sample coordinates exactly as the
+#: array code does (a point on a pixel centre picks the same corners on the GPU and the CPU)
+COMPILE_OPTIONS = ("--std=c++14", "--fmad=false")
 
 _KERNELS = ("affine_grid_forward", "affine_grid_backward", "bilinear_sample_forward", "bilinear_sample_backward")
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}

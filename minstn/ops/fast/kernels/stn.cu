@@ -27,8 +27,8 @@
 // Conventions (SPEC section 1, PyTorch align_corners=False):
 //   target points   x_t[j] = (2 j + 1) / Wo - 1,   y_t[i] = (2 i + 1) / Ho - 1
 //   pixel coords    x = ((x_s + 1) * W - 1) / 2,   y = ((y_s + 1) * H - 1) / 2
-//                   computed as (x_s + 1) * (W / 2) - 1/2 (the same value: the two forms
-//                   differ only by exact scalings by 2)
+//                   computed as x_s * (W / 2) + (W - 1) / 2, the array code's order of
+//                   operations, without fused multiply-adds (--fmad=false), so both round alike
 //   corners         x0 = floor(x), x1 = x0 + 1 (never ceil), same for y
 //   weights         wx1 = x - x0, wx0 = 1 - wx1,   wy1 = y - y0, wy0 = 1 - wy1
 //   zero padding    a corner outside [0, W-1] x [0, H-1] reads as 0 and takes no gradient
@@ -37,7 +37,8 @@
 // thread (or block) that owns the element; dU is accumulated with atomicAdd ("+=") because
 // several output points read the same input pixel, so the caller passes dU zero-filled.
 // Floating-point atomics add in an order that changes from run to run: dU is not
-// bit-for-bit repeatable (it is within rounding).  Double atomicAdd needs sm_60 or newer.
+// bit-for-bit repeatable (it is within rounding).  The hardware's double atomicAdd needs sm_60
+// or newer; older GPUs get stn_atomic_add's compare-and-swap loop instead (below).
 //
 // Every kernel is a template over T = float or double.  The explicit instantiations at
 // the end of the file are the names CuPy looks up (name_expressions), e.g.
@@ -46,7 +47,25 @@
 // This file includes no header: under NVRTC (what CuPy uses) the CUDA built-ins are
 // always there, and under g++ the emulation shim provides them.
 
-// Threads per block of affine_grid_backward; minstn/ops/cuda.py launches with the same
+// atomicAdd for float and double on every GPU: the double version is native from sm_60 (Pascal)
+// on; before that it is a compare-and-swap loop on the value's 64 bits (the CUDA programming
+// guide's recipe), so the module compiles, float32 included, for any architecture.
+__device__ __forceinline__ float stn_atomic_add(float* address, float value) { return atomicAdd(address, value); }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 600
+__device__ __forceinline__ double stn_atomic_add(double* address, double value) {
+    unsigned long long int* bits = (unsigned long long int*)address;
+    unsigned long long int old = *bits, assumed;
+    do {
+        assumed = old;
+        old = atomicCAS(bits, assumed, __double_as_longlong(value + __longlong_as_double(assumed)));
+    } while (assumed != old);  // integer comparison: a NaN cannot loop forever
+    return __longlong_as_double(old);
+}
+#else
+__device__ __forceinline__ double stn_atomic_add(double* address, double value) { return atomicAdd(address, value); }
+#endif
+
+// Threads per block of affine_grid_backward; minstn/ops/fast/cuda.py launches with the same
 // number (a test checks the two agree).  Must be a power of two.
 #define STN_REDUCE_BLOCK 256
 
@@ -81,8 +100,11 @@ struct SamplePoint {
 // Normalised source coordinate (x_s, y_s) -> SamplePoint on an H x W image (align_corners=False).
 template <typename T>
 __device__ __forceinline__ SamplePoint<T> stn_sample_point(T x_s, T y_s, long long H, long long W) {
-    const T x = (x_s + T(1)) * (T(0.5) * T(W)) - T(0.5);  // = ((x_s + 1) W - 1) / 2
-    const T y = (y_s + T(1)) * (T(0.5) * T(H)) - T(0.5);  // = ((y_s + 1) H - 1) / 2
+    // = ((x_s + 1) W - 1) / 2, written as the array code writes it (minstn/ops/stn.py pixel_coords):
+    // one product and one sum, each rounded (compiled with --fmad=false: no fused multiply-add), so
+    // that a point the array code puts exactly on a pixel centre is exactly there here too
+    const T x = x_s * (T(0.5) * T(W)) + T(0.5) * T(W - 1);
+    const T y = y_s * (T(0.5) * T(H)) + T(0.5) * T(H - 1);
     const T x0f = stn_floor(x);
     const T y0f = stn_floor(y);
     SamplePoint<T> s;
@@ -258,10 +280,10 @@ __global__ void bilinear_sample_backward(const T* __restrict__ dV,    // (N, C, 
             const T u10 = s.in10 ? u[s.y1 * W + s.x0] : T(0);
             const T u11 = s.in11 ? u[s.y1 * W + s.x1] : T(0);
             // dU: the forward's weights times the upstream gradient, corner by corner.
-            if (s.in00) atomicAdd(&du[s.y0 * W + s.x0], (s.wy0 * s.wx0) * g);
-            if (s.in01) atomicAdd(&du[s.y0 * W + s.x1], (s.wy0 * s.wx1) * g);
-            if (s.in10) atomicAdd(&du[s.y1 * W + s.x0], (s.wy1 * s.wx0) * g);
-            if (s.in11) atomicAdd(&du[s.y1 * W + s.x1], (s.wy1 * s.wx1) * g);
+            if (s.in00) stn_atomic_add(&du[s.y0 * W + s.x0], (s.wy0 * s.wx0) * g);
+            if (s.in01) stn_atomic_add(&du[s.y0 * W + s.x1], (s.wy0 * s.wx1) * g);
+            if (s.in10) stn_atomic_add(&du[s.y1 * W + s.x0], (s.wy1 * s.wx0) * g);
+            if (s.in11) stn_atomic_add(&du[s.y1 * W + s.x1], (s.wy1 * s.wx1) * g);
             // d/dx of the weights: d wx1/dx = 1, d wx0/dx = -1 (same for y).
             dx += g * (s.wy0 * (u01 - u00) + s.wy1 * (u11 - u10));
             dy += g * (s.wx0 * (u10 - u00) + s.wx1 * (u11 - u01));
