@@ -70,6 +70,13 @@ class Device:
             return np
         return import_cupy()
 
+    def scope(self):
+        """A `with` block in which this device is the current one (new arrays, kernels and
+        temporaries go to it), the previous one restored afterwards; a no-op on the CPU."""
+        if self.kind == "cpu":
+            return _NullContext()
+        return import_cupy().cuda.Device(self.index)
+
     def use(self):
         """Make this device current (a no-op on the CPU). Returns a context manager for CuPy."""
         if self.kind == "cpu":

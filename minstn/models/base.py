@@ -48,8 +48,9 @@ class Model:
         self.device = device if isinstance(device, Device) else resolve_device(device)
         self.xp = self.device.xp
         host = self._init_params(np.random.default_rng(seed))   # {name: float64 host array}
-        self.params = {k: self.device.asarray(v, dtype=self.dtype) for k, v in host.items()}
-        self.grads = {k: self.xp.zeros_like(v) for k, v in self.params.items()}
+        with self.device.scope():     # on gpu:N every array goes to GPU N, whatever the current device
+            self.params = {k: self.device.asarray(v, dtype=self.dtype) for k, v in host.items()}
+            self.grads = {k: self.xp.zeros_like(v) for k, v in self.params.items()}
         self.groups = {k: ("cls" if k.startswith("cls.") else "loc") for k in self.params}
 
     # ----- to be provided by each model -------------------------------------------------------
@@ -92,12 +93,15 @@ class Model:
     def loss_and_grads(self, images, labels, rng=None):
         """One training step's worth of work on a batch: forward (train=True), softmax cross-entropy,
         backward. images (N, 1, 100, 100), labels (N, 4) ints; rng draws the dropout masks.
-        Returns (loss: float, logits (N, 4, 10)); the gradients of the mean loss are in self.grads."""
-        images, labels = self.check_batch(images, labels)
-        logits, cache = self.forward(images, train=True, rng=rng)      # (N, 4, 10)
-        loss, dlogits = ops.softmax_cross_entropy(logits, labels)
-        self.backward(dlogits, cache)
-        return float(loss), logits
+        Returns (loss, logits (N, 4, 10)): loss a float on the CPU, a 0-d device array on the GPU
+        (float(loss) fetches it; the trainer fetches it with the step's other numbers, in one
+        transfer). The gradients of the mean loss are in self.grads."""
+        with self.device.scope():     # temporaries on the model's device (gpu:1 too)
+            images, labels = self.check_batch(images, labels)
+            logits, cache = self.forward(images, train=True, rng=rng)      # (N, 4, 10)
+            loss, dlogits = ops.softmax_cross_entropy(logits, labels)
+            self.backward(dlogits, cache)
+        return loss, logits
 
     def predict(self, images, batch_size: int = 256):
         """Evaluation-mode logits (no dropout), computed in batches: images (N, 1, 100, 100) ->
@@ -106,9 +110,10 @@ class Model:
             raise ModelError(f"batch_size must be at least 1, got {batch_size}")
         check_images(images, CANVAS, self.dtype, self.xp)  # the whole array once, before batching
         out = []
-        for i in range(0, images.shape[0], batch_size):
-            logits, _ = self.forward(self._images(images[i:i + batch_size]), train=False)
-            out.append(to_numpy(logits))
+        with self.device.scope():
+            for i in range(0, images.shape[0], batch_size):
+                logits, _ = self.forward(self._images(images[i:i + batch_size]), train=False)
+                out.append(to_numpy(logits))
         return np.concatenate(out, axis=0)
 
     def attend(self, images, batch_size: int = 256):

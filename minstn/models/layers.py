@@ -88,3 +88,5 @@ def check_labels(labels, n: int, positions: int) -> None:
         )
     if labels.dtype.kind not in "iu":
         raise TypeError(f"labels must be integers (digits 0..9), got dtype {labels.dtype}; use labels.astype('int64')")
+    if isinstance(labels, np.ndarray) and labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise ModelError(f"labels must be digits 0..9, got values from {labels.min()} to {labels.max()}")

@@ -200,6 +200,12 @@ class LSTMSTN(_STN):
             p["reg.step_b"] = step_b
         return p
 
+    def _theta0(self):
+        """theta_0 (6,) on the device: the regressor's initial bias, made once (not copied every step)."""
+        if getattr(self, "_theta0_array", None) is None:
+            self._theta0_array = self.device.asarray(_identity_bias(self.options["init_scale"]), dtype=self.dtype)
+        return self._theta0_array
+
     def _thetas_forward(self, images):
         P, xp = self.params, self.xp
         N, T, H = images.shape[0], self.steps, self.options["hidden_size"]
@@ -207,7 +213,7 @@ class LSTMSTN(_STN):
         feats, c_loc = localisation_forward(P, images)                                  # (N, F)
         h = xp.zeros((N, H), dtype=self.dtype)                                          # (N, H)
         c = xp.zeros((N, H), dtype=self.dtype)                                          # (N, H)
-        theta = xp.broadcast_to(xp.asarray(_identity_bias(self.options["init_scale"]), dtype=self.dtype), (N, 6))
+        theta = xp.broadcast_to(self._theta0(), (N, 6))                                # theta_0, a constant
         c_cells, c_regs, thetas = [], [], []
         for t in range(T):
             x = xp.concatenate([feats, theta], axis=1) if feedback else feats          # (N, E)

@@ -25,7 +25,10 @@ def softmax_cross_entropy(logits, labels):
 
     logits (N, P, K) float, labels (N, P) int in [0, K).  (2-D logits (N, K) with
     labels (N,) are accepted too and treated as P = 1.)
-    Returns (loss: Python float, dlogits with the shape and dtype of logits).
+    Returns (loss, dlogits with the shape and dtype of logits): loss a Python float for NumPy
+    arrays, a 0-d device array for CuPy ones (turning it into a float would stop the GPU until
+    it is computed; float(loss) does that when needed). Labels on the host are checked to lie in
+    [0, K); labels already on the GPU are not (the check would stop the GPU too).
     """
     op = "softmax_cross_entropy"
     check_float_array(op, "logits", logits)
@@ -41,13 +44,13 @@ def softmax_cross_entropy(logits, labels):
             f"got {tuple(labels.shape)}"
         )
     xp = xp_of(logits)
-    if is_cupy(logits) and not is_cupy(labels):
-        labels = xp.asarray(labels)
     K = logits.shape[-1]
-    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= K):
+    if not is_cupy(labels) and labels.size and (int(labels.min()) < 0 or int(labels.max()) >= K):
         raise ValueError(
             f"{op}: labels must lie in [0, {K}) for {K} classes, got min {int(labels.min())}, max {int(labels.max())}"
         )
+    if is_cupy(logits) and not is_cupy(labels):
+        labels = xp.asarray(labels)
     M = labels.size  # N * P terms in the mean
     z = logits.reshape(M, K)  # (M, K)
     y = labels.reshape(M)  # (M,)
@@ -56,7 +59,7 @@ def softmax_cross_entropy(logits, labels):
     s = e.sum(axis=1, keepdims=True)  # (M, 1)
     rows = xp.arange(M)
     log_p = shifted[rows, y] - xp.log(s[:, 0])  # (M,) log-probability of the true class
-    loss = -float(log_p.sum()) / M
+    loss = -log_p.sum() / M if is_cupy(log_p) else -float(log_p.sum()) / M
     dz = e / s  # (M, K) softmax
     dz[rows, y] -= 1  # fresh array: in place is safe
     dz *= 1.0 / M

@@ -34,11 +34,19 @@ import time
 
 import numpy as np
 
-from minstn.backend import resolve_device, to_numpy
+from minstn.backend import resolve_device
 from minstn.training.config import ConfigError, TrainConfig, config_from_dict, resolve_model_options
 from minstn.training.console import Console, DeferSignals, RunInterrupted, stop_signals
 from minstn.training.metrics import error_stats, evaluate_model, model_arrays, model_meta, theta_stats
-from minstn.training.optim import EarlyStopping, build_optimizer, build_schedule, clip_by_global_norm, clip_by_value, global_norm
+from minstn.training.optim import (
+    EarlyStopping,
+    build_optimizer,
+    build_schedule,
+    clip_by_value,
+    fetch,
+    global_norm,
+    scale_to_norm,
+)
 from minstn.training.run import RunFolder, check_resume, check_same_data, data_fingerprint
 from minstn.training.speed import host, make_runner, resolve
 
@@ -102,6 +110,9 @@ class Run:
         self.cfg, self.model, self.runner, self.folder, self.console = cfg, model, runner, folder, console
         self.train_x = splits["train"]["images"].astype(model.dtype, copy=False)     # (N_train, 1, 100, 100)
         self.train_y = splits["train"]["labels"]                                     # (N_train, 4)
+        if model.device.kind != "cpu":   # on a GPU the training set lives there for the whole run: one copy
+            with model.device.scope():
+                self.train_x, self.train_y = model.device.asarray(self.train_x), model.device.asarray(self.train_y)
         self.val_x = splits["val"]["images"].astype(model.dtype, copy=False)
         self.val_y = splits["val"]["labels"]
         self.theta_x = self.val_x[: min(cfg.theta_batch, self.val_x.shape[0])]       # fixed batch for theta statistics
@@ -151,14 +162,20 @@ class Run:
 
     # ----- one step ---------------------------------------------------------------------------
     def step(self, images, labels) -> float:
-        """Forward, backward, clip, check, update: one optimiser step on a batch; returns its loss."""
+        """Forward, backward, clip, check, update: one optimiser step on a batch; returns its loss.
+
+        On a GPU the step stops for the host once: the loss, the gradient norm and the count of
+        wrong digits come back together (fetch), after which the host decides (divergence, clip)."""
         cfg, pos = self.cfg, self.pos
         self.rng_before = self.dropout_rng.bit_generator.state
-        loss, logits = self.runner.loss_and_grads(images, labels, self.dropout_rng)
-        grads = clip_by_value(self.model.grads, cfg.clip_value) if cfg.clip_value else self.model.grads
-        grads, norm = clip_by_global_norm(grads, cfg.clip_norm) if cfg.clip_norm else (grads, global_norm(grads))
-        self.check_finite(loss, norm)
-        wrong = int((to_numpy(logits).argmax(axis=-1) != labels).sum())
+        with self.model.device.scope():
+            loss, logits = self.runner.loss_and_grads(images, labels, self.dropout_rng)
+            grads = clip_by_value(self.model.grads, cfg.clip_value) if cfg.clip_value else self.model.grads
+            loss, norm, wrong = fetch(loss, global_norm(grads), (logits.argmax(axis=-1) != labels).sum())
+            wrong = int(wrong)
+            self.check_finite(loss, norm)
+            if cfg.clip_norm:
+                grads = scale_to_norm(grads, norm, cfg.clip_norm)
         with DeferSignals():              # the update and the counters change together or not at all
             self.opt.step(grads)
             acc = pos["acc"]
@@ -333,6 +350,9 @@ def fit(run: Run, splits: dict) -> None:
     try:
         while pos["epoch"] <= cfg.epochs and pos["stop_reason"] is None:
             perm = np.random.default_rng([cfg.seed, pos["epoch"]]).permutation(n_train)   # (N_train,)
+            if run.model.device.kind != "cpu":
+                with run.model.device.scope():
+                    perm = run.model.device.asarray(perm)        # the batches are gathered on the GPU
             t0, images = time.perf_counter(), 0
             with console.bar(n_steps, f"epoch {pos['epoch']}/{cfg.epochs}", done=pos["step_in_epoch"]) as bar:
                 while pos["step_in_epoch"] < n_steps and pos["stop_reason"] is None:

@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-from minstn.backend import to_numpy, xp_of
+from minstn.backend import is_cupy, to_numpy, xp_of
 
 __all__ = [
     "Optimizer",
@@ -43,6 +43,8 @@ __all__ = [
     "clip_by_value",
     "clip_by_global_norm",
     "global_norm",
+    "fetch",
+    "scale_to_norm",
     "ConstantLR",
     "StepDecay",
     "ReduceOnPlateau",
@@ -268,12 +270,37 @@ def clip_by_value(grads: dict, limit: float) -> dict:
     return {name: xp_of(g).clip(g, -limit, limit) for name, g in grads.items()}
 
 
-def global_norm(grads: dict) -> float:
-    """sqrt(sum over all arrays of sum(g^2)) as a Python float (accumulated in float64)."""
+def global_norm(grads: dict):
+    """sqrt(sum over all arrays of sum(g^2)), accumulated in float64: a Python float for NumPy
+    arrays; for CuPy ones a 0-d device array (a float would stop the GPU once per array)."""
+    gs = list(grads.values())
+    if gs and is_cupy(gs[0]):
+        xp = xp_of(gs[0])
+        return xp.sqrt(xp.stack([(g.astype(xp.float64) ** 2).sum() for g in gs]).sum())
     total = 0.0
-    for g in grads.values():
+    for g in gs:
         total += float((g.astype(np.float64, copy=False) ** 2).sum())
     return math.sqrt(total)
+
+
+def fetch(*values) -> tuple:
+    """Host numbers of values that may be 0-d device arrays, in ONE transfer (one stop of the GPU
+    per training step instead of one per value). Floats and NumPy values pass through as floats."""
+    if any(is_cupy(v) for v in values):
+        xp = xp_of(*[v for v in values if is_cupy(v)])
+        host = xp.stack([xp.asarray(v, dtype=xp.float64) for v in values]).get()
+        return tuple(float(h) for h in host)
+    return tuple(float(v) for v in values)
+
+
+def scale_to_norm(grads: dict, norm: float, max_norm: float) -> dict:
+    """The gradients scaled by max_norm / norm when norm (their global norm, a float) exceeds
+    max_norm, else the same arrays (in a new dict); inputs never modified. See clip_by_global_norm."""
+    _check_positive("max_norm", max_norm)
+    if not math.isfinite(norm) or norm <= max_norm:
+        return dict(grads)
+    scale = max_norm / norm
+    return {name: g * g.dtype.type(scale) for name, g in grads.items()}
 
 
 def clip_by_global_norm(grads: dict, max_norm: float) -> tuple[dict, float]:
@@ -284,12 +311,8 @@ def clip_by_global_norm(grads: dict, max_norm: float) -> tuple[dict, float]:
     caller can see and report it). When norm <= max_norm the same arrays come back (in a new
     dict); otherwise new arrays g * max_norm / norm. The input is never modified.
     """
-    _check_positive("max_norm", max_norm)
-    norm = global_norm(grads)
-    if not math.isfinite(norm) or norm <= max_norm:
-        return dict(grads), norm
-    scale = max_norm / norm
-    return {name: g * g.dtype.type(scale) for name, g in grads.items()}, norm
+    norm = fetch(global_norm(grads))[0]
+    return scale_to_norm(grads, norm, max_norm), norm
 
 
 # ----------------------------------------------------------------------------- schedules

@@ -13,7 +13,9 @@ Shape legend
     K        C * kh * kw
 
 The result is exactly maxpool2d_forward(conv2d_forward(x, w, b, padding)) (same products, same
-first-maximum tie rule); the gradient is that of the composition. The models use it for every
+first-maximum tie rule); the gradient is that of the composition. On a GPU (CuPy arrays) it is
+computed as exactly that composition: the phase-by-phase gather, which keeps a CPU's caches warm,
+costs a GPU dozens of small launches. The models use it for every
 conv -> max-pool block; minstn.ops.pool.conv2d_maxpool_forward is the plain composition of the
 two separate ops, for teaching and for the tests.
 
@@ -52,9 +54,11 @@ Backward (dout (N, F, H2, W2))
 """
 from __future__ import annotations
 
-from minstn.backend import xp_of
+from minstn.backend import is_cupy, xp_of
 from minstn.ops._validate import check_cache, check_dout
 from minstn.ops.conv import check_conv_inputs
+from minstn.ops.fast.conv import conv2d_backward, conv2d_forward
+from minstn.ops.pool import maxpool2d_backward, maxpool2d_forward
 
 __all__ = ["conv2d_maxpool_forward", "conv2d_maxpool_backward"]
 
@@ -124,6 +128,10 @@ def conv2d_maxpool_forward(x, w, b, padding):
     if Ho < 2 or Wo < 2:
         raise ValueError(f"conv2d_maxpool_forward: the conv output {Ho}x{Wo} is smaller than the 2x2 pooling "
                          "window; use a larger input or more padding")
+    if is_cupy(x):   # on a GPU the four-phase gather is dozens of small copies: the two ops in a row are fewer
+        a, c_conv = conv2d_forward(x, w, b, padding)
+        out, c_pool = maxpool2d_forward(a)
+        return out, ("conv2d_maxpool_gpu", c_conv, c_pool)
     xp = xp_of(x)
     N, C, H, W = x.shape
     F, _, kh, kw = w.shape
@@ -153,7 +161,11 @@ def conv2d_maxpool_backward(dout, cache, need_dx: bool = True):
 
     need_dx=False skips the input gradient (a model's first layer), as in conv2d_backward.
     """
-    check_cache("conv2d_maxpool_backward", cache, "conv2d_maxpool_fast", "minstn.ops.fast.conv2d_maxpool_forward")
+    check_cache("conv2d_maxpool_backward", cache, ("conv2d_maxpool_fast", "conv2d_maxpool_gpu"),
+                "minstn.ops.fast.conv2d_maxpool_forward")
+    if cache[0] == "conv2d_maxpool_gpu":
+        _, c_conv, c_pool = cache
+        return conv2d_backward(maxpool2d_backward(dout, c_pool), c_conv, need_dx=need_dx)
     _, x_shape, w, cols, p, right0, right1, lower = cache
     xp = xp_of(dout)
     N, C, H, W = x_shape
