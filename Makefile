@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PYTEST ?= $(PYTHON) -m pytest
 
-.PHONY: help install install-gpu test test-unit test-tutorials tutorials bench bench-ops bench-gpu bench-train data preview train reproduce clean
+.PHONY: help install install-gpu test test-unit test-tutorials test-gpu-emulated tutorials bench bench-ops bench-gpu bench-train gpu-check data preview train reproduce clean
 
 help:
 	@echo "make install         install minstn with the test dependencies (editable)"
@@ -13,10 +13,12 @@ help:
 	@echo "make tutorials       re-execute the notebooks in place, keeping their outputs"
 	@echo "make bench           op benchmarks (forward+backward, against PyTorch if importable)"
 	@echo "make bench-gpu       GPU sampler and training benchmarks (needs CuPy and a GPU)"
+	@echo "make gpu-check       the prepared check of a real GPU: tests, benchmark, a short run (gpu-check/gpu-check.md)"
+	@echo "make test-gpu-emulated  the GPU path on the CuPy stand-in (part of make test)"
 	@echo "make bench-train     CPU training throughput of each model"
 	@echo "make data            generate the default MNIST-sequence data set into data/"
 	@echo "make preview         draw docs/preview.png from a few generated canvases"
-	@echo "make train           train the LSTM-STN (d=2) on the CPU: 20,000 canvases, 36 minutes"
+	@echo "make train           the first hour: python -m minstn.train --preset quick (an LSTM-STN, 60,000 images)"
 	@echo "make reproduce       the Table I grid at the cpu preset, into runs/table1-cpu"
 
 install:
@@ -44,6 +46,12 @@ bench-ops:
 bench-gpu:
 	$(PYTHON) -m minstn.bench gpu
 
+gpu-check:
+	$(PYTHON) -m minstn.bench.gpu_check --out gpu-check
+
+test-gpu-emulated:
+	$(PYTEST) -m gpu_emulated tests
+
 bench-train:
 	$(PYTHON) -m minstn.bench train
 
@@ -54,7 +62,7 @@ preview:
 	$(PYTHON) -m minstn.data.preview --out docs/preview.png --n 16
 
 train:
-	$(PYTHON) -m minstn.train --model lstm-stn --downsample 2 --device cpu --train-size 20000 --val-size 2000 --time-budget 36 --out runs/lstm-stn-d2
+	$(PYTHON) -m minstn.train --preset quick --out runs/quick
 
 reproduce:
 	$(PYTHON) -m minstn.reproduce --preset cpu --out runs/table1-cpu

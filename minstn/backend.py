@@ -155,7 +155,33 @@ def resolve_device(spec: "str | Device" = "cpu", say=None) -> Device:
         raise DeviceError("CuPy is installed but no CUDA GPU is visible. Run with --device cpu.")
     if index >= n:
         raise DeviceError(f"device {spec!r} asked for GPU {index}, but only {n} GPU(s) are visible (gpu:0 .. gpu:{n - 1})")
+    _probe(cupy, index)
     return Device("gpu", index)
+
+
+_PROBED = set()
+
+
+def _probe(cupy, index: int) -> None:
+    """Make sure the GPU can do what minstn will ask of it, before any data is loaded: one small
+    matrix product (cuBLAS) and the compiled CUDA kernels (NVRTC). A missing library is then a
+    DeviceError that says what to install, not an ImportError in the first training step."""
+    if index in _PROBED:
+        return
+    try:
+        with cupy.cuda.Device(index):
+            a = cupy.ones((2, 2), dtype=cupy.float32)
+            float((a @ a).sum())                                   # cuBLAS
+            from minstn.ops.fast import cuda as kernels
+
+            kernels._module(index)                                 # NVRTC: compile the kernels once
+    except Exception as e:   # ImportError / OSError of a missing libcublas or libnvrtc, a CUDA error
+        raise DeviceError(
+            f"GPU {index} was found, but CuPy could not use it ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
+            "CuPy's wheels need the CUDA libraries (cuBLAS, NVRTC): install them with `pip install -e .[gpu]` "
+            "(cupy-cuda12x[ctk]) or `pip install 'cupy-cuda13x[ctk]'`, or a CUDA toolkit. Or run with --device cpu."
+        ) from e
+    _PROBED.add(index)
 
 
 def is_cupy(a) -> bool:

@@ -261,3 +261,35 @@ def test_early_stopping():
     assert not off.should_stop
     with pytest.raises(ValueError, match="patience must be an integer >= 0"):
         optim.EarlyStopping(-1)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+def test_flat_adam_is_adam_bit_for_bit_and_shares_its_checkpoints(weight_decay):
+    """FlatAdam (the GPU's optimiser) does Adam's operations on one flat buffer: the same bits,
+    with per-parameter learning-rate multipliers and a learning rate that changes; its state()
+    loads into Adam and back."""
+    rng = np.random.default_rng(0)
+    shapes = {"a": (3, 4), "b": (5,), "c": (2, 2, 3)}
+    init = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    plain = {k: v.copy() for k, v in init.items()}
+    flat = {k: v.copy() for k, v in init.items()}
+    mult = {"a": 0.1}
+    ref = optim.Adam(plain, 1e-2, mult, weight_decay)
+    fused = optim.FlatAdam(flat, 1e-2, mult, weight_decay)
+    assert all(np.shares_memory(flat[k], fused.flat["p"]) for k in flat)      # the dict now holds views
+    for t in range(4):
+        if t == 2:
+            ref.lr = fused.lr = 3e-3                                          # a schedule's decay
+        grads = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+        ref.step(grads)
+        fused.step(grads)
+        for k in shapes:
+            np.testing.assert_array_equal(flat[k], plain[k], err_msg=k)
+    state = fused.state()
+    assert set(state["arrays"]) == set(ref.state()["arrays"])
+    other = {k: v.copy() for k, v in init.items()}
+    again = optim.Adam(other, 1e-2, mult, weight_decay)
+    again.load_state(state)                                                   # FlatAdam -> Adam
+    fused.load_state(ref.state())                                             # Adam -> FlatAdam: into the views
+    assert np.shares_memory(fused.state_arrays["m"]["a"], fused.flat["m"])
+    np.testing.assert_array_equal(fused.state()["arrays"]["v/c"], ref.state()["arrays"]["v/c"])

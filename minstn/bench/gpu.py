@@ -6,7 +6,7 @@
 1. The bilinear sampler, forward + backward, float32, U (256, 1, 100, 100) sampled onto a
    50x50 and a 100x100 grid (the paper's canvas; d = 2 and d = 1), for
        kernel   minstn's CUDA raw kernels (minstn.ops.fast.cuda), impl='kernel'
-       array    minstn's plain array code of the same op run by CuPy, impl='array'
+       array    minstn.ops.fast's array code (the quad gather) run by CuPy, impl='array'
        torch    torch.nn.functional.grid_sample(mode='bilinear', padding_mode='zeros',
                 align_corners=False) with autograd, on CUDA (where torch with CUDA imports)
    all in the same run on the same inputs.  Each timing is the median over --repeat runs after
@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from minstn import ops
+from minstn.ops import fast
 from minstn.backend import DeviceError, resolve_device, to_numpy
 
 # (N, C, H, W, H_out, W_out): the paper's 100x100 canvas, batch 256, sampled at d = 2 and d = 1.
@@ -80,7 +81,7 @@ def make_sampler_inputs(shape, seed=0):
     rng = np.random.default_rng(seed)
     U = rng.random((N, C, H, W), dtype=np.float32)  # (N, C, H, W)
     theta = np.array([[0.9, 0.0, 0.0], [0.0, 0.9, 0.0]]) + 0.15 * rng.standard_normal((N, 2, 3))
-    grid, _ = ops.affine_grid_forward(theta.astype(np.float32), (H_out, W_out), impl="array")  # (N, H_out, W_out, 2)
+    grid, _ = ops.affine_grid_forward(theta.astype(np.float32), (H_out, W_out))  # (N, H_out, W_out, 2)
     dV = rng.standard_normal((N, C, H_out, W_out)).astype(np.float32)  # (N, C, H_out, W_out)
     return U, grid, dV
 
@@ -90,10 +91,10 @@ def minstn_sampler_step(dev, U, grid, dV, impl):
     U_d, grid_d, dV_d = dev.asarray(U), dev.asarray(grid), dev.asarray(dV)
 
     def step():
-        V, cache = ops.bilinear_sample_forward(U_d, grid_d, impl=impl)
-        return ops.bilinear_sample_backward(dV_d, cache)
+        V, cache = fast.bilinear_sample_forward(U_d, grid_d, impl=impl)
+        return fast.bilinear_sample_backward(dV_d, cache)
 
-    V, _ = ops.bilinear_sample_forward(U_d, grid_d, impl=impl)
+    V, _ = fast.bilinear_sample_forward(U_d, grid_d, impl=impl)
     return step, to_numpy(V)
 
 
@@ -169,20 +170,54 @@ def _import_torch_cuda():
     return torch, ""
 
 
+def trainer_step(model_name: str, downsample: int, dev, batch_size: int, steps: int, warmup: int = 1, **options):
+    """The trainer's own step (minstn.training.loop.Run.step: forward, backward, one fetch of loss,
+    norm and wrong digits, clipping, FlatAdam) on random canvases resident on `dev`.
+    Returns (images/s, device operations per step, host syncs per step); the two counts are None
+    unless CuPy is the test stand-in (tests/fake_cupy.py), which counts them."""
+    from minstn.models import build_model
+    from minstn.training import TrainConfig
+    from minstn.training.console import Console
+    from minstn.training.loop import Run
+    from minstn.training.run import RunFolder
+    from minstn.training.speed import make_runner
+
+    rng = np.random.default_rng(0)
+    n = 2 * batch_size
+    splits = {s: {"images": rng.random((n, 1, 100, 100), dtype=np.float32), "labels": rng.integers(0, 10, size=(n, 4))}
+              for s in ("train", "val")}
+    model = build_model(model_name, downsample, device=dev, seed=0, **options)
+    run = Run(TrainConfig(model=model_name, downsample=downsample, batch_size=batch_size, device=str(dev)), model,
+              make_runner(model, 0, 1), splits, RunFolder("unused"), Console(verbosity=0))
+    with dev.scope():
+        idx = dev.asarray(np.arange(batch_size))
+        batch = (run.train_x[idx], run.train_y[idx])
+    for _ in range(warmup):
+        run.step(*batch)
+    counts = getattr(sys.modules.get("cupy"), "COUNTS", None) if dev.kind == "gpu" else None
+    dev.synchronize()
+    before = dict(counts) if counts is not None else None
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        run.step(*batch)
+    after = dict(counts) if counts is not None else None       # before the timing's own synchronize
+    dev.synchronize()
+    seconds = time.perf_counter() - t0
+    if counts is None:
+        return steps * batch_size / seconds, None, None
+    return (steps * batch_size / seconds, (after["ops"] - before["ops"]) / steps, (after["syncs"] - before["syncs"]) / steps)
+
+
 def train_rows(dev, batch_size, steps, warmup=1, sampler_impls=("kernel", "array"), models=MODELS):
-    """Training images/s of each model at d = 2 on `dev`: a list of (model, sampler_impl, images/s),
-    the STN models once per sampler implementation ('-' for the CNN, which has no sampler).
-    Returns (None, note) when minstn.bench.train.measure_images_per_sec is not importable."""
-    try:
-        from minstn.bench.train import measure_images_per_sec
-    except ImportError as e:
-        return None, f"minstn.bench.train.measure_images_per_sec is not importable ({e}): training throughput not measured"
+    """The trainer step's images/s of each model at d = 2 on `dev` (and, on the test stand-in,
+    its device operations and host syncs per step): a list of (model, sampler_impl, images/s,
+    ops, syncs), the STN models once per sampler implementation ('-' for the CNN)."""
     rows = []
     for model in models:
         for impl in (("-",) if model == "cnn" else sampler_impls):
             options = {} if impl == "-" else {"sampler_impl": impl}
-            ips = measure_images_per_sec(model, 2, str(dev), batch_size, steps, warmup=warmup, **options)
-            rows.append((model, impl, float(ips)))
+            ips, ops, syncs = trainer_step(model, 2, dev, batch_size, steps, warmup=warmup, **options)
+            rows.append((model, impl, float(ips), ops, syncs))
     return rows, ""
 
 
@@ -241,10 +276,11 @@ def main(argv=None) -> int:
     if train is None:
         print(f"note: {note}")
         return 0
-    print("| model | sampler_impl | images/s |")
-    print("| --- | --- | ---: |")
-    for model, impl, ips in train:
-        print(f"| {model} | {impl} | {ips:.0f} |")
+    print("| model | sampler_impl | images/s | device operations per step | host syncs per step |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for model, impl, ips, ops, syncs in train:
+        counted = ("-", "-") if ops is None else (f"{ops:.0f}", f"{syncs:.0f}")
+        print(f"| {model} | {impl} | {ips:.0f} | {counted[0]} | {counted[1]} |")
     return 0
 
 

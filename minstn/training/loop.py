@@ -40,6 +40,7 @@ from minstn.training.console import Console, DeferSignals, RunInterrupted, stop_
 from minstn.training.metrics import error_stats, evaluate_model, model_arrays, model_meta, theta_stats
 from minstn.training.optim import (
     EarlyStopping,
+    FlatAdam,
     build_optimizer,
     build_schedule,
     clip_by_value,
@@ -118,7 +119,9 @@ class Run:
         self.theta_x = self.val_x[: min(cfg.theta_batch, self.val_x.shape[0])]       # fixed batch for theta statistics
         self.stn = model.name != "cnn"
         lr_mult = {name: cfg.loc_lr_mult for name, group in model.groups.items() if group == "loc"}
-        self.opt = build_optimizer(cfg.optimizer, model.params, cfg.lr, lr_mult, cfg.weight_decay, cfg.momentum, cfg.nesterov)
+        with model.device.scope():       # on a GPU, Adam over one flat buffer (few launches per step)
+            self.opt = build_optimizer(cfg.optimizer, model.params, cfg.lr, lr_mult, cfg.weight_decay, cfg.momentum,
+                                       cfg.nesterov, flat=model.device.kind != "cpu")
         self.schedule = build_schedule(cfg.lr_schedule, cfg.lr, cfg.lr_step, cfg.lr_factor, cfg.lr_patience, cfg.min_lr)
         self.stopper = EarlyStopping(cfg.patience)
         self.dropout_rng = np.random.default_rng([cfg.seed, 1_000_003])   # its own stream, apart from the data order
@@ -170,7 +173,10 @@ class Run:
         self.rng_before = self.dropout_rng.bit_generator.state
         with self.model.device.scope():
             loss, logits = self.runner.loss_and_grads(images, labels, self.dropout_rng)
-            grads = clip_by_value(self.model.grads, cfg.clip_value) if cfg.clip_value else self.model.grads
+            grads = self.model.grads
+            if isinstance(self.opt, FlatAdam):      # one flat array: every later operation is one launch
+                grads = self.opt.flatten(grads)
+            grads = clip_by_value(grads, cfg.clip_value) if cfg.clip_value else grads
             loss, norm, wrong = fetch(loss, global_norm(grads), (logits.argmax(axis=-1) != labels).sum())
             wrong = int(wrong)
             self.check_finite(loss, norm)

@@ -15,6 +15,8 @@ host.py sets the BLAS threads and the allocator.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from minstn.training.speed.chunks import ThreadChunks, chunk_plan, combine
 
 __all__ = ["WholeBatch", "ThreadChunks", "make_runner", "default_chunk", "resolve", "chunk_plan", "combine",
@@ -26,12 +28,19 @@ class SpeedError(ValueError):
 
 
 class WholeBatch:
-    """A step runner that is the model's own loss_and_grads: the whole batch in one pass."""
+    """A step runner that is the model's own loss_and_grads: the whole batch in one pass.
+
+    On a GPU the dropout masks are drawn there: each step takes one seed from the run's (host)
+    generator, whose state the checkpoints keep, and draws the masks from a device generator
+    seeded with it, so no mask is copied from the host and a resumed run draws the same ones."""
 
     def __init__(self, model):
         self.model = model
 
     def loss_and_grads(self, images, labels, rng=None):
+        if rng is not None and self.model.device.kind != "cpu" and isinstance(rng, np.random.Generator):
+            with self.model.device.scope():
+                rng = self.model.xp.random.default_rng(int(rng.integers(0, 2**63 - 1)))
         return self.model.loss_and_grads(images, labels, rng)
 
     def close(self) -> None:
