@@ -38,8 +38,8 @@ def test_preset_quick_is_an_lstm_stn_on_an_image_budget_and_options_override_it(
     assert cfg.model == "lstm-stn" and cfg.downsample == 2 and cfg.max_images == 60_000 and cfg.train_size == 20000
     assert TrainConfig(**with_preset({"preset": "quick", "max_images": 1000})).max_images == 1000
     assert TrainConfig(**with_preset({})).preset is None
-    assert set(PRESETS) == {"quick", "paper"}
-    with pytest.raises(ConfigError, match="--preset 'fast' is not one of quick, paper"):
+    assert set(PRESETS) == {"quick", "paper", "sonderby"}
+    with pytest.raises(ConfigError, match="--preset 'fast' is not one of quick, paper, sonderby"):
         with_preset({"preset": "fast"})
 
 
@@ -92,3 +92,26 @@ def test_glimpses_cli_refuses_a_cnn(data_dir, tmp_path, capsys):  # noqa: F811
     assert glimpses.main(["--checkpoint", str(out / "checkpoint.npz"), "--data", os.path.join(data_dir, "test.npz"),
                           "--out", str(tmp_path / "g.png")]) == 2
     assert "holds a CNN, which has no spatial transformer" in capsys.readouterr().err
+
+
+def test_sonderby_layout_trains_a_gru_model_end_to_end(tmp_path, capsys):
+    """--preset sonderby: three digits per canvas from the data; --cell gru; the shifted set keeps
+    three digits; everything writes its files."""
+    from tests.conftest import shared_mnist_dir
+
+    mnist = shared_mnist_dir()
+    if mnist is None:
+        pytest.skip("the shared MNIST folder is not on this machine")
+    out = tmp_path / "run"
+    argv = ["--preset", "sonderby", "--cell", "gru", "--hidden-size", "16", "--downsample", "4", "--train-size", "16",
+            "--val-size", "8", "--test-size", "8", "--batch-size", "8", "--max-images", "16", "--data-dir", mnist,
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--no-progress", "--workers", "1"]
+    assert train.main(argv) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    result = json.loads((out / "result.json").read_text())
+    assert cfg["digits"] == 3 and cfg["cell"] == "gru" and cfg["optimizer"] == "rmsprop" and cfg["clip_value"] == 1.0
+    assert len(result["test_position_error"]) == 3 and len(result["shifted_position_error"]) == 3
+    bad = [a if a != str(out) else str(tmp_path / "bad") for a in argv]
+    capsys.readouterr()
+    assert train.main(bad + ["--digits", "4"]) == 2
+    assert "--digits 4 does not match the data, which has 3 digits per canvas" in capsys.readouterr().err

@@ -213,6 +213,11 @@ GRADCHECK_CASES = [  # (model, d, options, N, elements per parameter, which para
     ("lstm-stn", 2, {"feedback": "none", "regressor_std": 0.02, "head_init": "he"}, 2, 1, LOC_AND_HEAD),
     ("lstm-stn", 1, {"feedback": "theta", "regressor_std": 0.02, "head_init": "he"}, 1, 1, LOC_AND_HEAD),
     ("lstm-stn", 4, {"feedback": "theta", "regressor_std": 0.02, "step_spread": 0.4, "head_init": "he"}, 2, 1, LOC_AND_HEAD),
+    ("lstm-stn", 3, {"cell": "gru", "regressor_std": 0.02, "head_init": "he", "hidden_size": 16}, 2, 1, None),
+    ("lstm-stn", 3, {"cell": "rnn", "regressor_std": 0.02, "head_init": "he", "hidden_size": 16}, 2, 1, None),
+    ("lstm-stn", 4, {"cell": "gru", "digits": 3, "cls_filters": 8, "regressor_std": 0.02, "head_init": "he",
+                     "hidden_size": 16}, 2, 1, None),
+    ("ffn-stn", 4, {"digits": 3, "cls_filters": 96, "init_scale": 0.9, "regressor_std": 0.01, "head_init": "he"}, 2, 1, None),
 ]
 
 
@@ -227,6 +232,7 @@ def test_whole_model_gradients(name, d, options, n, n_elem, which):
         if k.endswith(".b") and k != "reg.b":
             p += 0.01 * jitter.standard_normal(p.shape)
     x, labels = toy_canvases(np.random.default_rng(4), n)
+    labels = labels[:, :model.digits]                                  # three-digit cases read the first three
     names = None if which is None else [k for k, g in model.groups.items() if g == "loc" or k.startswith("cls.head")]
     errors = check_model_gradients(model, x, labels, n_elem=n_elem, names=names)
     assert set(errors) == set(names or model.params)
@@ -294,3 +300,20 @@ def test_step_spread_adds_a_per_step_bias(rng):
     assert "reg.step_b" not in build_model("lstm-stn", 4, seed=0, step_spread=0.0).params
     with pytest.raises(ModelError, match="step_spread must be a finite number >= 0 and <= 1, got 2.0"):
         build_model("lstm-stn", 4, step_spread=2.0)
+
+
+def test_cells_digits_and_classifier_width_shape_the_parameters():
+    gru = build_model("lstm-stn", 2, cell="gru", hidden_size=8)
+    assert gru.params["gru.Wx"].shape == (726, 24) and gru.params["gru.bh"].shape == (24,) and "lstm.Wx" not in gru.params
+    rnn = build_model("lstm-stn", 2, cell="rnn", hidden_size=8)
+    assert rnn.params["rnn.Wh"].shape == (8, 8) and rnn.params["rnn.b"].shape == (8,)
+    three = build_model("lstm-stn", 2, digits=3)
+    assert three.steps == 3 and three.params["reg.step_b"].shape == (3, 6)
+    wide = build_model("ffn-stn", 2, cls_filters=96, digits=3)
+    assert wide.params["cls.conv2.w"].shape == (96, 96, 3, 3) and wide.params["cls.head.w"].shape == (400, 30)
+    x = np.zeros((2, 1, 100, 100), np.float32)
+    assert build_model("cnn", digits=3).predict(x).shape == (2, 3, 10)
+    with pytest.raises(ModelError, match=r"labels must have shape \(N, 3\)"):
+        three.loss_and_grads(x, np.zeros((2, 4), int), np.random.default_rng(0))
+    with pytest.raises(ModelError, match="cell must be one of 'lstm', 'gru', 'rnn', got 'ugrnn'"):
+        build_model("lstm-stn", 2, cell="ugrnn")

@@ -7,23 +7,24 @@ import math
 
 import numpy as np
 
-from .render import CANVAS, DIGITS
+from .render import CANVAS
 
 __all__ = ["render_sequence_naive"]
 
 
-def render_sequence_naive(digits, radians, centre, options=None, gaps=None):
+def render_sequence_naive(digits, radians, centre, options=None, gaps=None, slope=0.0):
     """Loop reference for one canvas's digit layer (no noise), for testing the fast path.
 
-    digits (4, 28, 28) uint8 in reading order; radians: the rotation; centre (tx, ty): the
-    canvas position of the centre of the strip's ink; gaps: the three gaps (default: all
-    ``options.gap``). Follows the module docstring step by step with plain Python loops over
-    pixels. Returns (100, 100) float64.
+    digits (K, 28, 28) uint8 in reading order; radians: the rotation; centre (tx, ty): the
+    canvas position of the centre of the strip's ink; gaps: the K - 1 gaps (default: all
+    ``options.gap``); slope: of the line the digits' rows follow (slant). Follows the module
+    docstring step by step with plain Python loops over pixels. Returns (100, 100) float64.
     """
     from .sequences import SequenceOptions
 
     options = options or SequenceOptions()
-    gaps = [options.gap] * (DIGITS - 1) if gaps is None else [int(g) for g in gaps]
+    K = len(digits)
+    gaps = [options.gap] * (K - 1) if gaps is None else [int(g) for g in gaps]
     # Ink box of each digit: top, left, height, width.
     ink = []
     for img in digits:
@@ -37,12 +38,14 @@ def render_sequence_naive(digits, radians, centre, options=None, gaps=None):
         start = 0
         for k, (top, left, h, w) in enumerate(ink):
             places.append((start - left, (height - h) // 2 - top))
-            start += w + (gaps[k] if k < DIGITS - 1 else 0)
+            start += w + (gaps[k] if k < K - 1 else 0)
     else:
         x = 0
-        for k in range(DIGITS):
+        for k in range(K):
             places.append((x, 0))
-            x += 28 + (gaps[k] if k < DIGITS - 1 else 0)
+            x += 28 + (gaps[k] if k < K - 1 else 0)
+    # On a slanted line, each digit's rows move by round(slope * its column offset from the first digit).
+    places = [(X, Y + int(np.round(slope * (X - places[0][0])))) for X, Y in places]
     # The strip as a dict {(row, col): value}; absent pixels are zero.
     strip = {}
     for img, (X, Y) in zip(digits, places):

@@ -20,14 +20,17 @@ import numpy as np
 __all__ = ["CANVAS", "DIGITS"]
 
 CANVAS = 100          # canvas side in pixels
-DIGITS = 4            # digits per canvas
+DIGITS = 4            # digits per canvas by default (the paper's; SequenceOptions.digits sets it); the
+                      # functions here take K from their arrays' shapes
 
 
-def _layout(ink, gap, crop):
+def _layout(ink, gap, crop, slope=None):
     """Place four digits per canvas in a strip.
 
     ink: (N, K, 4) top, left, height, width of each digit's ink box.
     gap: an int, or (N, K - 1) ints, the gap after each of the first K - 1 digits.
+    slope: None, or (N,) floats: the digits' row offsets follow a line of that slope through
+    the strip (digit k moves down by round(slope * its column offset from digit 0)).
     Returns X, Y (N, K) strip position of each 28x28 image's top-left pixel, ink_left,
     ink_right (N, K) inclusive strip columns of each digit's ink, and the inclusive ink
     rectangle of the whole strip (x_lo, x_hi, y_lo, y_hi), each (N,).
@@ -40,10 +43,13 @@ def _layout(ink, gap, crop):
         Y = (Hs - h) // 2 - top                                  # centre each ink box vertically
         y_lo, y_hi = np.zeros(len(ink), dtype=np.int64), Hs[:, 0] - 1
     else:
-        step = np.broadcast_to(np.asarray(28 + gap, dtype=np.int64), (len(ink), DIGITS - 1))   # (N, K-1)
+        step = np.broadcast_to(np.asarray(28 + gap, dtype=np.int64), (len(ink), ink.shape[1] - 1))   # (N, K-1)
         X = np.concatenate([np.zeros_like(left[:, :1]), np.cumsum(step, axis=1)], axis=1)
         Y = np.zeros_like(top)
         y_lo, y_hi = top.min(axis=1), (top + h).max(axis=1) - 1
+    if slope is not None:                                        # a slanted line: rows follow the columns
+        Y = Y + np.round(slope[:, None] * (X - X[:, :1])).astype(np.int64)
+        y_lo, y_hi = (Y + top).min(axis=1), (Y + top + h).max(axis=1) - 1
     ink_left = X + left                                          # (N, K)
     ink_right = X + left + w - 1
     return X, Y, ink_left, ink_right, ink_left[:, 0], ink_right[:, -1], y_lo, y_hi
@@ -76,7 +82,7 @@ def _widest_gap(x_lo, x_hi, y_lo, y_hi, cos, sin, gaps):
                            np.where(s > 1e-12, (room - b * c) / s, np.inf))   # (N,) largest half-length
     span0 = (x_hi - x_lo) - gaps.sum(axis=1)                     # (N,) ink span with zero gaps
     total = 2 * (a_max - 1) - span0                               # (N,) room for the gaps together
-    return np.floor(total / (DIGITS - 1) - 1e-9).astype(np.int64)
+    return np.floor(total / gaps.shape[1] - 1e-9).astype(np.int64)
 
 
 def _fits(ink_left, ink_right, ex, ey):
@@ -111,7 +117,7 @@ def _paste_strip(images, X, Y, shape, only=None):
     strip = np.zeros((N, SH, SW), dtype=np.uint8)
     rows = _row_windows(strip.reshape(-1), 28)                   # 28-pixel rows starting anywhere
     r = np.arange(28)
-    for k in range(DIGITS) if only is None else (only,):
+    for k in range(images.shape[1]) if only is None else (only,):
         start = (np.arange(N)[:, None] * SH + Y[:, k, None] + r[None, :]) * SW + X[:, k, None]   # (N, 28)
         rows[start] += images[:, k]                              # (N, 28, 28) image rows
     return strip
@@ -155,7 +161,7 @@ def _owner_columns(ink_left, ink_right, width):
     match because neighbours' ink is at least one blank column apart."""
     x = np.arange(width)
     table = np.zeros((len(ink_left), width), dtype=np.int8)
-    for k in range(DIGITS):
+    for k in range(ink_left.shape[1]):
         table += np.int8(k + 1) * ((x >= ink_left[:, k, None] - 1) & (x <= ink_right[:, k, None]))
     return table
 
@@ -202,18 +208,18 @@ def _support_points(tx, ty, cos, sin, half_a, half_b, ey):
     return cid, row, col
 
 
-def _boxes(n, cid, row, col, owner):
+def _boxes(n, cid, row, col, owner, K=DIGITS):
     """Boxes (n, K, 4) float32 (x0, y0, x1, y1) end-exclusive of the points of each owner.
 
     cid, row, col, owner (T,) with owner 0 = no digit, k + 1 = digit k. Uses presence
     tables (n * K, 100) from np.bincount, then the first and last present row / column.
     """
     inked = owner > 0
-    key = (cid * DIGITS + (owner - 1)) * CANVAS                  # (T,) start of the canvas-digit group's bins
+    key = (cid * K + (owner - 1)) * CANVAS                       # (T,) start of the canvas-digit group's bins
     key = key[inked]                                             # (T_ink,)
-    size = n * DIGITS * CANVAS
-    cols = np.bincount(key + col[inked], minlength=size).reshape(n, DIGITS, CANVAS) > 0   # columns with ink
-    rows = np.bincount(key + row[inked], minlength=size).reshape(n, DIGITS, CANVAS) > 0
+    size = n * K * CANVAS
+    cols = np.bincount(key + col[inked], minlength=size).reshape(n, K, CANVAS) > 0   # columns with ink
+    rows = np.bincount(key + row[inked], minlength=size).reshape(n, K, CANVAS) > 0
     boxes = np.stack([cols.argmax(axis=2), rows.argmax(axis=2),
                       CANVAS - cols[..., ::-1].argmax(axis=2), CANVAS - rows[..., ::-1].argmax(axis=2)],
                      axis=-1)                                    # (n, K, 4)

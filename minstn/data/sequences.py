@@ -99,12 +99,20 @@ __all__ = [
 ]
 
 BLOCK = 128           # canvases per random-stream block (part of the data's definition; do not change)
+#: SequenceOptions fields added later, left out of the records at these defaults (to_dict)
+_LATER_DEFAULTS = {"digits": 4, "slant": 0.0, "noise_combine": "max"}
 #: named layouts: SequenceOptions fields that say where the digits go (see LAYOUTS' docs)
 LAYOUTS = {
     "varied": {"crop": True, "gap": 2, "gap_max": 10},
     "fixed": {"crop": True, "gap": 2, "gap_max": None},
     "cells": {"crop": False, "gap": -4, "gap_max": None},
+    # Sønderby et al.'s data set as this generator reads it (docs/data.md): three upright digits on a
+    # slanted line, eight 9x9 noise blocks added (not max-combined)
+    "sonderby": {"crop": True, "gap": 2, "gap_max": 10, "digits": 3, "angle": 0.0, "slant": 0.5,
+                 "noise_blocks": 8, "noise_size": 9, "noise_combine": "add"},
 }
+#: the fields of a layout that say where the digits go (a shifted test set takes these from its own layout)
+PLACEMENT = ("crop", "gap", "gap_max")
 MAX_REDRAWS = 100     # rounds of redrawing digits for canvases whose sequence cannot be laid out
 
 
@@ -126,6 +134,11 @@ class SequenceOptions:
     noise_size     side S of a noise block (1..28)
     noise_min_ink  a noise block's source window holds at least this many pixels >= 128
     val_start      training digits [0, val_start) feed 'train', [val_start, N_train) feed 'val'
+    digits         digits per canvas, K (1..8; the paper's 4)
+    slant          s >= 0: the digits stay upright in the strip, but their rows follow a line
+                   whose slope is drawn per canvas uniformly in [-s, s] (0: one straight row)
+    noise_combine  how a noise block meets the canvas: 'max' (the paper's reading; never erases
+                   ink) or 'add' (added and clipped to [0, 1], as Sønderby et al.'s generator)
     """
 
     angle: float = 45.0
@@ -136,6 +149,9 @@ class SequenceOptions:
     noise_size: int = 6
     noise_min_ink: int = 6
     val_start: int = 20000
+    digits: int = 4
+    slant: float = 0.0
+    noise_combine: str = "max"
 
     def __post_init__(self):
         def need(cond, msg):
@@ -164,18 +180,34 @@ class SequenceOptions:
         need(0 <= self.noise_min_ink <= self.noise_size ** 2,
              f"noise_min_ink must be in 0..noise_size**2 = {self.noise_size ** 2}, got {self.noise_min_ink}")
         need(self.val_start >= 1, f"val_start must be >= 1, got {self.val_start}")
+        need(isinstance(self.digits, (int, np.integer)) and not isinstance(self.digits, bool) and 1 <= self.digits <= 8,
+             f"digits must be an int in 1..8, got {self.digits!r}")
+        need(isinstance(self.slant, (int, float, np.number)) and math.isfinite(self.slant) and 0 <= self.slant <= 2,
+             f"slant must be a number in [0, 2] (the largest slope of the digits' line), got {self.slant!r}")
+        need(self.noise_combine in ("max", "add"), f"noise_combine must be 'max' or 'add', got {self.noise_combine!r}")
 
     def to_dict(self):
-        """Plain JSON-able dict of the options (for parameter records and cache keys)."""
+        """Plain JSON-able dict of the options (for parameter records and cache keys). The options
+        added after the first data sets (digits, slant, noise_combine) appear only when not at
+        their defaults, so the records, and the cache, of the paper's data set stay as they were."""
         d = dataclasses.asdict(self)
-        d["angle"] = float(d["angle"])
-        d["crop"] = bool(d["crop"])
-        return {k: (int(v) if k not in ("angle", "crop") and v is not None else v) for k, v in d.items()}
+        out = {k: (float(v) if k in ("angle", "slant") else bool(v) if k == "crop" else v if v is None or k == "noise_combine"
+                   else int(v)) for k, v in d.items()}
+        for k, default in _LATER_DEFAULTS.items():
+            if out[k] == default:
+                del out[k]
+        return out
 
     @property
     def varied(self) -> bool:
         """True when the gaps are drawn per canvas (gap_max above gap)."""
         return self.gap_max is not None and self.gap_max > self.gap
+
+    def with_placement(self, layout):
+        """These options with the digits placed as in layout `layout` (its PLACEMENT fields)."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+        return dataclasses.replace(self, **{k: v for k, v in LAYOUTS[layout].items() if k in PLACEMENT})
 
     @classmethod
     def for_layout(cls, layout, **kwargs):
@@ -216,7 +248,7 @@ def generate_canvases(pool, n, rng, options=None, return_masks=False):
     options = options or SequenceOptions()
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ValueError(f"generate_canvases: n must be an int >= 1, got {n!r} (empty_split(0) gives an empty split)")
-    rad, pick, gaps, lay = _lay_out(pool, n, rng, options)                  # angles, digits, gaps that fit
+    rad, pick, gaps, slope, lay = _lay_out(pool, n, rng, options)           # angles, digits, gaps that fit
     ex, ey = lay["extent"]
     # A random position where the rotated support fits: canvas centre of the strip's ink.
     tx = rng.uniform(ex, CANVAS - 1 - ex)                                   # (n,)
@@ -235,33 +267,37 @@ def generate_canvases(pool, n, rng, options=None, return_masks=False):
         radians=rad,
         centres=np.stack([tx, ty], axis=-1),
         gaps=gaps,
+        slopes=slope if slope is not None else np.zeros(n),
     )
     return out
 
 
 def _lay_out(pool, n, rng, options):
-    """Steps 1-2: angles (n,), digits pick (n, K) pool indices, gaps (n, K-1), and the layout
+    """Steps 1-2: angles (n,), digits pick (n, K) pool indices, gaps (n, K-1), the slopes of the
+    digits' line (n,) (None without slant), and the layout
     of each strip (a dict of _layout's arrays and the rotated half-extents). Canvases whose
     digits do not fit get new digits (the angle is kept, so its distribution stays exact)."""
     P = len(pool.images)
     rad = np.deg2rad(rng.uniform(-options.angle, options.angle, size=n))     # (n,)
     cos, sin = np.cos(rad), np.sin(rad)
-    pick = rng.integers(0, P, size=(n, DIGITS))                             # (n, K) pool indices
-    gaps = np.full((n, DIGITS - 1), options.gap, dtype=np.int64)            # (n, K-1) gap after digit k
+    K = options.digits
+    pick = rng.integers(0, P, size=(n, K))                                  # (n, K) pool indices
+    gaps = np.full((n, K - 1), options.gap, dtype=np.int64)                 # (n, K-1) gap after digit k
     if options.varied:
-        u = rng.random(size=(n, DIGITS - 1))                                # where in its range each gap falls
+        u = rng.random(size=(n, K - 1))                                     # where in its range each gap falls
+    slope = rng.uniform(-options.slant, options.slant, size=n) if options.slant > 0 else None   # (n,)
     todo = np.ones(n, dtype=bool)
     for _ in range(MAX_REDRAWS):
-        X, Y, ink_left, ink_right, x_lo, x_hi, y_lo, y_hi = _layout(pool.ink[pick], gaps, options.crop)
+        X, Y, ink_left, ink_right, x_lo, x_hi, y_lo, y_hi = _layout(pool.ink[pick], gaps, options.crop, slope)
         if options.varied:   # each gap uniform in gap..min(gap_max, widest that fits), then lay out again
             top = np.clip(_widest_gap(x_lo, x_hi, y_lo, y_hi, cos, sin, gaps), options.gap, options.gap_max)
             gaps = options.gap + np.floor(u * (top - options.gap + 1)[:, None]).astype(np.int64)
-            X, Y, ink_left, ink_right, x_lo, x_hi, y_lo, y_hi = _layout(pool.ink[pick], gaps, options.crop)
+            X, Y, ink_left, ink_right, x_lo, x_hi, y_lo, y_hi = _layout(pool.ink[pick], gaps, options.crop, slope)
         ex, ey = _extent(x_lo, x_hi, y_lo, y_hi, cos, sin)
         todo = ~_fits(ink_left, ink_right, ex, ey)
         if not todo.any():
             break
-        pick[todo] = rng.integers(0, P, size=(int(todo.sum()), DIGITS))
+        pick[todo] = rng.integers(0, P, size=(int(todo.sum()), K))
     else:
         worst = float(np.rad2deg(rad[todo][0]))
         raise ValueError(
@@ -271,14 +307,14 @@ def _lay_out(pool, n, rng, options):
         )
     lay = {"X": X, "Y": Y, "ink_left": ink_left, "ink_right": ink_right, "x": (x_lo, x_hi), "y": (y_lo, y_hi),
            "extent": (ex, ey)}
-    return rad, pick, gaps, lay
+    return rad, pick, gaps, slope, lay
 
 
 def _draw_digits(digits, rad, tx, ty, lay, return_masks):
     """Step 3: the digits (n, K, 28, 28) uint8 drawn on n canvases, rotated by rad (n,) about the
     ink centre placed at (tx, ty). Returns canvas (n, 100, 100) float32, boxes (n, K, 4) float32
     and masks (n, K, 100, 100) bool (None unless return_masks)."""
-    n = len(rad)
+    n, K = len(rad), digits.shape[1]
     cos, sin = np.cos(rad), np.sin(rad)
     (x_lo, x_hi), (y_lo, y_hi), (_, ey) = lay["x"], lay["y"], lay["extent"]
     # Strip coordinates: shift so every image lies inside, with zero borders (1 before, 2 after).
@@ -311,23 +347,24 @@ def _draw_digits(digits, rad, tx, ty, lay, return_masks):
     # Which digit a pixel's ink comes from: the left column x0 of its 2x2 read decides.
     owner = np.take(_owner_columns(ink_left, ink_right, SW - 1).reshape(-1), cid * (SW - 1) + x0)
     owner *= value > 0                                                      # (T,) 0 or k + 1
-    boxes = _boxes(n, cid, row, col, owner)                                 # (n, K, 4)
+    boxes = _boxes(n, cid, row, col, owner, K)                              # (n, K, 4)
 
     canvas = np.zeros((n, CANVAS, CANVAS), dtype=np.float32)
     canvas.reshape(-1)[(cid * CANVAS + row) * CANVAS + col] = value         # distinct pixels
     masks = None
     if return_masks:
-        masks = np.zeros((n, DIGITS, CANVAS, CANVAS), dtype=bool)
-        for k in range(DIGITS):
+        masks = np.zeros((n, K, CANVAS, CANVAS), dtype=bool)
+        for k in range(K):
             own, _ = _render(_quads(_paste_strip(digits, X, Y, (SH, SW), only=k)), cid, sx, sy)
-            masks.reshape(n, DIGITS, -1)[cid, k, row * CANVAS + col] = own > 0
+            masks.reshape(n, K, -1)[cid, k, row * CANVAS + col] = own > 0
     return canvas, boxes, masks
 
 
 def _add_noise(canvas, pool, rng, options):
     """Step 4: B noise blocks per canvas, each an SxS window with ink of a random pool digit,
-    max-combined into canvas (n, 100, 100) in place. Returns positions (n, B, 2) (y, x) and
-    sources (n, B, 3) (MNIST index, y, x), int64."""
+    max-combined into canvas (n, 100, 100) in place (or added and clipped to 1, with
+    noise_combine 'add'). Returns positions (n, B, 2) (y, x) and sources (n, B, 3) (MNIST
+    index, y, x), int64."""
     n = canvas.shape[0]
     B, S = options.noise_blocks, options.noise_size
     src = wy = wx = py = px = np.zeros((n, 0), dtype=np.int64)
@@ -347,19 +384,22 @@ def _add_noise(canvas, pool, rng, options):
         src_start = (src[:, j, None] * 28 + wy[:, j, None] + r) * 28 + wx[:, j, None]           # (n, S)
         dst_start = (np.arange(n)[:, None] * CANVAS + py[:, j, None] + r) * CANVAS + px[:, j, None]   # (n, S)
         block = source_rows[src_start].astype(np.float32) / np.float32(255)                     # (n, S, S)
-        canvas_rows[dst_start] = np.maximum(canvas_rows[dst_start], block)
+        if options.noise_combine == "add":
+            canvas_rows[dst_start] = np.minimum(canvas_rows[dst_start] + block, np.float32(1))
+        else:
+            canvas_rows[dst_start] = np.maximum(canvas_rows[dst_start], block)
     positions = np.stack([py, px], axis=-1).astype(np.int64)
     sources = np.stack([pool.index[src], wy, wx], axis=-1).astype(np.int64)
     return positions, sources
 
 
-def empty_split(n=0):
-    """Zero-filled arrays of a split of n canvases with the right dtypes and trailing shapes."""
+def empty_split(n=0, digits=DIGITS):
+    """Zero-filled arrays of a split of n canvases of `digits` digits, with the right dtypes and trailing shapes."""
     return {
         "images": np.zeros((n, 1, CANVAS, CANVAS), dtype=np.float32),
-        "labels": np.zeros((n, DIGITS), dtype=np.int64),
+        "labels": np.zeros((n, digits), dtype=np.int64),
         "angles": np.zeros((n,), dtype=np.float32),
-        "boxes": np.zeros((n, DIGITS, 4), dtype=np.float32),
+        "boxes": np.zeros((n, digits, 4), dtype=np.float32),
     }
 
 
@@ -382,14 +422,15 @@ def generate_split(split, n, seed=0, data_dir=None, options=None, pool=None, deb
         raise ValueError(f"the size of split {split!r} must be an int >= 0, got {n!r}")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    out = empty_split(n)
+    out = empty_split(n, options.digits)
     if debug:
         B = options.noise_blocks
-        out.update(indices=np.zeros((n, DIGITS), np.int64), noise_positions=np.zeros((n, B, 2), np.int64),
+        K = options.digits
+        out.update(indices=np.zeros((n, K), np.int64), noise_positions=np.zeros((n, B, 2), np.int64),
                    noise_sources=np.zeros((n, B, 3), np.int64), radians=np.zeros(n), centres=np.zeros((n, 2)),
-                   gaps=np.zeros((n, DIGITS - 1), np.int64))
+                   gaps=np.zeros((n, K - 1), np.int64), slopes=np.zeros(n))
         if return_masks:
-            out["masks"] = np.zeros((n, DIGITS, CANVAS, CANVAS), dtype=bool)
+            out["masks"] = np.zeros((n, K, CANVAS, CANVAS), dtype=bool)
     if n == 0:
         return out
     if pool is None:

@@ -55,11 +55,13 @@ __all__ = [
 
 FORMAT_VERSION = 1
 # key -> (dtype, trailing shape)
+# key -> (dtype, trailing shape); K (the digits per canvas: 4 in the paper's data, 3 in Sønderby's)
+# is read from the labels and must agree between labels and boxes
 SPLIT_KEYS = {
     "images": (np.dtype(np.float32), (1, CANVAS, CANVAS)),
-    "labels": (np.dtype(np.int64), (DIGITS,)),
+    "labels": (np.dtype(np.int64), ("K",)),
     "angles": (np.dtype(np.float32), ()),
-    "boxes": (np.dtype(np.float32), (DIGITS, 4)),
+    "boxes": (np.dtype(np.float32), ("K", 4)),
 }
 
 
@@ -70,7 +72,9 @@ def _check_split(d, where):
         raise DataError(f"{where}: missing key(s) {missing}; a sequence file holds {list(SPLIT_KEYS)}. "
                         "Regenerate it with `python -m minstn.data.generate`.")
     n = None
+    K = d["labels"].shape[1] if getattr(d["labels"], "ndim", 0) == 2 and d["labels"].shape[1] >= 1 else DIGITS
     for key, (dtype, trailing) in SPLIT_KEYS.items():
+        trailing = tuple(K if t == "K" else t for t in trailing)
         a = d[key]
         if a.dtype != dtype:
             raise DataError(f"{where}: '{key}' has dtype {a.dtype}, expected {dtype}. Regenerate the file.")

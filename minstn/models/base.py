@@ -53,6 +53,11 @@ class Model:
             self.grads = {k: self.xp.zeros_like(v) for k, v in self.params.items()}
         self.groups = {k: ("cls" if k.startswith("cls.") else "loc") for k in self.params}
 
+    @property
+    def digits(self) -> int:
+        """P, the digits per canvas: one softmax head (CNN, FFN-STN) or one step (LSTM-STN) each."""
+        return int(self.options.get("digits", POSITIONS))
+
     # ----- to be provided by each model -------------------------------------------------------
     def _init_params(self, rng: np.random.Generator) -> dict:
         raise NotImplementedError
@@ -77,7 +82,7 @@ class Model:
         """Check a training batch and move it to the model's device: images (N, 1, 100, 100) in the
         model's dtype, labels (N, 4) ints in 0..9. Returns (images, labels) on the device."""
         images = self._images(images)
-        check_labels(labels, images.shape[0], POSITIONS)
+        check_labels(labels, images.shape[0], self.digits)
         return images, self.device.asarray(labels)
 
     def _dropout_rng(self, train: bool, rng):

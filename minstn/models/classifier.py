@@ -39,7 +39,7 @@ FILTERS = 32   # filters of each of the three conv layers
 HIDDEN = 400   # units of the fully connected layer
 
 
-def init_classifier(rng: np.random.Generator, side: int, heads: int, head_init: str = "he") -> dict:
+def init_classifier(rng: np.random.Generator, side: int, heads: int, head_init: str = "he", filters: int = FILTERS) -> dict:
     """He-initialised classifier parameters (host float64) for S x S inputs and `heads` 10-way heads.
 
     head_init 'zero' sets the last layer's weights (cls.head.w) to 0 instead (the random draw is
@@ -50,10 +50,10 @@ def init_classifier(rng: np.random.Generator, side: int, heads: int, head_init: 
     if s2 < 1:
         raise ModelError(f"the classifier needs inputs of at least 4x4 pixels, got {side}x{side}")
     p = {}
-    p["cls.conv1.w"], p["cls.conv1.b"] = he_conv(rng, FILTERS, 1)
-    p["cls.conv2.w"], p["cls.conv2.b"] = he_conv(rng, FILTERS, FILTERS)
-    p["cls.conv3.w"], p["cls.conv3.b"] = he_conv(rng, FILTERS, FILTERS)
-    p["cls.fc.w"], p["cls.fc.b"] = he_linear(rng, FILTERS * s2 * s2, HIDDEN)
+    p["cls.conv1.w"], p["cls.conv1.b"] = he_conv(rng, filters, 1)
+    p["cls.conv2.w"], p["cls.conv2.b"] = he_conv(rng, filters, filters)
+    p["cls.conv3.w"], p["cls.conv3.b"] = he_conv(rng, filters, filters)
+    p["cls.fc.w"], p["cls.fc.b"] = he_linear(rng, filters * s2 * s2, HIDDEN)
     p["cls.head.w"], p["cls.head.b"] = he_linear(rng, HIDDEN, 10 * heads)
     if head_init == "zero":
         p["cls.head.w"] = np.zeros_like(p["cls.head.w"])

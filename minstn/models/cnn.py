@@ -12,7 +12,7 @@ valid d (1..4) for a uniform call site, ignores it, and the model reports downsa
 """
 from __future__ import annotations
 
-from minstn.models.base import CANVAS, POSITIONS, Model
+from minstn.models.base import CANVAS, Model
 from minstn.models.classifier import classifier_backward, classifier_forward, init_classifier
 
 __all__ = ["CNN"]
@@ -24,7 +24,8 @@ class CNN(Model):
     name = "cnn"
 
     def _init_params(self, rng):
-        return init_classifier(rng, CANVAS, heads=POSITIONS, head_init=self.options["head_init"])
+        return init_classifier(rng, CANVAS, heads=self.digits, head_init=self.options["head_init"],
+                               filters=self.options["cls_filters"])
 
     def forward(self, images, train: bool = True, rng=None):
         """images (N, 1, 100, 100) -> (logits (N, 4, 10), cache). rng: dropout generator (train only)."""
@@ -32,11 +33,11 @@ class CNN(Model):
         rng = self._dropout_rng(train, rng)
         N = images.shape[0]
         out, c_cls = classifier_forward(self.params, images, self.options["dropout"], train, rng)  # (N, 40)
-        logits = out.reshape(N, POSITIONS, 10)                                                     # (N, 4, 10)
+        logits = out.reshape(N, self.digits, 10)                                                   # (N, P, 10)
         return logits, c_cls
 
     def backward(self, dlogits, cache) -> None:
         """Fills self.grads from dlogits (N, 4, 10); the canvas gets no gradient."""
         N = dlogits.shape[0]
-        dout = dlogits.reshape(N, POSITIONS * 10)                                                  # (N, 40)
+        dout = dlogits.reshape(N, self.digits * 10)                                                # (N, 10 P)
         classifier_backward(dout, cache, self.grads, need_dx=False)

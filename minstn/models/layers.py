@@ -54,6 +54,48 @@ def uniform_lstm(rng: np.random.Generator, d: int, h: int):
     return wx, wh, np.zeros(4 * h)
 
 
+#: the recurrences a spatial transformer can run on, and the names of their parameters
+CELL_PARAMS = {"lstm": ("lstm.Wx", "lstm.Wh", "lstm.b"), "gru": ("gru.Wx", "gru.Wh", "gru.bx", "gru.bh"),
+               "rnn": ("rnn.Wx", "rnn.Wh", "rnn.b")}
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+def init_cell(rng: np.random.Generator, cell: str, d: int, h: int) -> dict:
+    """Weights of a recurrent cell with input size d and h units, ~ U(-1/sqrt(h), 1/sqrt(h)) (as
+    PyTorch), zero biases: LSTM Wx (d, 4h), Wh (h, 4h), b (4h,); GRU Wx (d, 3h), Wh (h, 3h),
+    bx, bh (3h,) (gates r, z, n); RNN Wx (d, h), Wh (h, h), b (h,)."""
+    if cell == "lstm":
+        return dict(zip(CELL_PARAMS["lstm"], uniform_lstm(rng, d, h)))
+    a, g = 1.0 / math.sqrt(h), _GATES[cell]
+    p = {f"{cell}.Wx": rng.uniform(-a, a, size=(d, g * h)), f"{cell}.Wh": rng.uniform(-a, a, size=(h, g * h))}
+    if cell == "gru":
+        p.update({"gru.bx": np.zeros(3 * h), "gru.bh": np.zeros(3 * h)})
+    else:
+        p["rnn.b"] = np.zeros(h)
+    return p
+
+
+def cell_forward(params: dict, cell: str, x, h, c):
+    """One step of the cell: (h, c, cache); c is None for the GRU and the RNN (they have none)."""
+    from minstn.ops.switch import ops
+
+    if cell == "lstm":
+        return ops.lstm_cell_forward(x, h, c, *(params[k] for k in CELL_PARAMS["lstm"]))
+    h, cache = getattr(ops, f"{cell}_cell_forward")(x, h, *(params[k] for k in CELL_PARAMS[cell]))
+    return h, c, cache
+
+
+def cell_backward(cell: str, dh, dc, cache):
+    """(dx, dh_prev, dc_prev, {parameter name: gradient}) of one step of the cell."""
+    from minstn.ops.switch import ops
+
+    if cell == "lstm":
+        dx, dh_prev, dc_prev, *grads = ops.lstm_cell_backward(dh, dc, cache)
+        return dx, dh_prev, dc_prev, dict(zip(CELL_PARAMS["lstm"], grads))
+    dx, dh_prev, *grads = getattr(ops, f"{cell}_cell_backward")(dh, cache)
+    return dx, dh_prev, dc, dict(zip(CELL_PARAMS[cell], grads))
+
+
 def pooled_size(n: int, times: int) -> int:
     """Size after `times` 2x2 max-pools that floor odd sizes: 100 -> 50 -> 25 -> 12 -> 6."""
     for _ in range(times):

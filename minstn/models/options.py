@@ -78,6 +78,15 @@ OPTIONS = {
                           help="LSTM-STN: a learned per-step theta bias whose glimpse centres start at tx = s * (t - 1.5); "
                                "0 = none, the paper's plain recurrence"),
     "hidden_size": Option(int, {"lstm-stn": 256}, low=1, high=MAX_HIDDEN, help="LSTM-STN: number of LSTM cells"),
+    "cell": Option(str, {"lstm-stn": "lstm"}, choices=("lstm", "gru", "rnn"),
+                   help="LSTM-STN: the recurrence that drives the transformer: 'lstm' (the paper's), 'gru' (as "
+                        "Sønderby et al.'s recurrent model) or 'rnn' (a plain tanh cell)"),
+    "cls_filters": Option(int, {m: 32 for m in MODEL_NAMES}, low=1, high=512,
+                          help="filters of each of the classifier's three conv layers (the paper's '96 filters in total' "
+                               "read as 3 x 32; Sønderby et al.'s feed-forward model has 96 per layer)"),
+    "digits": Option(int, {m: 4 for m in MODEL_NAMES}, low=1, high=8,
+                     help="digits per canvas: the CNN's and FFN-STN's heads, the LSTM-STN's steps (the trainer takes "
+                          "it from the data: 4 in the paper's, 3 in Sønderby et al.'s)"),
     "sampler_impl": Option(str, {m: "auto" for m in STN}, choices=("auto", "array", "kernel"),
                            help="STN models: which affine-grid/sampler code runs: 'auto' (the CUDA kernel on a GPU, "
                                 "array code on the CPU), 'array' or 'kernel'"),

@@ -45,7 +45,7 @@ import numpy as np
 from minstn.backend import to_numpy
 from minstn.models.base import CANVAS, POSITIONS, Model
 from minstn.models.classifier import classifier_backward, classifier_forward, init_classifier
-from minstn.models.layers import ModelError, check_images, uniform_lstm
+from minstn.models.layers import ModelError, cell_backward, cell_forward, check_images, init_cell
 from minstn.models.localisation import init_localisation, loc_features, localisation_backward, localisation_forward
 from minstn.ops.switch import ops
 
@@ -114,14 +114,14 @@ class _STN(Model):
         thetas, c_theta = self._thetas_forward(images)                                      # (N, T, 6)
         glimpses, c_glimpse = self._glimpses_forward(images, thetas.reshape(N * T, 2, 3))   # (N*T, 1, S, S)
         out, c_cls = classifier_forward(self.params, glimpses, self.options["dropout"], train, rng)  # (N*T, 40 / T)
-        logits = out.reshape(N, POSITIONS, 10)                                              # (N, 4, 10)
+        logits = out.reshape(N, self.digits, 10)                                            # (N, P, 10)
         return logits, (c_theta, c_glimpse, c_cls, N)
 
     def backward(self, dlogits, cache) -> None:
         """Fills self.grads from dlogits (N, 4, 10), in the reverse order of forward."""
         c_theta, c_glimpse, c_cls, N = cache
         T = self.steps
-        dout = dlogits.reshape(N * T, POSITIONS * 10 // T)                                  # (N*T, 40 / T)
+        dout = dlogits.reshape(N * T, self.digits * 10 // T)                                # (N*T, 10 P / T)
         dglimpses = classifier_backward(dout, c_cls, self.grads, need_dx=True)              # (N*T, 1, S, S)
         dthetas = self._glimpses_backward(dglimpses, c_glimpse)                             # (N*T, 2, 3)
         self._thetas_backward(dthetas.reshape(N, T, 6), c_theta)
@@ -155,7 +155,8 @@ class FFNSTN(_STN):
 
     def _init_params(self, rng):
         p = init_localisation(rng)
-        p.update(init_classifier(rng, self.glimpse_side, heads=POSITIONS, head_init=self.options["head_init"]))
+        p.update(init_classifier(rng, self.glimpse_side, heads=self.digits, head_init=self.options["head_init"],
+                                 filters=self.options["cls_filters"]))
         p.update(self._init_regressor(rng, loc_features(CANVAS)))
         return p
 
@@ -184,14 +185,19 @@ class LSTMSTN(_STN):
     """
 
     name = "lstm-stn"
-    steps = POSITIONS
+
+    @property
+    def steps(self) -> int:
+        """T: one glimpse per digit."""
+        return self.digits
 
     def _init_params(self, rng):
         F, H = loc_features(CANVAS), self.options["hidden_size"]
         E = F + 6 if self.options["feedback"] == "theta" else F
         p = init_localisation(rng)
-        p.update(init_classifier(rng, self.glimpse_side, heads=1, head_init=self.options["head_init"]))
-        p["lstm.Wx"], p["lstm.Wh"], p["lstm.b"] = uniform_lstm(rng, E, H)   # (E, 4H), (H, 4H), (4H,)
+        p.update(init_classifier(rng, self.glimpse_side, heads=1, head_init=self.options["head_init"],
+                                 filters=self.options["cls_filters"]))
+        p.update(init_cell(rng, self.options["cell"], E, H))
         p.update(self._init_regressor(rng, H))
         spread = self.options["step_spread"]
         if spread > 0:  # a learned bias per step, starting as glimpse centres spread along x
@@ -217,7 +223,7 @@ class LSTMSTN(_STN):
         c_cells, c_regs, thetas = [], [], []
         for t in range(T):
             x = xp.concatenate([feats, theta], axis=1) if feedback else feats          # (N, E)
-            h, c, c_cell = ops.lstm_cell_forward(x, h, c, P["lstm.Wx"], P["lstm.Wh"], P["lstm.b"])  # (N, H) each
+            h, c, c_cell = cell_forward(P, self.options["cell"], x, h, c)                # (N, H) each
             theta, c_reg = ops.linear_forward(h, P["reg.w"], P["reg.b"])                 # (N, 6)
             if "reg.step_b" in P:
                 theta = theta + P["reg.step_b"][t]                                       # this step's own bias
@@ -235,7 +241,8 @@ class LSTMSTN(_STN):
         dh_next = xp.zeros((N, H), dtype=self.dtype)    # gradient into h_t from step t+1
         dc_next = xp.zeros((N, H), dtype=self.dtype)    # gradient into c_t from step t+1
         dfed = xp.zeros((N, 6), dtype=self.dtype)       # gradient into theta_t through the input of step t+1
-        dfeats = dWx = dWh = db = dWr = dbr = 0
+        dfeats = dWr = dbr = 0
+        dcell = {}                                      # the cell's weights' gradients, summed over the steps
         step_bias = "reg.step_b" in self.params
         dstep = [None] * T
         for t in range(T - 1, -1, -1):
@@ -244,13 +251,14 @@ class LSTMSTN(_STN):
                 dstep[t] = dtheta.sum(axis=0)                                                # (6,) for reg.step_b[t]
             dh_reg, dWr_t, dbr_t = ops.linear_backward(dtheta, c_regs[t])                    # (N, H)
             dh = dh_reg + dh_next
-            dx, dh_next, dc_next, dWx_t, dWh_t, db_t = ops.lstm_cell_backward(dh, dc_next, c_cells[t])  # dx (N, E)
+            dx, dh_next, dc_next, dcell_t = cell_backward(self.options["cell"], dh, dc_next, c_cells[t])  # dx (N, E)
             dfeats = dfeats + dx[:, :F]                                                      # (N, F)
             dfed = dx[:, F:] if feedback else dfed                                           # (N, 6); theta_0 is a constant
-            dWx, dWh, db = dWx + dWx_t, dWh + dWh_t, db + db_t
+            for k, g in dcell_t.items():
+                dcell[k] = dcell.get(k, 0) + g
             dWr, dbr = dWr + dWr_t, dbr + dbr_t
         self.grads["reg.w"], self.grads["reg.b"] = dWr, dbr
         if step_bias:
             self.grads["reg.step_b"] = xp.stack(dstep)                                       # (T, 6)
-        self.grads["lstm.Wx"], self.grads["lstm.Wh"], self.grads["lstm.b"] = dWx, dWh, db
+        self.grads.update(dcell)
         localisation_backward(dfeats, c_loc, self.grads)

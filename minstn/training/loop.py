@@ -89,7 +89,7 @@ def load_data(cfg: TrainConfig) -> dict:
         train_size=cfg.train_size, val_size=cfg.val_size, test_size=cfg.test_size,
         seed=cfg.data_seed, data_dir=cfg.data_dir, cache_dir=cfg.cache_dir,
         shifted_size=cfg.test_size if shifted else 0,
-        shifted_options=mdata.SequenceOptions.for_layout(cfg.shifted_layout) if shifted else None,
+        shifted_options=mdata.SequenceOptions.for_layout(cfg.layout).with_placement(cfg.shifted_layout) if shifted else None,
         **mdata.LAYOUTS[cfg.layout],
     )
 
@@ -305,6 +305,11 @@ def _start(cfg, options, splits, device, folder, console, saved, stack) -> Run:
     """Build the model and its step runner, the optimiser and the rest; load the saved state on resume."""
     from minstn.models import build_model
 
+    K = int(splits["train"]["labels"].shape[1])           # digits per canvas: the data says
+    if cfg.digits is not None and cfg.digits != K:
+        raise ConfigError(f"--digits {cfg.digits} does not match the data, which has {K} digits per canvas; "
+                          "leave --digits out (it is taken from the data)")
+    options = {**options, "digits": K}
     model = build_model(cfg.model, cfg.downsample, dtype=cfg.dtype, device=device, seed=cfg.seed, **options)
     chunk, workers = resolve(cfg.chunk, cfg.workers, cfg.parallel, cfg.batch_size, device.kind, host.cpu_count())
     # every resolved value in config.json: the model's options, and the chunk (it decides the dropout

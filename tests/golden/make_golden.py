@@ -38,6 +38,7 @@ CONFIGS = {
     "cnn": {"name": "cnn", "downsample": 1, "options": {"head_init": "he"}},
     "ffn-stn": {"name": "ffn-stn", "downsample": 2, "options": {"init_scale": 0.9, "regressor_std": 0.01, "head_init": "he"}},
     "lstm-stn": {"name": "lstm-stn", "downsample": 2, "options": {"head_init": "he"}},  # He: every gradient non-zero
+    "lstm-stn-gru": {"name": "lstm-stn", "downsample": 2, "options": {"head_init": "he", "cell": "gru"}},
 }
 MODEL_SEED, DATA_SEED, N, STEPS, LR = 0, 1, 2, 5, 0.01
 
@@ -102,14 +103,18 @@ def compute_trainer_golden(folder: str) -> dict:
             "val_loss": np.array([r["val_loss"] for r in recs]), "param_names": np.array(names), "param_entries": entries}
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    """Remake every golden file, or only those named: `python -m tests.golden.make_golden lstm-stn-gru`."""
+    import sys
     import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp:
-        g = compute_trainer_golden(tmp)
-    np.savez(trainer_path(), **g)
-    print(f"wrote {trainer_path()}: train losses {g['train_loss']}, val losses {g['val_loss']}")
-    for model_name in CONFIGS:
+    names = list(sys.argv[1:] if argv is None else argv) or list(CONFIGS) + ["trainer"]
+    if "trainer" in names:
+        with tempfile.TemporaryDirectory() as tmp:
+            g = compute_trainer_golden(tmp)
+        np.savez(trainer_path(), **g)
+        print(f"wrote {trainer_path()}: train losses {g['train_loss']}, val losses {g['val_loss']}")
+    for model_name in [n for n in names if n in CONFIGS]:
         g = compute_golden(model_name)
         np.savez(golden_path(model_name), **g)
         print(f"wrote {golden_path(model_name)}: loss {float(g['loss']):.12f}, trace {np.round(g['trace'], 6)}")
