@@ -50,27 +50,31 @@ def test_main_chunks_on_workers_and_restores_blas_threads(capsys):
     assert "--rounds must be at least 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name, d", [("cnn", 1), ("ffn-stn", 3), ("lstm-stn", 2)])
-def test_torch_twin_has_the_same_architecture(name, d):
+@pytest.mark.parametrize("name, d, options", [("cnn", 1, {}), ("ffn-stn", 3, {}), ("lstm-stn", 2, {}),
+                                              ("lstm-stn", 2, {"cell": "gru"}), ("lstm-stn", 2, {"cell": "rnn"}),
+                                              ("cnn", 1, {"digits": 3, "cls_filters": 16}),
+                                              ("ffn-stn", 2, {"digits": 3, "cls_filters": 96})])
+def test_torch_twin_has_the_same_architecture(name, d, options):
     torch = pytest.importorskip("torch")
     from minstn.bench.torch_models import build_torch_model
 
-    ours = build_model(name, d)
+    ours = build_model(name, d, **options)
     twin = build_torch_model(name, d, **ours.options)
     n_twin = sum(p.numel() for p in twin.parameters())
-    extra = 4 * 256 if name == "lstm-stn" else 0   # nn.LSTMCell keeps two bias vectors, minstn one
+    cell = ours.options.get("cell")
+    extra = {"lstm": 4 * 256, "rnn": 256}.get(cell, 0)   # torch's LSTM and RNN cells keep two bias vectors, minstn one
     assert n_twin == ours.num_params() + extra
     x = np.random.default_rng(0).random((2, 1, 100, 100), dtype=np.float32)
     twin.eval()
     with torch.no_grad():
-        assert tuple(twin(torch.from_numpy(x)).shape) == (2, 4, 10)
+        assert tuple(twin(torch.from_numpy(x)).shape) == (2, ours.digits, 10)
     with pytest.raises(ValueError, match="unknown model 'rnn'"):
         build_torch_model("rnn", 2)
 
 
 def _copy_into_twin(model, twin, torch):
-    """Load minstn parameters into the PyTorch twin (linear weights transposed; the LSTM's one
-    bias goes to bias_ih, bias_hh = 0). Returns {minstn name: torch parameter}."""
+    """Load minstn parameters into the PyTorch twin (linear weights transposed; the LSTM's and the
+    RNN's one bias goes to bias_ih, bias_hh = 0; the GRU has both). Returns {minstn name: torch parameter}."""
     convs = [m for m in twin.modules() if isinstance(m, torch.nn.Conv2d)]
     names = [k[:-2] for k in model.params if k.endswith(".w") and "conv" in k]
     pairs = {}
@@ -83,10 +87,15 @@ def _copy_into_twin(model, twin, torch):
         pairs["reg.w"], pairs["reg.b"] = twin.reg.weight, twin.reg.bias
     if getattr(twin, "step_b", None) is not None:
         pairs["reg.step_b"] = twin.step_b
-    if hasattr(twin, "lstm"):
-        pairs["lstm.Wx"], pairs["lstm.Wh"], pairs["lstm.b"] = twin.lstm.weight_ih, twin.lstm.weight_hh, twin.lstm.bias_ih
-        with torch.no_grad():
-            twin.lstm.bias_hh.zero_()
+    if hasattr(twin, "rec"):
+        cell, rec = twin.cell, twin.rec
+        pairs[f"{cell}.Wx"], pairs[f"{cell}.Wh"] = rec.weight_ih, rec.weight_hh
+        if cell == "gru":
+            pairs["gru.bx"], pairs["gru.bh"] = rec.bias_ih, rec.bias_hh
+        else:
+            pairs[f"{cell}.b"] = rec.bias_ih
+            with torch.no_grad():
+                rec.bias_hh.zero_()
     assert set(pairs) == set(model.params)
     with torch.no_grad():
         for k, p in pairs.items():
@@ -98,7 +107,14 @@ def _copy_into_twin(model, twin, torch):
 @pytest.mark.parametrize("name, d, options", [("cnn", 1, {"head_init": "he"}),
                                               ("ffn-stn", 3, {"init_scale": 0.8, "regressor_std": 0.01, "head_init": "he"}),
                                               ("lstm-stn", 2, {"head_init": "he"}), ("lstm-stn", 4, {"feedback": "none", "head_init": "he"}),
-                                              ("lstm-stn", 4, {"step_spread": 0.4, "head_init": "he"}), ("lstm-stn", 2, {})])
+                                              ("lstm-stn", 4, {"step_spread": 0.4, "head_init": "he"}), ("lstm-stn", 2, {}),
+                                              ("lstm-stn", 2, {"cell": "gru", "head_init": "he"}),
+                                              ("lstm-stn", 3, {"cell": "rnn", "head_init": "he"}),
+                                              ("lstm-stn", 2, {"digits": 3, "cls_filters": 8, "head_init": "he"}),
+                                              # not the FFN's identity start: its samples sit on pixel centres,
+                                              # where the sampler's gradient is one-sided and the two may differ
+                                              ("ffn-stn", 2, {"digits": 3, "cls_filters": 8, "init_scale": 0.9,
+                                                              "regressor_std": 0.01, "head_init": "he"})])
 def test_matches_the_torch_twin_in_float64(name, d, options):
     """An independent check of each whole model: with the same weights, minstn and PyTorch
     (autograd) agree on the logits, the loss and every parameter gradient (float64, no dropout)."""
@@ -110,7 +126,7 @@ def test_matches_the_torch_twin_in_float64(name, d, options):
     pairs = _copy_into_twin(model, twin, torch)
     rng = np.random.default_rng(2)
     x = rng.random((3, 1, 100, 100))
-    labels = rng.integers(0, 10, size=(3, 4))
+    labels = rng.integers(0, 10, size=(3, model.digits))
     loss, logits = model.loss_and_grads(x, labels)
     out = twin(torch.from_numpy(x))
     t_loss = torch.nn.functional.cross_entropy(out.reshape(-1, 10), torch.from_numpy(labels).reshape(-1))

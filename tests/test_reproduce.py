@@ -60,7 +60,8 @@ def test_list_and_print_commands_train_nothing(tmp_path, capsys):
     assert "lstm-stn-d2-plain-s2" in text and "[new]" in text and not out.exists()
     assert reproduce.main(["--preset", "cpu", "--out", str(out), "--print-commands", "--cells", "lstm-stn-d2-plain-s1"]) == 0
     (line,) = capsys.readouterr().out.strip().splitlines()
-    assert line.startswith("python -m minstn.train --model lstm-stn --downsample 2 --seed 1 --step-spread 0.0 ")
+    assert line.startswith("python -m minstn.train --model lstm-stn --downsample 2 ")
+    assert " --seed 1 " in line and " --step-spread 0.0 " in line
     assert "--max-images 160000" in line and "--chunk 32" in line and f"--out {out / 'lstm-stn-d2-plain-s1'}" in line
     from minstn.training.config import given_options
     argv = line.split()[3:]
@@ -102,10 +103,11 @@ def test_tiny_grid_skips_finished_cells_collects_and_tabulates(data_dir, tmp_pat
     assert "| ffn-stn-d4-s0 |" in table and "| cnn | 1 |" in table
     # the table again from the collected files alone, and a README block kept in step with it
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{reproduce.README_BEGIN}\nstale\n{reproduce.README_END}\nafter\n")
+    begin, end = reproduce.readme_markers("cpu")
+    readme.write_text(f"intro\n{begin}\nstale\n{end}\nafter\n")
     assert reproduce.main(["--table", str(results), "--preset", "cpu", "--readme", str(readme)]) == 0
-    assert reproduce.readme_block(str(readme)) == reproduce.table_markdown(reproduce.read_cells(str(results)), "cpu")
-    assert readme.read_text().endswith(f"{reproduce.README_END}\nafter\n")
+    assert reproduce.readme_block(str(readme), "cpu") == reproduce.table_markdown(reproduce.read_cells(str(results)), "cpu")
+    assert readme.read_text().endswith(f"{end}\nafter\n")
 
 
 def test_a_cell_held_by_another_process_is_left_to_it(data_dir, tmp_path, capsys):

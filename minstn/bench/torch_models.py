@@ -7,10 +7,10 @@ batching are the same as in minstn.models, so the two can be timed side by side:
     CNN       classifier on the 100x100 canvas, one FC 400 -> 40 read as four heads
     FFN-STN   loc net (4 x conv 20 + ReLU + maxpool) -> FC 720 -> 6 -> affine_grid -> grid_sample
               (align_corners=False, zero padding) -> avg_pool d -> classifier with four heads
-    LSTM-STN  loc net -> LSTMCell(720 [+ 6 fed-back theta], 256) x 4 steps -> FC 256 -> 6 per step;
+    LSTM-STN  loc net -> LSTMCell (or GRUCell, RNNCell)(720 [+ 6 fed-back theta], 256) x P steps -> FC 256 -> 6 per step;
               the 4 glimpses of a canvas go through the classifier as one batch of N*4
 
-Shape legend: N canvases, T = 4 steps, G = d * floor(100 / d) grid side, S = G / d glimpse side.
+Shape legend: N canvases, P digits, T = P steps, G = d * floor(100 / d) grid side, S = G / d glimpse side.
 """
 from __future__ import annotations
 
@@ -21,13 +21,13 @@ from torch import nn
 CANVAS = 100
 
 
-def _classifier(side: int, heads: int, dropout: float) -> nn.Sequential:
-    s2 = side // 2 // 2
+def _classifier(side: int, heads: int, dropout: float, filters: int = 32) -> nn.Sequential:
+    s2, k = side // 2 // 2, filters
     return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Dropout(dropout),
-        nn.Flatten(), nn.Linear(32 * s2 * s2, 400), nn.ReLU(), nn.Linear(400, 10 * heads),
+        nn.Conv2d(1, k, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(k, k, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(k, k, 3, padding=1), nn.ReLU(), nn.Dropout(dropout),
+        nn.Flatten(), nn.Linear(k * s2 * s2, 400), nn.ReLU(), nn.Linear(400, 10 * heads),
     )
 
 
@@ -56,22 +56,24 @@ def _regressor(d_in: int, init_scale: float, regressor_std: float) -> nn.Linear:
 
 
 class TorchCNN(nn.Module):
-    def __init__(self, downsample: int = 1, dropout: float = 0.5):
+    def __init__(self, downsample: int = 1, dropout: float = 0.5, cls_filters: int = 32, digits: int = 4):
         super().__init__()
-        self.cls = _classifier(CANVAS, 4, dropout)
+        self.P = digits
+        self.cls = _classifier(CANVAS, digits, dropout, cls_filters)
         _he_init(self)
 
     def forward(self, x):                        # x (N, 1, 100, 100)
-        return self.cls(x).view(-1, 4, 10)       # (N, 4, 10)
+        return self.cls(x).view(-1, self.P, 10)  # (N, P, 10)
 
 
 class TorchFFNSTN(nn.Module):
-    def __init__(self, downsample: int = 2, dropout: float = 0.5, init_scale: float = 1.0, regressor_std: float = 0.0):
+    def __init__(self, downsample: int = 2, dropout: float = 0.5, init_scale: float = 1.0, regressor_std: float = 0.0,
+                 cls_filters: int = 32, digits: int = 4):
         super().__init__()
-        self.d = downsample
+        self.d, self.P = downsample, digits
         self.G = downsample * (CANVAS // downsample)
         self.loc = _localisation()
-        self.cls = _classifier(CANVAS // downsample, 4, dropout)
+        self.cls = _classifier(CANVAS // downsample, digits, dropout, cls_filters)
         _he_init(self)
         self.reg = _regressor(720, init_scale, regressor_std)
 
@@ -81,24 +83,27 @@ class TorchFFNSTN(nn.Module):
         grid = F.affine_grid(theta, [N, 1, self.G, self.G], align_corners=False)  # (N, G, G, 2)
         v = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         g = F.avg_pool2d(v, self.d) if self.d > 1 else v                      # (N, 1, S, S)
-        return self.cls(g).view(N, 4, 10)
+        return self.cls(g).view(N, self.P, 10)
 
 
 class TorchLSTMSTN(nn.Module):
     def __init__(self, downsample: int = 2, dropout: float = 0.5, init_scale: float = 0.5,
                  regressor_std: float = 1e-3, feedback: str = "theta", hidden_size: int = 256,
-                 step_spread: float = 0.0):
+                 step_spread: float = 0.0, cell: str = "lstm", cls_filters: int = 32, digits: int = 4):
         super().__init__()
-        self.d, self.T, self.H = downsample, 4, hidden_size
+        self.d, self.T, self.H, self.cell = downsample, digits, hidden_size, cell
         self.G = downsample * (CANVAS // downsample)
         self.feedback = feedback == "theta"
         self.loc = _localisation()
-        self.cls = _classifier(CANVAS // downsample, 1, dropout)
+        self.cls = _classifier(CANVAS // downsample, 1, dropout, cls_filters)
         _he_init(self)
-        self.lstm = nn.LSTMCell(720 + (6 if self.feedback else 0), hidden_size)
-        with torch.no_grad():
-            self.lstm.bias_ih.zero_()
-            self.lstm.bias_hh.zero_()
+        cells = {"lstm": nn.LSTMCell, "gru": nn.GRUCell, "rnn": nn.RNNCell}
+        if cell not in cells:
+            raise ValueError(f"unknown cell {cell!r}; choose one of {', '.join(cells)}")
+        self.rec = cells[cell](720 + (6 if self.feedback else 0), hidden_size)
+        with torch.no_grad():                    # minstn starts every recurrent bias at zero
+            self.rec.bias_ih.zero_()
+            self.rec.bias_hh.zero_()
         self.reg = _regressor(hidden_size, init_scale, regressor_std)
         self.register_buffer("theta0", torch.tensor([init_scale, 0, 0, 0, init_scale, 0], dtype=torch.float32))
         self.step_b = None
@@ -116,7 +121,10 @@ class TorchLSTMSTN(nn.Module):
         thetas = []
         for t in range(T):
             inp = torch.cat([f, theta], dim=1) if self.feedback else f
-            h, c = self.lstm(inp, (h, c))
+            if self.cell == "lstm":
+                h, c = self.rec(inp, (h, c))
+            else:
+                h = self.rec(inp, h)
             theta = self.reg(h)                                               # (N, 6)
             if self.step_b is not None:
                 theta = theta + self.step_b[t]
