@@ -79,6 +79,30 @@ def test_generate_layouts_and_the_shifted_set(tmp_path, mnist_dir):
     assert shifted["split"] == "shifted" and shifted["options"]["crop"] is False
 
 
+def test_generate_sonderby_layout_and_its_shifted_set(tmp_path, mnist_dir):
+    """The layout's own angle, digits and noise are the flags' defaults; the shifted set differs from
+    the splits only in where the digits go (as the trainer makes it); a flag overrides the layout."""
+    from minstn.data import SequenceOptions
+
+    out = tmp_path / "s"
+    assert generate_main(["--out", str(out), "--train", "4", "--val", "0", "--test", "2", "--shifted", "2",
+                          "--data-dir", mnist_dir, "--val-start", "200", "--layout", "sonderby", "-q"]) == 0
+    train = load_sequence_file(str(out / "train.npz"))
+    assert train["labels"].shape == (4, 3) and train["boxes"].shape == (4, 3, 4)
+    options = read_sequence_params(out / "train.npz")["options"]
+    want = SequenceOptions.for_layout("sonderby", val_start=200)
+    assert options == want.to_dict()
+    shifted = read_sequence_params(out / "shifted.npz")["options"]
+    assert shifted == want.with_placement("cells").to_dict()
+    assert load_sequence_file(str(out / "shifted.npz"))["labels"].shape == (2, 3)
+    out2 = tmp_path / "s2"
+    assert generate_main(["--out", str(out2), "--train", "2", "--val", "0", "--test", "1", "--data-dir", mnist_dir,
+                          "--val-start", "200", "--layout", "sonderby", "--digits", "2", "--noise-combine", "max",
+                          "--angle", "10", "-q"]) == 0
+    options = read_sequence_params(out2 / "train.npz")["options"]
+    assert (options["digits"], options["angle"], options.get("noise_combine", "max"), options["slant"]) == (2, 10.0, "max", 0.5)
+
+
 def test_generate_reports_missing_mnist(tmp_path, capsys):
     rc = generate_main(["--out", str(tmp_path / "o"), "--train", "2", "--data-dir", str(tmp_path / "none")])
     assert rc == 2

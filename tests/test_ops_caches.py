@@ -48,6 +48,14 @@ def _caches(rng):
     V, c = fast.bilinear_sample_forward(x, g)
     out["bilinear_sample fast"] = (lambda d, c: fast.bilinear_sample_backward(d, c), V, c,
                                    "minstn.ops.fast.bilinear_sample_forward")
+    g8, c = ops.projective_grid_forward(np.tile(np.array([0.8, 0.1, 0.05, 0.0, 0.9, -0.1, 0.05, -0.02]), (2, 1)), (5, 5))
+    out["projective_grid"] = (ops.projective_grid_backward, g8, c, "projective_grid_forward")
+    xr, h0 = rng.standard_normal((2, 5)), np.zeros((2, H))
+    h, c = ops.gru_cell_forward(xr, h0, rng.standard_normal((5, 3 * H)), rng.standard_normal((H, 3 * H)),
+                                np.zeros(3 * H), np.zeros(3 * H))
+    out["gru_cell"] = (ops.gru_cell_backward, h, c, "gru_cell_forward")
+    h, c = ops.rnn_cell_forward(xr, h0, rng.standard_normal((5, H)), rng.standard_normal((H, H)), np.zeros(H))
+    out["rnn_cell"] = (ops.rnn_cell_backward, h, c, "rnn_cell_forward")
     return out
 
 

@@ -226,6 +226,23 @@ def test_nan_loss_stops_keeps_last_good_checkpoint(data_dir, tmp_path, monkeypat
     assert (out / "checkpoint.npz").exists() and not (out / "result.json").exists()
 
 
+def test_nan_before_the_first_epoch_ends_names_no_best_model(data_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "nan1"
+    calls = {"n": 0}
+    real = Model.loss_and_grads
+
+    def nan_at_step_2(self, images, labels, rng=None, **kw):
+        calls["n"] += 1
+        loss, logits = real(self, images, labels, rng=rng, **kw)
+        return (float("nan") if calls["n"] == 2 else loss), logits
+
+    monkeypatch.setattr(Model, "loss_and_grads", nan_at_step_2)
+    assert train.main(_argv(data_dir, out, "--epochs", "2", "--save-every", "1")) == train.EXIT_DIVERGED
+    err = capsys.readouterr().err
+    assert "saved at global step 1" in err and "no epoch ended, so there is no best model yet" in err
+    assert "checkpoint.npz" not in err and not (out / "checkpoint.npz").exists()
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")   # overflow warnings are the point here
 def test_huge_learning_rate_diverges_with_a_clear_message(data_dir, tmp_path, capsys):
     out = tmp_path / "huge"

@@ -1,11 +1,13 @@
 """`python -m minstn.bench ops`: each op's forward + backward at the paper's shapes, vs PyTorch CPU.
 
-    python -m minstn.bench ops [--repeat N] [--threads T] [--batch B] [--only NAME] [--stat median|min] [--keep-memory] [--no-torch]
+    python -m minstn.bench ops [--repeat N] [--threads T] [--batch B] [--only NAME] [--stat median|min] [--keep-memory] [--no-torch] [--plain]
 
 Every case times one forward and one backward of a minstn op on float32 NumPy arrays (the
 median of N runs after one warm-up), and, where torch is importable, the same computation in
 PyTorch (forward + backward through autograd) in the same process with the same thread count.
 The table lists minstn's forward time alone as well, and the ratio minstn / torch of the totals.
+It times the ops the models run (minstn.ops.switch: the fast conv, conv + max-pool and sampler
+of minstn.ops.fast); --plain times the plain op pairs of minstn.ops instead.
 
 Threads: torch.set_num_threads(T) sets PyTorch's; NumPy's BLAS reads OPENBLAS_NUM_THREADS /
 OMP_NUM_THREADS once, when it is loaded. So when those variables do not already say T, this
@@ -22,7 +24,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from minstn import ops
+from minstn.ops.switch import ops, use_fast
 from minstn.bench import cpu_model
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -272,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run with glibc malloc settings that keep freed memory for reuse "
                    "(MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_), to measure the cost of page faults")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    p.add_argument("--plain", action="store_true",
+                   help="time the plain op pairs of minstn.ops (textbook im2col conv, four-corner sampler) "
+                   "instead of the fast ones the models run")
     return p
 
 
@@ -301,11 +306,19 @@ def main(argv=None) -> int:
     print(f"cpu: {cpu_model()}, {os.cpu_count()} logical cores; threads: {args.threads}; "
           f"numpy {np.__version__}; torch {torch.__version__ if torch is not None else '-'}; "
           f"float32, batch {args.batch}, {args.stat} of {args.repeat} after 1 warm-up, "
-          f"minstn and torch timed round-robin; glibc malloc keeps freed memory: {'yes' if args.keep_memory else 'no (default)'}")
+          f"minstn and torch timed round-robin; glibc malloc keeps freed memory: {'yes' if args.keep_memory else 'no (default)'}; "
+          f"minstn ops: {'plain (minstn.ops)' if args.plain else 'fast where there is one (minstn.ops.fast, as the models run)'}")
     print()
     print("| op | shape | minstn fwd ms | minstn fwd+bwd ms | torch fwd+bwd ms | ratio |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     rng = np.random.default_rng(0)
+    with use_fast(not args.plain):
+        _run_cases(cases, rng, torch, args)
+    return 0
+
+
+def _run_cases(cases, rng, torch, args) -> None:
+    """Time each case and print its table row."""
     for key, build in cases:
         name, shape, fwd, bwd, tfn = build(rng, torch)
 
@@ -320,7 +333,6 @@ def main(argv=None) -> int:
             t_fwd, t_both = median_ms([fwd, both], args.repeat, args.stat)
             tail = "- | -"
         print(f"| {name} | {shape} | {t_fwd:.1f} | {t_both:.1f} | {tail} |", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,16 +1,16 @@
 """Single-digit benchmarks: distorted MNIST (R, RTS, P, E, TC) and cluttered MNIST 60x60.
 
-The tasks of two papers in shared/papers:
+The tasks of two papers:
 
-    R, RTS, P, E, TC  Jaderberg et al., "Spatial Transformer Networks" (001), Table 1:
+    R, RTS, P, E, TC  Jaderberg et al., "Spatial Transformer Networks", Table 1:
                       rotated, rotated-translated-scaled, projective, elastic, and translated
                       and cluttered MNIST.
-    cluttered         Cirstea & Likforman-Sulem, "Tied Spatial Transformer Networks" (002),
+    cluttered         Cirstea & Likforman-Sulem, "Tied Spatial Transformer Networks",
                       section 3: the cluttered MNIST file mnist_cluttered_60x60_6distortions
                       (Sønderby 2015a): one digit in a 60x60 image with clutter.
 
-Neither text in shared/papers gives the generators' parameters (001 is a summary without the
-paper's appendix; 002 names the file and says only "random translation, scale, rotation, and
+Neither paper's text at hand gives the generators' parameters (the STN paper's appendix is not
+among them; the TSTN paper names the file and says only "random translation, scale, rotation, and
 clutter"), so the settings below are this module's choices, each with its reason:
 
     task       side  what is random                                      DistortionOptions

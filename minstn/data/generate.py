@@ -1,14 +1,16 @@
 """Generate the MNIST-sequence data set into a folder.
 
     python -m minstn.data.generate --out DIR [--train 70000 --val 20000 --test 2000 --shifted 2000 --seed 0]
-                                   [--data-dir MNIST_DIR] [--layout varied|fixed|cells] [--angle 45
-                                    --gap 2 --gap-max 10 --no-crop --noise-blocks 10 --noise-size 6
-                                    --noise-min-ink 6 --val-start 20000] [--workers N] [-q]
+                                   [--data-dir MNIST_DIR] [--layout varied|fixed|cells|sonderby] [--angle 45
+                                    --gap 2 --gap-max 10 --no-crop --digits 4 --slant 0 --noise-blocks 10
+                                    --noise-size 6 --noise-min-ink 6 --noise-combine max --val-start 20000]
+                                   [--workers N] [-q]
 
 Writes DIR/train.npz, DIR/val.npz, DIR/test.npz (the format of minstn.data.store: images
-(N, 1, 100, 100) float32, labels (N, 4) int64, angles (N,) float32, boxes (N, 4, 4) float32,
+(N, 1, 100, 100) float32, labels (N, K) int64, angles (N,) float32, boxes (N, K, 4) float32,
 and a JSON 'params' record), DIR/shifted.npz with --shifted N (N canvases from the test digits
-laid out with --shifted-layout, default cells: the second test set of docs/data.md) and
+placed as in --shifted-layout, default cells, with every other option as the splits': the second
+test set of docs/data.md, the same as the trainer makes) and
 DIR/params.json (every record). One split is generated and written at a time, so memory holds
 one split. Every option is checked, and every split's layout tried, before anything is written;
 an error is one line on stderr and exit code 2.
@@ -44,19 +46,27 @@ def build_parser():
                    help="MNIST folder (default: $MINSTN_DATA_DIR, then the per-user cache)")
     p.add_argument("--layout", choices=list(LAYOUTS), default="varied",
                    help="where the digits go (docs/data.md): varied (gaps of 2..10, default), fixed (gaps of 2), "
-                        "cells (28x28 cells); --gap, --gap-max and --no-crop change it further")
-    p.add_argument("--angle", type=float, default=_DEFAULTS.angle,
-                   help=f"rotation drawn uniformly in [-ANGLE, ANGLE] degrees (default {_DEFAULTS.angle:g})")
+                        "cells (28x28 cells), sonderby (three upright digits on a slanted line, eight 9x9 noise "
+                        "blocks added); the options below change it further")
+    p.add_argument("--angle", type=float, default=None,
+                   help=f"rotation drawn uniformly in [-ANGLE, ANGLE] degrees (default: the layout's, else {_DEFAULTS.angle:g})")
     p.add_argument("--gap", type=int, default=None, help="the smallest blank gap between neighbouring digits (default: the layout's)")
     p.add_argument("--gap-max", type=int, default=None, help="the widest gap; each gap is drawn from GAP..GAP_MAX (default: the layout's)")
     p.add_argument("--no-crop", dest="crop", action="store_false", default=None,
                    help="keep each digit's 28x28 cell instead of cutting it to its ink box")
-    p.add_argument("--noise-blocks", type=int, default=_DEFAULTS.noise_blocks,
-                   help=f"noise blocks per canvas (default {_DEFAULTS.noise_blocks})")
-    p.add_argument("--noise-size", type=int, default=_DEFAULTS.noise_size,
-                   help=f"side of a noise block in pixels (default {_DEFAULTS.noise_size})")
-    p.add_argument("--noise-min-ink", type=int, default=_DEFAULTS.noise_min_ink,
+    p.add_argument("--digits", type=int, default=None,
+                   help=f"digits per canvas, 1..8 (default: the layout's, else {_DEFAULTS.digits})")
+    p.add_argument("--slant", type=float, default=None,
+                   help="upright digits on a line of slope drawn in [-SLANT, SLANT] (default: the layout's, else 0)")
+    p.add_argument("--noise-blocks", type=int, default=None,
+                   help=f"noise blocks per canvas (default: the layout's, else {_DEFAULTS.noise_blocks})")
+    p.add_argument("--noise-size", type=int, default=None,
+                   help=f"side of a noise block in pixels (default: the layout's, else {_DEFAULTS.noise_size})")
+    p.add_argument("--noise-min-ink", type=int, default=None,
                    help=f"ink pixels (>= 128 of 255) a noise block's source window needs (default {_DEFAULTS.noise_min_ink})")
+    p.add_argument("--noise-combine", choices=("max", "add"), default=None,
+                   help="a noise block meets the canvas by max (never erases ink) or add (clipped to [0, 1]) "
+                        f"(default: the layout's, else {_DEFAULTS.noise_combine})")
     p.add_argument("--val-start", type=int, default=_DEFAULTS.val_start,
                    help=f"training digits [0, VAL_START) feed train, the rest feed val (default {_DEFAULTS.val_start})")
     p.add_argument("--workers", type=int, default=None,
@@ -67,9 +77,10 @@ def build_parser():
 
 def _options(args) -> tuple:
     """(options of the three splits, options of shifted.npz) from the arguments; ValueError if bad."""
-    common = dict(angle=args.angle, noise_blocks=args.noise_blocks, noise_size=args.noise_size,
-                  noise_min_ink=args.noise_min_ink, val_start=args.val_start)
+    given = {k: getattr(args, k) for k in ("angle", "digits", "slant", "noise_blocks", "noise_size",
+                                           "noise_min_ink", "noise_combine", "val_start")}
     layout = dict(LAYOUTS[args.layout])
+    layout.update({k: v for k, v in given.items() if v is not None})
     if args.gap is not None:
         layout["gap"] = args.gap
         if args.gap_max is None and layout["gap_max"] is not None and layout["gap_max"] < args.gap:
@@ -78,7 +89,8 @@ def _options(args) -> tuple:
         layout["gap_max"] = args.gap_max
     if args.crop is not None:
         layout["crop"] = args.crop
-    return SequenceOptions(**common, **layout), SequenceOptions.for_layout(args.shifted_layout, **common)
+    options = SequenceOptions.from_kwargs(**layout)
+    return options, options.with_placement(args.shifted_layout)   # the shifted set: only the placement differs
 
 
 def main(argv=None):

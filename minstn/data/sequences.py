@@ -1,4 +1,4 @@
-"""The MNIST-sequence data set of the LSTM-STN paper (section IV; SPEC section 3).
+"""The MNIST-sequence data set of the LSTM-STN paper (section IV).
 
 Each canvas is 100x100, one channel, values in [0, 1]: four MNIST digits in a row, all
 rotated by one angle, somewhere on the canvas, plus ten 6x6 noise blocks cut from other
@@ -118,7 +118,7 @@ MAX_REDRAWS = 100     # rounds of redrawing digits for canvases whose sequence c
 
 @dataclass(frozen=True)
 class SequenceOptions:
-    """The free choices of the data set (SPEC section 3), with their defaults.
+    """The free choices of the data set (docs/data.md), with their defaults.
 
     angle          rotation drawn uniformly in [-angle, angle] degrees (0 <= angle <= 180)
     crop           cut each digit to its ink box before laying out (else keep the 28x28 cell)

@@ -1,6 +1,6 @@
 """The projective (homography) grid generator: the spatial transformer's 8-parameter transform.
 
-The Spatial Transformer Networks paper (Jaderberg et al. 2015, papers/001) names the plane
+The Spatial Transformer Networks paper (Jaderberg et al. 2015) names the plane
 projective transformation (8 parameters) as a more general alternative to the affine one,
 and its Table 1 has "Proj" rows: spatial transformers with this transform, on distorted MNIST
 (including the projective distortion P). This module is that grid generator; the grid it returns feeds
@@ -11,7 +11,7 @@ Shape legend
     H_out, W_out output grid height, width
     P            H_out * W_out (sample points per image)
 
-Coordinates follow minstn.ops.stn (SPEC section 1): normalised to [-1, 1], align_corners=False,
+Coordinates follow minstn.ops.stn: normalised to [-1, 1], align_corners=False,
 theta maps target to source.
     target grid   x_t[j] = (2j + 1) / W_out - 1,   y_t[i] = (2i + 1) / H_out - 1
     theta (N, 8)  [a, b, c, d, e, f, g, h], the 3x3 homography with its last entry fixed at 1,
@@ -62,7 +62,7 @@ import numbers
 import numpy as np
 
 from minstn.backend import xp_of
-from minstn.ops._validate import check_dout, check_float_array
+from minstn.ops._validate import check_cache, check_dout, check_float_array
 from minstn.ops.stn import affine_grid_backward, affine_grid_forward
 
 __all__ = [
@@ -172,12 +172,13 @@ def projective_grid_forward(theta, out_hw, min_denominator=DEFAULT_MIN_DENOMINAT
             )
     num, acache = affine_grid_forward(A, out_hw)  # (N, H_out, W_out, 2): (u, v), the affine grid of A
     grid = num / w[..., None]  # (N, H_out, W_out, 2): (x_s, y_s) = (u, v) / w
-    return grid, (acache, xt, yt, w, grid)
+    return grid, ("projective_grid", acache, xt, yt, w, grid)
 
 
 def projective_grid_backward(dgrid, cache):
     """dgrid (N, H_out, W_out, 2) -> dtheta (N, 8), in the order [a, b, c, d, e, f, g, h]."""
-    acache, xt, yt, w, grid = cache  # (W_out,), (H_out,), (N, H_out, W_out), (N, H_out, W_out, 2)
+    _, acache, xt, yt, w, grid = check_cache("projective_grid_backward", cache, "projective_grid",
+                                             "projective_grid_forward")  # (W_out,), (H_out,), (N, H_out, W_out), (N, H_out, W_out, 2)
     check_dout("projective_grid_backward", "dgrid", dgrid, grid.shape)
     xp = xp_of(dgrid)
     N = dgrid.shape[0]

@@ -7,7 +7,7 @@ Shape legend
     H_out, W_out output grid height, width
     P            H_out * W_out (sample points per image)
 
-Coordinates follow PyTorch's align_corners=False convention (SPEC section 1):
+Coordinates follow PyTorch's align_corners=False convention (docs/ops.md):
     target grid   x_t[j] = (2j + 1) / W_out - 1,   y_t[i] = (2i + 1) / H_out - 1
     affine map    [x_s, y_s] = theta @ [x_t, y_t, 1]            theta (N, 2, 3)
     pixel coords  x = ((x_s + 1) * W - 1) / 2,  y = ((y_s + 1) * H - 1) / 2  (pixel centres at integers)

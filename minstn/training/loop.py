@@ -397,9 +397,12 @@ def fit(run: Run, splits: dict) -> None:
                        f"Continue with: {PROG} --out {run.folder.path} --resume")
         raise
     except TrainingDiverged as e:
-        kept = (f"the last good state is {run.folder.last} (saved at global step {_saved_step(run)}) and the best "
-                f"model is {run.folder.best}" if os.path.exists(run.folder.last)
-                else "no checkpoint was written yet (it diverged before the first save)")
+        if not os.path.exists(run.folder.last):
+            kept = "no checkpoint was written yet (it diverged before the first save)"
+        else:
+            kept = f"the last good state is {run.folder.last} (saved at global step {_saved_step(run)})"
+            kept += (f" and the best model is {run.folder.best}" if os.path.exists(run.folder.best)
+                     else "; no epoch ended, so there is no best model yet")
         raise TrainingDiverged(f"training stopped: {e} Nothing was saved from the bad step; {kept}.") from None
     console.info(f"stopped: {pos['stop_reason']}")
 

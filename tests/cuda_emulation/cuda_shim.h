@@ -1,5 +1,5 @@
 // tests/cuda_emulation/cuda_shim.h -- just enough of CUDA for g++ to compile and run
-// minstn/ops/kernels/stn.cu on the CPU, so that the kernels' logic is tested on a machine
+// minstn/ops/fast/kernels/stn.cu on the CPU, so that the kernels' logic is tested on a machine
 // without a GPU (tests/test_cuda_source.py).
 //
 // What each CUDA feature becomes:

@@ -81,7 +81,7 @@ def _im2col(x, kh: int, kw: int, p: int):
 
     The batch sits in the columns, so the whole layer is ONE large matrix product
     (F, K) @ (K, Q): large products are what BLAS does best, and threads help them, whereas
-    N small per-image products pay a thread start-up each (see benchmarks/ops.md).
+    N small per-image products pay a thread start-up each (measured in docs/log.md).
     """
     xp = xp_of(x)
     N, C, H, W = x.shape
@@ -158,8 +158,8 @@ def conv2d_backward(dout, cache, need_dx: bool = True):
     dpad[:, :, :H_out, :W_out] = dout.transpose(1, 0, 2, 3)
     dout2 = dpad.reshape(F, N * Hp * Wp)  # (F, Q)
     db = dout2.sum(axis=1)  # (F,)
-    dw = (cols @ dout2.T).T  # (K, Q) @ (Q, F) -> (K, F), transposed to (F, K); this order of
-    # the product was 1.6x faster in OpenBLAS than dout2 @ cols.T (benchmarks/ops.md)
+    dw = (cols @ dout2.T).T  # (K, Q) @ (Q, F) -> (K, F), transposed to (F, K):
+    # mathematically dout2 @ cols.T, in the operand order the op benchmark times
     if not need_dx:
         return None, dw.reshape(F, C, kh, kw), db
     dcols = w.reshape(F, C * kh * kw).T @ dout2  # (K, F) @ (F, Q) -> (K, Q)

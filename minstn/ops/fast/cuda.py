@@ -1,14 +1,14 @@
 """CuPy launch code for the CUDA kernels of the spatial transformer (kernels/stn.cu).
 
-minstn.ops.stn validates its inputs and, for CuPy arrays with impl='kernel' (the default
-'auto' on the GPU), calls the four functions here:
+minstn.ops.fast.sampler validates its inputs and, for CuPy arrays with impl='kernel' (the
+default 'auto' on the GPU), calls the four functions here:
 
     affine_grid_forward(theta, out_hw)        -> (grid, cache)
     affine_grid_backward(dgrid, cache)        -> dtheta
     bilinear_sample_forward(U, grid)          -> (V, cache)
     bilinear_sample_backward(dV, cache)       -> (dU, dgrid)
 
-Each cache is a tuple whose first element is the string 'kernel' (ops.stn's backward
+Each cache is a tuple whose first element is the string 'kernel' (the sampler's backward
 dispatches on it).  The kernels mirror the NumPy reference in minstn/ops/stn.py; see the
 comments in kernels/stn.cu and docs/gpu.md.
 

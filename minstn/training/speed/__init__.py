@@ -48,7 +48,7 @@ class WholeBatch:
 
 
 def default_chunk(batch_size: int, workers: int, parallel: str) -> int:
-    """The CPU chunk size when --chunk is not given (measured on 2 cores, benchmarks/train.md):
+    """The CPU chunk size when --chunk is not given (measured on 2 cores, docs/log.md):
 
     processes: one chunk per worker, at most 32 canvases (batch 64 on 2 workers -> 32; fewer,
                larger chunks win because each chunk pays the per-op overheads once, and 32 was

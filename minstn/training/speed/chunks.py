@@ -5,7 +5,7 @@
 
 Every canvas of a batch is independent of the others, so the gradient of the mean loss over N
 canvases is the sum over chunks of (n_i / N) * (the gradient of chunk i's mean loss). Two things
-make chunks faster on a CPU (measured in benchmarks/train.md): the activations of a small chunk
+make chunks faster on a CPU (measured in docs/log.md and benchmarks/train.md): the activations of a small chunk
 stay in the caches, and chunks can run on several cores at once, each with its BLAS on one
 thread (ThreadChunks here, ProcessChunks in minstn.training.speed.processes).
 

@@ -4,7 +4,7 @@
     host.set_blas_threads(1)   # -> True when a BLAS library was found and set
     host.keep_freed_memory()   # -> True on glibc (Linux)
 
-Why these exist (numbers in benchmarks/train.md):
+Why these exist (numbers in docs/log.md):
 
 * Threads. NumPy runs element-wise work, copies and gathers on one core; only its BLAS (the
   matrix products) uses several. A training step that splits its batch into chunks and runs

@@ -1,4 +1,4 @@
-// minstn/ops/kernels/stn.cu -- CUDA kernels for the spatial transformer:
+// minstn/ops/fast/kernels/stn.cu -- CUDA kernels for the spatial transformer:
 // the affine grid (forward, backward) and the bilinear sampler (forward, backward).
 //
 // Version 1 of each kernel is a port of the NumPy reference (minstn/ops/stn.py, and its
@@ -24,7 +24,7 @@
 //   U        (N, C, H, W)    the input image
 //   V        (N, C, Ho, Wo)  the sampled output
 //
-// Conventions (SPEC section 1, PyTorch align_corners=False):
+// Conventions (PyTorch's align_corners=False, as minstn.ops.stn):
 //   target points   x_t[j] = (2 j + 1) / Wo - 1,   y_t[i] = (2 i + 1) / Ho - 1
 //   pixel coords    x = ((x_s + 1) * W - 1) / 2,   y = ((y_s + 1) * H - 1) / 2
 //                   computed as x_s * (W / 2) + (W - 1) / 2, the array code's order of
