@@ -151,3 +151,26 @@ def test_plot_functions_write_pngs(tmp_path, rng):
     glimpses = rng.random((2, 4, 1, 50, 50))
     path = plots.plot_glimpses(canvases, thetas, glimpses, str(tmp_path / "g.png"), labels=np.zeros((2, 4), int))
     assert os.path.getsize(path) > 0
+
+
+@pytest.mark.parametrize("preset, folder", [("cpu", "table1-cpu"), ("cells", "table1-cpu"), ("sonderby", "sonderby")])
+def test_the_readme_and_the_committed_tables_match_the_committed_results(preset, folder):
+    """README.md's results blocks and results/*/<table>.md are what the committed result files give:
+    after adding cells to results/, run `python -m minstn.reproduce --table results/FOLDER --preset P --readme README.md`."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    results = os.path.join(root, "results", folder)
+    readme = os.path.join(root, "README.md")
+    begin, _ = reproduce.readme_markers(preset)
+    with open(readme) as f:
+        has_block = begin in f.read()
+    if preset == "cpu":
+        assert has_block, "README.md lost its Table I block"
+    if has_block:
+        assert reproduce.readme_block(readme, preset) == reproduce.table_markdown(reproduce.preset_cells(results, preset), preset)
+    table = os.path.join(results, reproduce.PRESETS[preset]["table"])
+    if os.path.exists(table):
+        with open(table) as f:
+            committed = f.read()
+        regenerated = committed.split("\n\n", 2)[2]   # past the title and the line naming the command
+        cells = reproduce.preset_cells(results, preset)
+        assert reproduce.table_markdown(cells, preset) in regenerated
