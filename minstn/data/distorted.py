@@ -108,12 +108,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from .sequences import SPLIT_IDS, SequenceOptions, split_pool
+from .sequences import SPLIT_IDS, SequenceOptions, run_blocks, split_pool
 
 __all__ = [
     "DISTORTIONS",
@@ -625,20 +624,7 @@ def _generate(task, split, n, seed, data_dir, options, workers, debug, pool, pro
             out[key][start:stop] = part[key]
         return stop
 
-    blocks = range((n + block - 1) // block)
-    if workers <= 1:
-        done = map(make_block, blocks)
-    else:
-        # NumPy releases the GIL inside its array loops, so threads overlap most of the work.
-        executor = ThreadPoolExecutor(max_workers=workers)
-        done = executor.map(make_block, blocks)
-    try:
-        for stop in done:
-            if progress is not None:
-                progress(stop, n)
-    finally:
-        if workers > 1:
-            executor.shutdown(wait=True, cancel_futures=True)
+    run_blocks(n, block, make_block, workers, progress)
     return out
 
 

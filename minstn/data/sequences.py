@@ -448,6 +448,14 @@ def generate_split(split, n, seed=0, data_dir=None, options=None, pool=None, deb
             out[key][start:stop] = part[key]
         return stop
 
+    run_blocks(n, block, make_block, workers, progress)
+    return out
+
+
+def run_blocks(n: int, block: int, make_block, workers: int, progress=None) -> None:
+    """Call make_block(b) for the blocks b = 0 .. ceil(n / block) - 1, on `workers` threads, calling
+    progress(stop, n) after each with the end of the block just made. A block's random stream and
+    its slice of the result depend on b only, so the data do not depend on the number of workers."""
     blocks = range((n + block - 1) // block)
     if workers <= 1:
         done = map(make_block, blocks)
@@ -462,4 +470,3 @@ def generate_split(split, n, seed=0, data_dir=None, options=None, pool=None, deb
     finally:
         if workers > 1:
             executor.shutdown(wait=True, cancel_futures=True)
-    return out
