@@ -166,12 +166,14 @@ H_WEIGHT, H_LOC, H_REG = 1e-6, 1e-7, 1e-8
 
 def _step(model, name: str) -> float:
     """The probe step of a parameter: the regressor moves theta directly (1e-8); the rest of the
-    'loc' group moves theta and with it every sample point, and a bias moves every unit of its
-    channel (1e-7); a classifier weight moves little (1e-6). Smaller steps cross fewer kinks
+    'loc' group, and a weight a tied model shares between its localisation and classification
+    paths (model.shared), moves theta and with it every sample point, and a bias moves every unit
+    of its channel (1e-7); a classifier weight moves little (1e-6). Smaller steps cross fewer kinks
     (ReLU, max-pool ties, integer sample coordinates); the round-off grows like 1e-16 / h."""
     if name.startswith("reg."):
         return H_REG
-    return H_LOC if model.groups[name] == "loc" or name.endswith(".b") else H_WEIGHT
+    loc_path = model.groups[name] == "loc" or name in getattr(model, "shared", ())
+    return H_LOC if loc_path or name.endswith(".b") else H_WEIGHT
 
 
 def check_model_gradients(model, images, labels, seed: int = 7, n_elem: int = 2, names=None, tol: float = 1e-6) -> dict:

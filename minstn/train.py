@@ -1,7 +1,10 @@
-"""`python -m minstn.train`: train a model on the MNIST-sequence data set.
+"""`python -m minstn.train`: train a model on the MNIST-sequence data set, or on a single-digit task.
 
     python -m minstn.train --preset quick --out runs/quick         # the first hour: an LSTM-STN on any machine
     python -m minstn.train --model lstm-stn --downsample 2 --out runs/lstm-stn-d2
+    python -m minstn.train --model lstm-stn --tied --out runs/lstm-stn-tied     # the localisation net shares the classifier's convs
+    python -m minstn.train --task distorted-mnist --distortion RTS --model st-cnn --out runs/rts-st-cnn
+    python -m minstn.train --task cluttered-mnist --model tstn --out runs/tstn  # --no-tied: its untied STN
     python -m minstn.train --out runs/lstm-stn-d2 --resume          # continue after Ctrl-C or a kill
     python -m minstn.train --help                                   # every option (minstn.training.config)
 
@@ -29,7 +32,7 @@ import traceback
 
 from minstn.backend import DeviceError
 from minstn.training import checkpoint
-from minstn.training.config import ConfigError, TrainConfig, parse_command_line, with_preset
+from minstn.training.config import SEQUENCE_TASK, ConfigError, TrainConfig, parse_command_line, with_preset
 from minstn.training.console import Console, exit_code
 from minstn.training.loop import TrainingDiverged, load_data, train
 from minstn.training.run import RunFolderError, read_metrics, resume_config
@@ -49,6 +52,13 @@ def make_config(given: dict) -> TrainConfig:
     defaults overridden by them, or, with --resume, the run's saved settings (minstn.training.run)."""
     if given.get("resume"):
         return resume_config(given)
+    task = given.get("task", SEQUENCE_TASK)
+    if task != SEQUENCE_TASK:     # settings of the MNIST-sequence canvases, given to a single-digit task
+        for name, why in (("layout", "the canvases' layout"), ("shifted_layout", "the shifted-layout test set"),
+                          ("downsample", "glimpse down-sampling (the single-digit models keep the image size)")):
+            if name in given:
+                raise ConfigError(f"--{name.replace('_', '-')} is {why}, a setting of --task mnist-sequence only; "
+                                  f"leave it out with --task {task}")
     return TrainConfig(**with_preset(given)).validate()
 
 

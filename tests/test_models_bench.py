@@ -70,6 +70,8 @@ def test_torch_twin_has_the_same_architecture(name, d, options):
         assert tuple(twin(torch.from_numpy(x)).shape) == (2, ours.digits, 10)
     with pytest.raises(ValueError, match="unknown model 'rnn'"):
         build_torch_model("rnn", 2)
+    with pytest.raises(ValueError, match="no tied LSTM-STN"):
+        build_torch_model("lstm-stn", 2, tied=True)
 
 
 def _copy_into_twin(model, twin, torch):

@@ -1,6 +1,7 @@
-"""Golden regression: each model's loss, gradient entries and a 5-step SGD loss trace (float64)
-must match tests/golden/<model>.npz to a relative 1e-10, so a refactor cannot silently change
-the numbers. After an intended change, regenerate with `python -m tests.golden.make_golden`
+"""Golden regression: each model's loss and gradient entries (float64) must match
+tests/golden/<model>.npz to a relative 1e-10, and its 5-step SGD loss trace to 1e-7 (five steps
+amplify the last-bit differences that the BLAS's thread count makes in a matrix product's sums
+to ~1e-9), so a refactor cannot silently change the numbers. After an intended change, regenerate with `python -m tests.golden.make_golden`
 and say why in the commit."""
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ def test_matches_golden(model_name):
     got = compute_golden(model_name)
     assert json.loads(str(want["config"])) == json.loads(got["config"]), f"{model_name}: golden config changed; {REGENERATE}"
     assert list(want["grad_names"]) == list(got["grad_names"]), f"{model_name}: parameter names changed; {REGENERATE}"
-    for key in ("loss", "grad_entries", "trace"):
-        np.testing.assert_allclose(got[key], want[key], rtol=1e-10, atol=1e-15,
+    for key, rtol in (("loss", 1e-10), ("grad_entries", 1e-10), ("trace", 1e-7)):
+        np.testing.assert_allclose(got[key], want[key], rtol=rtol, atol=1e-15,
                                    err_msg=f"{model_name}: {key} differs from tests/golden/{model_name}.npz; {REGENERATE}")
 
 

@@ -140,9 +140,11 @@ class TorchLSTMSTN(nn.Module):
 def build_torch_model(name: str, downsample: int, **options) -> nn.Module:
     """The PyTorch twin of minstn.models.build_model(name, downsample, **options) (float32, CPU).
     The option sampler_impl has no PyTorch meaning and is ignored; head_init 'zero' zeroes the
-    classifier's last weights, as in minstn."""
+    classifier's last weights, as in minstn; tied must be False (no tied twin)."""
     options = {k: v for k, v in options.items() if k != "sampler_impl"}
     head_init = options.pop("head_init", "he")
+    if options.pop("tied", False):
+        raise ValueError("the PyTorch twin has no tied LSTM-STN; time the untied model (tied=False)")
     classes = {"cnn": TorchCNN, "ffn-stn": TorchFFNSTN, "lstm-stn": TorchLSTMSTN}
     if name not in classes:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(classes)}")

@@ -20,7 +20,7 @@ from minstn.ops.switch import ops
 
 __all__ = ["Model", "CANVAS", "POSITIONS"]
 
-CANVAS = 100    # canvas side in pixels (SPEC section 3)
+CANVAS = 100    # canvas side in pixels (the paper's section IV)
 POSITIONS = 4   # digits per canvas
 
 
@@ -40,6 +40,14 @@ class Model:
     """
 
     name = "model"
+    #: True for models with a spatial transformer (they have attend(), thetas and glimpses)
+    transformer = False
+
+    @property
+    def shared(self) -> tuple:
+        """Names of the parameters that both the localisation and the classification path use (tied
+        models): their gradient is the sum of the two paths'. Empty for untied models."""
+        return ()
 
     def __init__(self, downsample: int, options: dict, dtype="float32", device="cpu", seed: int = 0):
         self.downsample = int(downsample)
@@ -52,6 +60,12 @@ class Model:
             self.params = {k: self.device.asarray(v, dtype=self.dtype) for k, v in host.items()}
             self.grads = {k: self.xp.zeros_like(v) for k, v in self.params.items()}
         self.groups = {k: ("cls" if k.startswith("cls.") else "loc") for k in self.params}
+
+    @property
+    def image_side(self) -> int:
+        """L, the side of the square input images: 100 (the MNIST-sequence canvas), or the single-digit
+        models' image_size option (28, 42, 60, ...)."""
+        return int(self.options.get("image_size", CANVAS))
 
     @property
     def digits(self) -> int:
@@ -75,7 +89,7 @@ class Model:
         """Move host images to the model's device and check shape and dtype."""
         if isinstance(images, np.ndarray) and self.device.kind != "cpu":
             images = self.device.asarray(images)
-        check_images(images, CANVAS, self.dtype, self.xp)
+        check_images(images, self.image_side, self.dtype, self.xp)
         return images
 
     def check_batch(self, images, labels):
@@ -113,7 +127,7 @@ class Model:
         host NumPy logits (N, 4, 10). images may be a host array; each batch is moved to the device."""
         if batch_size < 1:
             raise ModelError(f"batch_size must be at least 1, got {batch_size}")
-        check_images(images, CANVAS, self.dtype, self.xp)  # the whole array once, before batching
+        check_images(images, self.image_side, self.dtype, self.xp)  # the whole array once, before batching
         out = []
         with self.device.scope():
             for i in range(0, images.shape[0], batch_size):

@@ -1,4 +1,4 @@
-"""The classifier CNN shared by all three models (SPEC section 4, "96 filters in total").
+"""The classifier CNN shared by all three models (the paper's section IV: three conv layers, "96 filters in total").
 
     [conv 3x3 'same' 32, ReLU, maxpool 2] x 2, conv 3x3 'same' 32, ReLU, dropout p,
     FC 400 + ReLU, FC 400 -> 10 * heads

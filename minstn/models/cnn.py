@@ -1,4 +1,4 @@
-"""The CNN baseline: the classifier on the whole canvas, with four heads (SPEC section 4).
+"""The CNN baseline: the classifier on the whole canvas, with one head per digit (the paper's section IV).
 
 Shape legend:
     N   canvases

@@ -1,9 +1,9 @@
-"""The two spatial transformer models (SPEC section 4): FFN-STN-CNN and LSTM-STN-CNN.
+"""The two spatial transformer models (the paper's section IV): FFN-STN-CNN and LSTM-STN-CNN.
 
 Shape legend:
     N   canvases in the batch
     T   glimpses per canvas: 1 (FFN-STN), 4 (LSTM-STN, one per digit)
-    F   localisation features (720 = 20 * 6 * 6)
+    F   localisation features (720 = 20 * 6 * 6; tied LSTM-STN: cls_filters * 6 * 6, 1152 for 32)
     H   LSTM cells (256)
     E   LSTM input size: F, or F + 6 when the previous theta is fed back
     d   down-sampling factor (1..4)
@@ -45,8 +45,15 @@ import numpy as np
 from minstn.backend import to_numpy
 from minstn.models.base import CANVAS, POSITIONS, Model
 from minstn.models.classifier import classifier_backward, classifier_forward, init_classifier
-from minstn.models.layers import ModelError, cell_backward, cell_forward, check_images, init_cell
-from minstn.models.localisation import init_localisation, loc_features, localisation_backward, localisation_forward
+from minstn.models.layers import ModelError, cell_backward, cell_forward, check_images, he_conv, init_cell
+from minstn.models.localisation import (
+    NAMES,
+    TIED_NAMES,
+    init_localisation,
+    loc_features,
+    localisation_backward,
+    localisation_forward,
+)
 from minstn.ops.switch import ops
 
 __all__ = ["FFNSTN", "LSTMSTN"]
@@ -61,6 +68,7 @@ class _STN(Model):
     """Shared pieces: the regressor init and the glimpse pipeline."""
 
     steps = 1  # T
+    transformer = True
 
     @property
     def grid_side(self) -> int:
@@ -131,7 +139,7 @@ class _STN(Model):
         {'thetas': (N, T, 2, 3), 'glimpses': (N, T, 1, S, S)} (T = 4 for the LSTM-STN, 1 for the FFN-STN)."""
         if batch_size < 1:
             raise ModelError(f"batch_size must be at least 1, got {batch_size}")
-        check_images(images, CANVAS, self.dtype, self.xp)  # the whole array once, before batching
+        check_images(images, self.image_side, self.dtype, self.xp)  # the whole array once, before batching
         thetas, glimpses = [], []
         T, S = self.steps, self.glimpse_side
         for i in range(0, images.shape[0], batch_size):
@@ -172,16 +180,30 @@ class FFNSTN(_STN):
 
 
 class LSTMSTN(_STN):
-    """LSTM-STN-CNN: the loc features drive an LSTM for T = 4 steps; h_t -> theta_t -> glimpse t.
+    """LSTM-STN-CNN: the loc features drive an LSTM (or GRU, RNN) for T = P steps (P digits, 4); h_t -> theta_t -> glimpse t.
 
     Options: dropout (0.5), hidden_size (256), init_scale (0.5), regressor_std (1e-3),
-    feedback ('theta'), step_spread (0: off), head_init ('zero'), sampler_impl ('auto').
+    feedback ('theta'), step_spread (0.3; 0: off), head_init ('zero'), cell ('lstm'), cls_filters
+    (32), digits (4, from the data), tied (False), sampler_impl ('auto').
     See docs/models.md for why.
 
     step_spread s > 0 adds a learned bias per step, reg.step_b (T, 6), added to theta_t, that
-    starts with the glimpse centres spread along x: tx = s * (t - 1.5) for t = 0..3 (s = 0.4:
-    -0.6, -0.2, 0.2, 0.6). It breaks the symmetry between the steps from the first batch on;
+    starts with the glimpse centres spread along x: tx = s * (t - 1.5) for t = 0..3 (s = 0.3:
+    -0.45, -0.15, 0.15, 0.45). It breaks the symmetry between the steps from the first batch on;
     the LSTM still decides where each glimpse goes.
+
+    tied (default False): the tied LSTM-STN, the tied *recurrent* transformer that the TSTN paper
+    (Cirstea and Likforman-Sulem, conclusion) proposes. The classifier has three 3x3 convs of F = cls_filters
+    filters, (F,1), (F,F), (F,F); the localisation net keeps its four conv + max-pool + ReLU
+    blocks on the canvas, but takes F filters instead of 20 so that the shapes match, and its
+    blocks 1..3 use the classifier's weights cls.conv1..3 (w and b; block 3 pools where the
+    classifier's conv3 does not: pooling has no weights, as in the TSTN's localisation CNN, which
+    drops a pool). Block 4 has no classifier layer to share and keeps its own loc.conv4 (F, F, 3, 3).
+    Features F * 6 * 6 (1152 for F = 32, instead of 720), so the LSTM's input grows with F: at the
+    defaults (d = 2) the tied model has 3,326,200 parameters against the untied one's 2,885,644
+    (the LSTM's Wx (1158, 1024) instead of (726, 1024); the 3 x 3,620 of loc.conv1..3 are gone). The
+    shared weights are in the 'cls' group (the classifier's learning rate); their gradient is the
+    sum of the classifier's part and the localisation net's part (self.shared names them).
     """
 
     name = "lstm-stn"
@@ -191,10 +213,24 @@ class LSTMSTN(_STN):
         """T: one glimpse per digit."""
         return self.digits
 
+    @property
+    def _loc_names(self) -> tuple:
+        """The parameters of the localisation net's four blocks (the classifier's first three when tied)."""
+        return TIED_NAMES if self.options.get("tied") else NAMES
+
+    @property
+    def shared(self) -> tuple:
+        """tied: cls.conv1..3's weights and biases, read by the classifier and the localisation net."""
+        return tuple(f"{n}.{s}" for n in TIED_NAMES[:3] for s in ("w", "b")) if self.options.get("tied") else ()
+
     def _init_params(self, rng):
-        F, H = loc_features(CANVAS), self.options["hidden_size"]
+        tied, Fc = self.options.get("tied", False), self.options["cls_filters"]
+        F, H = loc_features(CANVAS, Fc if tied else 20), self.options["hidden_size"]
         E = F + 6 if self.options["feedback"] == "theta" else F
-        p = init_localisation(rng)
+        if tied:   # blocks 1..3 are the classifier's convs; block 4 is the loc net's own, F filters
+            p = dict(zip(("loc.conv4.w", "loc.conv4.b"), he_conv(rng, Fc, Fc)))
+        else:
+            p = init_localisation(rng)
         p.update(init_classifier(rng, self.glimpse_side, heads=1, head_init=self.options["head_init"],
                                  filters=self.options["cls_filters"]))
         p.update(init_cell(rng, self.options["cell"], E, H))
@@ -216,7 +252,7 @@ class LSTMSTN(_STN):
         P, xp = self.params, self.xp
         N, T, H = images.shape[0], self.steps, self.options["hidden_size"]
         feedback = self.options["feedback"] == "theta"
-        feats, c_loc = localisation_forward(P, images)                                  # (N, F)
+        feats, c_loc = localisation_forward(P, images, self._loc_names)                 # (N, F)
         h = xp.zeros((N, H), dtype=self.dtype)                                          # (N, H)
         c = xp.zeros((N, H), dtype=self.dtype)                                          # (N, H)
         theta = xp.broadcast_to(self._theta0(), (N, 6))                                # theta_0, a constant
@@ -261,4 +297,12 @@ class LSTMSTN(_STN):
         if step_bias:
             self.grads["reg.step_b"] = xp.stack(dstep)                                       # (T, 6)
         self.grads.update(dcell)
-        localisation_backward(dfeats, c_loc, self.grads)
+        if self.options.get("tied"):
+            # the classifier's backward (run before this) assigned cls.conv1..3's gradients from the
+            # glimpse path; the localisation path's part is added to them (the shared weights' total)
+            dloc = {}
+            localisation_backward(dfeats, c_loc, dloc, TIED_NAMES)
+            for k, g in dloc.items():
+                self.grads[k] = self.grads[k] + g if k.startswith("cls.") else g
+        else:
+            localisation_backward(dfeats, c_loc, self.grads)

@@ -22,13 +22,16 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from minstn.data.distorted import DISTORTIONS
 from minstn.data.sequences import LAYOUTS
-from minstn.models.options import DEFAULT_OPTIONS, MODEL_NAMES, OPTIONS, option_problem
+from minstn.data.tasks import TASKS
+from minstn.models.options import ALL_MODEL_NAMES, DEFAULT_OPTIONS, MODEL_NAMES, OPTIONS, TASK_MODELS, option_problem
 
 __all__ = [
     "TrainConfig",
     "ConfigError",
     "MODEL_NAMES",
+    "TASK_NAMES",
     "MODEL_OPTION_FIELDS",
     "RESUME_OVERRIDABLE",
     "build_parser",
@@ -58,6 +61,9 @@ PRESET_HELP = ("quick: an LSTM-STN (d = 2) on 20,000 canvases for 60,000 trainin
 
 #: the data layouts, from minstn.data.sequences.LAYOUTS
 LAYOUT_NAMES = tuple(LAYOUTS)
+#: the training tasks (minstn.data.tasks) and the distortions of distorted-mnist (minstn.data.distorted)
+TASK_NAMES = TASKS
+SEQUENCE_TASK = TASKS[0]
 
 #: TrainConfig fields that are model options, passed to build_model(name, d, **options)
 MODEL_OPTION_FIELDS = tuple(OPTIONS)
@@ -94,7 +100,14 @@ class TrainConfig:
 
     # -- what to train
     preset: str = _opt(None, f"a named group of settings, overridden by the options given: {PRESET_HELP}", str, tuple(PRESETS))
-    model: str = _opt("lstm-stn", "model to train", str, MODEL_NAMES)
+    task: str = _opt(SEQUENCE_TASK, "what to learn: mnist-sequence (the LSTM-STN paper's 100x100 canvases of four digits), "
+                     "distorted-mnist (one distorted digit, --distortion; the STN paper's Table 1) or cluttered-mnist (one "
+                     "digit in 60x60 clutter; the TSTN paper's); the models of each: mnist-sequence cnn, ffn-stn, lstm-stn; "
+                     "the single-digit tasks fcn, mnist-cnn, st-fcn, st-cnn, tstn, tstn-cnn", str, TASK_NAMES)
+    distortion: str = _opt(None, "--task distorted-mnist: R (rotated, 28x28), RTS (rotated, translated and scaled, 42x42), "
+                           "P (projective, 28x28), E (elastic, 28x28) or TC (translated and cluttered, 60x60); "
+                           "minstn/data/distorted.py gives the settings", str, DISTORTIONS)
+    model: str = _opt("lstm-stn", "model to train (it must be one of the --task's models)", str, ALL_MODEL_NAMES)
     downsample: int = _opt(2, "down-sampling factor d of the glimpse before the classifier (1..4; the CNN ignores it)", int)
     device: str = _opt("auto", "where to compute: auto (a GPU when CuPy finds one, else the CPU), cpu, gpu or gpu:N", str)
     dtype: str = _opt("float32", "floating-point type of parameters and activations", str, ("float32", "float64"))
@@ -112,6 +125,9 @@ class TrainConfig:
     cell: str = _model_opt("cell")
     cls_filters: int = _model_opt("cls_filters")
     digits: int = _model_opt("digits")
+    image_size: int = _model_opt("image_size")
+    transform: str = _model_opt("transform")
+    tied: bool = _model_opt("tied")
 
     # -- data
     data: str = _opt(None, "folder with pre-generated train.npz, val.npz, test.npz (python -m minstn.data.generate); overrides the sizes below", str)
@@ -165,6 +181,14 @@ class TrainConfig:
             choices = f.metadata.get("choices")
             if choices and value is not None and value not in choices:
                 raise ConfigError(f"--{_flag(f.name)} {value!r} is not one of {', '.join(choices)}")
+        if self.model not in TASK_MODELS[self.task]:
+            home = " and ".join(t for t, names in TASK_MODELS.items() if self.model in names)
+            raise ConfigError(f"--model {self.model} is a model of --task {home}, not of {self.task}; choose one of "
+                              f"{', '.join(TASK_MODELS[self.task])}")
+        if self.task == "distorted-mnist" and self.distortion is None:
+            raise ConfigError(f"--task distorted-mnist needs --distortion, one of {', '.join(DISTORTIONS)}")
+        if self.task != "distorted-mnist" and self.distortion is not None:
+            raise ConfigError(f"--distortion applies to --task distorted-mnist only, not to --task {self.task}")
         if self.downsample not in (1, 2, 3, 4):
             raise ConfigError(f"--downsample must be 1, 2, 3 or 4 (the paper's d), got {self.downsample}")
         for name in ("epochs", "batch_size", "train_size", "val_size", "test_size", "eval_batch_size", "log_every", "lr_step", "theta_batch"):
@@ -210,7 +234,11 @@ class TrainConfig:
         return self
 
     def run_dir(self) -> str:
-        """The run folder: --out, or runs/<model>-d<downsample> (runs/cnn-d1 for the CNN, which has no glimpse)."""
+        """The run folder: --out, or runs/<model>-d<downsample> (runs/cnn-d1 for the CNN, which has no glimpse);
+        for a single-digit task runs/<task>[-<distortion>]-<model> (runs/distorted-mnist-RTS-st-cnn)."""
+        if self.task != SEQUENCE_TASK:
+            what = self.task + (f"-{self.distortion}" if self.distortion else "")
+            return self.out or os.path.join("runs", f"{what}-{self.model}")
         d = 1 if self.model == "cnn" else self.downsample
         return self.out or os.path.join("runs", f"{self.model}-d{d}")
 
@@ -265,7 +293,8 @@ def build_parser(prog: str = "python -m minstn.train") -> argparse.ArgumentParse
     """
     p = argparse.ArgumentParser(
         prog=prog,
-        description="Train a CNN, FFN-STN or LSTM-STN on the MNIST-sequence data set (see docs/training.md).",
+        description="Train a CNN, FFN-STN or LSTM-STN on the MNIST-sequence data set, or a single-digit model on "
+                    "distorted or cluttered MNIST (--task; see docs/training.md).",
         argument_default=argparse.SUPPRESS,
         allow_abbrev=False,
     )

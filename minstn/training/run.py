@@ -292,13 +292,15 @@ def check_resume(saved: TrainConfig, given: dict) -> None:
 def data_fingerprint(splits: dict) -> dict:
     """{'sha256': hex, 'sizes': {split: N}} of the data a run trains on: a hash of every split's
     labels, angles and digit boxes (small arrays that pin down which canvases these are), so that
-    --resume can refuse other data."""
+    --resume can refuse other data. Single-digit splits (minstn.data.tasks) have no angles or boxes:
+    their labels and images are hashed."""
     h = hashlib.sha256()
     sizes = {}
     for split in ("train", "val", "test"):
         d = splits[split]
         sizes[split] = int(d["labels"].shape[0])
-        for key in ("labels", "angles", "boxes"):
+        keys = ("labels", "angles", "boxes") if ("angles" in d or "boxes" in d) else ("labels", "images")
+        for key in keys:
             if key in d:
                 h.update(key.encode())
                 h.update(memoryview(d[key]).cast("B") if d[key].flags.c_contiguous else d[key].tobytes())

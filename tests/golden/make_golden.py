@@ -6,7 +6,8 @@ Run it only after an intended change of the numbers (an op's formula, an init, t
 layout), and say why in the commit message. Each file holds, for one small float64 model
 (batch N = 2, seeded canvases, labels and dropout masks):
 
-    config         JSON: model name, downsample, options, seeds
+    config         JSON: model name, downsample, options, seeds (and, for the single-digit models, the
+                   image side and digits per image of the random inputs)
     loss           the mean loss of the first forward pass
     grad_names     parameter names (every parameter, in model order)
     grad_entries   (P, 3) gradient entries at flat indices 0, size // 2 and size - 1 of each
@@ -39,6 +40,24 @@ CONFIGS = {
     "ffn-stn": {"name": "ffn-stn", "downsample": 2, "options": {"init_scale": 0.9, "regressor_std": 0.01, "head_init": "he"}},
     "lstm-stn": {"name": "lstm-stn", "downsample": 2, "options": {"head_init": "he"}},  # He: every gradient non-zero
     "lstm-stn-gru": {"name": "lstm-stn", "downsample": 2, "options": {"head_init": "he", "cell": "gru"}},
+    "lstm-stn-tied": {"name": "lstm-stn", "downsample": 2, "options": {"head_init": "he", "tied": True}},
+    # single-digit models (issue 17): images of side `side`, `digits` labels each
+    "fcn": {"name": "fcn", "downsample": 1, "side": 28, "digits": 1, "options": {"head_init": "he", "image_size": 28}},
+    "mnist-cnn": {"name": "mnist-cnn", "downsample": 1, "side": 28, "digits": 1,
+                  "options": {"head_init": "he", "image_size": 28}},
+    "st-fcn": {"name": "st-fcn", "downsample": 1, "side": 28, "digits": 1,
+               "options": {"init_scale": 0.9, "regressor_std": 0.01, "head_init": "he", "image_size": 28}},
+    "st-cnn": {"name": "st-cnn", "downsample": 1, "side": 42, "digits": 1,
+               "options": {"init_scale": 0.9, "regressor_std": 0.01, "head_init": "he", "image_size": 42}},
+    "st-cnn-projective": {"name": "st-cnn", "downsample": 1, "side": 28, "digits": 1,
+                          "options": {"init_scale": 0.9, "regressor_std": 0.01, "head_init": "he", "image_size": 28,
+                                      "transform": "projective"}},
+    "tstn": {"name": "tstn", "downsample": 1, "side": 28, "digits": 1,
+             "options": {"init_scale": 0.9, "regressor_std": 0.01, "head_init": "he", "image_size": 28}},
+    "tstn-untied": {"name": "tstn", "downsample": 1, "side": 28, "digits": 1,
+                    "options": {"init_scale": 0.9, "regressor_std": 0.01, "head_init": "he", "image_size": 28, "tied": False}},
+    "tstn-cnn": {"name": "tstn-cnn", "downsample": 1, "side": 28, "digits": 1,
+                 "options": {"head_init": "he", "image_size": 28}},
 }
 MODEL_SEED, DATA_SEED, N, STEPS, LR = 0, 1, 2, 5, 0.01
 
@@ -52,8 +71,9 @@ def compute_golden(model_name: str) -> dict:
     cfg = CONFIGS[model_name]
     model = build_model(cfg["name"], cfg["downsample"], dtype="float64", device="cpu", seed=MODEL_SEED, **cfg["options"])
     data = np.random.default_rng(DATA_SEED)
-    images = data.random((N, 1, 100, 100))          # (N, 1, 100, 100) in [0, 1)
-    labels = data.integers(0, 10, size=(N, 4))      # (N, 4)
+    side, digits = cfg.get("side", 100), cfg.get("digits", 4)
+    images = data.random((N, 1, side, side))        # (N, 1, 100, 100) in [0, 1), or a single-digit model's side
+    labels = data.integers(0, 10, size=(N, digits))  # (N, 4), or (N, 1)
     names = list(model.params)
     trace, loss0, entries = [], None, None
     for step in range(STEPS):
