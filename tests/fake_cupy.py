@@ -19,21 +19,33 @@ the ways CuPy is, so that code which would fail on a GPU fails here:
   (tests/cuda_emulation), with the same argument checks.
 
 It counts what a real GPU pays for (COUNTS): `ops`, device operations (each function call,
-operator, advanced indexing, item assignment, copy: one kernel launch each in CuPy; views are
-free); `syncs`, host synchronisations (float(a), int(a), bool(a), a.item(), a.get(),
-a.tolist(), Device.synchronize()); `to_device`, host-to-device copies.
+operator, advanced indexing, item assignment, copy, raw-kernel launch: one kernel launch each in
+CuPy, and each `empty`, an allocation; views are free); `syncs`, host synchronisations (float(a),
+int(a), bool(a), a.item(), a.get(), a.tolist(), Device.synchronize()); `to_device`, host-to-device
+copies.
+
+Where the operations go: `with trace() as t: ...` records each with its call site in minstn
+(t.table('function' | 'line' | 'op' | 'caller')), and
+
+    python -m tests.fake_cupy [--by function|line|op|caller] [--model lstm-stn] [--batch-size 8]
+
+prints the breakdown of one trainer step (trace_trainer_step). As a pytest plugin,
+`pytest -p tests.fake_cupy -m gpu tests/test_gpu.py` runs the real-GPU tests on the stand-in.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import types
 
 import numpy as np
 
 COUNTS = {"ops": 0, "syncs": 0, "to_device": 0}
-_STATE = {"device": 0, "lib": None}
+_STATE = {"device": 0, "lib": None, "trace": None}
 N_DEVICES = 2
+_PACKAGE = os.sep + "minstn" + os.sep      # frames in minstn's own files are the call sites a trace names
+_PLUMBING = {("launch", "cuda.py"), ("kernel", "cuda.py")}   # skipped: a launch is its caller's
 
 
 def reset_counts() -> dict:
@@ -43,8 +55,77 @@ def reset_counts() -> dict:
     return before
 
 
-def _op(n: int = 1) -> None:
+def _op(name: str, n: int = 1) -> None:
+    """Count n device operations; `name` says which (a function, an operator, 'getitem', a kernel)."""
     COUNTS["ops"] += n
+    if _STATE["trace"] is not None:
+        _STATE["trace"]._record(name, n)
+
+
+class Trace:
+    """The device operations counted inside `with trace() as t:`, each with its call site: the
+    innermost frame in minstn's own code (tests and the stand-in are skipped), and the frames
+    above it in minstn. A debugging tool: where do the launches of a step go?
+
+        with fake_cupy.trace() as t:
+            run.step(images, labels)
+        print(t.table())                      # by minstn function (file:function), most first
+        print(t.table("line"))                # by source line
+        print(t.table("op"))                  # by operation (__mul__, concatenate, kernel:...)
+        print(t.table("caller", depth=3))     # by the innermost 3 minstn frames
+    """
+
+    def __init__(self):
+        self.events = []   # (op name, n, ((file, line, function), ...) innermost first)
+
+    def _record(self, name: str, n: int) -> None:
+        frames, f = [], sys._getframe(2)
+        while f is not None and len(frames) < 8:
+            path = f.f_code.co_filename
+            if _PACKAGE in path and (f.f_code.co_name, os.path.basename(path)) not in _PLUMBING:
+                rel = path[path.rindex(_PACKAGE) + 1:]
+                frames.append((rel, f.f_lineno, f.f_code.co_name))
+            f = f.f_back
+        self.events.append((name, n, tuple(frames)))
+
+    @property
+    def total(self) -> int:
+        return sum(n for _, n, _ in self.events)
+
+    def counts(self, by: str = "function", depth: int = 2) -> dict:
+        """{key: ops}, most first; by 'function' (file:function), 'line' (file:line function),
+        'op' (the operation) or 'caller' (the innermost `depth` minstn functions, ' < ' between)."""
+        out = {}
+        for name, n, frames in self.events:
+            top = frames[0] if frames else ("(outside minstn)", 0, "?")
+            if by == "function":
+                key = f"{top[0]}:{top[2]}"
+            elif by == "line":
+                key = f"{top[0]}:{top[1]} {top[2]}"
+            elif by == "op":
+                key = name
+            elif by == "caller":
+                key = " < ".join(f"{fr[0].rsplit(os.sep, 1)[-1]}:{fr[2]}" for fr in frames[:depth]) or top[0]
+            else:
+                raise ValueError(f"by must be 'function', 'line', 'op' or 'caller', got {by!r}")
+            out[key] = out.get(key, 0) + n
+        return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def table(self, by: str = "function", depth: int = 2, top: int | None = None) -> str:
+        rows = list(self.counts(by, depth).items())[:top]
+        lines = [f"{'ops':>5}  {by}", *(f"{v:5d}  {k}" for k, v in rows), f"{self.total:5d}  total"]
+        return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def trace():
+    """Record every device operation of the block with its call site (see Trace)."""
+    before, t = _STATE["trace"], Trace()
+    _STATE["trace"] = t
+    try:
+        yield t
+    finally:
+        _STATE["trace"] = before
 
 
 def _sync() -> None:
@@ -94,7 +175,7 @@ def _call(fn, args, kwargs, count: int = 1):
     k = _unwrap(kwargs, devices)
     for d in devices:
         _check_device(d)
-    _op(count)
+    _op(getattr(fn, "__name__", "call"), count)
     return _wrap(fn(*a, **k), _STATE["device"])
 
 
@@ -171,7 +252,7 @@ class ndarray:
     def reshape(self, *shape, **kw):
         out = self._a.reshape(*shape, **kw)
         if not np.shares_memory(out, self._a) and out.size:
-            _op()
+            _op("reshape (copy)")
         return ndarray(out, self._dev)
 
     def transpose(self, *axes):
@@ -195,7 +276,7 @@ class ndarray:
         if not isinstance(out, np.ndarray):
             out = np.asarray(out)
         if not np.shares_memory(out, self._a) and out.size:
-            _op()
+            _op("getitem (copy)")
         return ndarray(out, self._dev)
 
     def __setitem__(self, key, value):
@@ -208,7 +289,7 @@ class ndarray:
             v = _unwrap(value, devices)
         for d in devices:
             _check_device(d)
-        _op()
+        _op("setitem")
         self._a[k] = v
 
     # --- methods that are device operations
@@ -225,14 +306,14 @@ class ndarray:
 
     def copy(self, order="C"):
         _check_device(self._dev)
-        _op()
+        _op("copy")
         return ndarray(self._a.copy(order=order), self._dev)
 
     def astype(self, dtype, copy=True, **kw):
         if not copy and np.dtype(dtype) == self.dtype:
             return self
         _check_device(self._dev)
-        _op()
+        _op("astype")
         return ndarray(self._a.astype(dtype, **kw), self._dev)
 
     # --- operators
@@ -242,7 +323,7 @@ class ndarray:
             o = _unwrap(other, devices)
             for d in devices:
                 _check_device(d)
-            _op()
+            _op(name)
             if inplace:
                 getattr(self._a, name)(o)
                 return self
@@ -259,15 +340,15 @@ class ndarray:
             locals()[f"__i{_name}__"] = _binary(f"__i{_name}__", inplace=True)
 
     def __neg__(self):
-        _op()
+        _op("__neg__")
         return ndarray(-self._a, self._dev)
 
     def __abs__(self):
-        _op()
+        _op("__abs__")
         return ndarray(abs(self._a), self._dev)
 
     def __invert__(self):
-        _op()
+        _op("__invert__")
         return ndarray(~self._a, self._dev)
 
     __hash__ = None
@@ -282,7 +363,7 @@ def asarray(a, dtype=None, order=None):
         if dtype is None or np.dtype(dtype) == a.dtype:
             if a._dev == _STATE["device"]:
                 return a
-            _op()
+            _op("asarray (device to device)")
             return ndarray(a._a.copy(), _STATE["device"])          # a copy to the current device
         return a.astype(dtype)
     COUNTS["to_device"] += 1
@@ -300,7 +381,7 @@ def empty(shape, dtype=float, order="C"):
     """Filled with NaN (integers with a large sentinel): a forgotten element shows."""
     dt = np.dtype(dtype)
     fill = np.nan if dt.kind in "fc" else (np.iinfo(dt).max if dt.kind in "iu" else True)
-    _op()
+    _op("empty")
     return ndarray(np.full(shape, fill, dtype=dt, order=order), _STATE["device"])
 
 
@@ -313,7 +394,7 @@ def ascontiguousarray(a, dtype=None):
         raise TypeError("cupy.ascontiguousarray got a NumPy array; move it with cupy.asarray first")
     out = np.ascontiguousarray(a._a, dtype=dtype)
     if not np.shares_memory(out, a._a):
-        _op()
+        _op("ascontiguousarray (copy)")
     return ndarray(out, a._dev)
 
 
@@ -329,15 +410,15 @@ class _Random:
             self._g = np.random.default_rng(seed)
 
         def random(self, size=None, dtype=np.float64, out=None):
-            _op()
+            _op("random.random")
             return ndarray(self._g.random(size, dtype=dtype), _STATE["device"])
 
         def standard_normal(self, size=None, dtype=np.float64):
-            _op()
+            _op("random.standard_normal")
             return ndarray(self._g.standard_normal(size, dtype=dtype), _STATE["device"])
 
         def integers(self, low, high=None, size=None, dtype=np.int64):
-            _op()
+            _op("random.integers")
             return ndarray(np.asarray(self._g.integers(low, high, size=size, dtype=dtype)), _STATE["device"])
 
     def default_rng(self, seed=None):
@@ -427,7 +508,7 @@ class _Module:
                     raise TypeError("a kernel argument was a host NumPy array, not a device array")
                 else:
                     host.append(a)
-            _op()
+            _op(f"kernel {name}")
             kernel(grid, block, host)
         return launch
 
@@ -472,3 +553,75 @@ def installed(lib=None):
             sys.modules.pop("cupy", None)
         else:
             sys.modules["cupy"] = saved
+
+
+def trace_trainer_step(model: str = "lstm-stn", downsample: int = 2, batch_size: int = 8, seed: int = 0):
+    """One trainer step (minstn.training.loop.Run.step: forward, backward, the one transfer, the
+    clip, FlatAdam; float32, default options) on the stand-in, after one warm-up step, with the
+    batch gathered from the device-resident training set as fit() does.
+    Returns (COUNTS of the step, its Trace, the Run). Call inside installed(lib)."""
+    import numpy as np
+
+    from minstn.models import build_model
+    from minstn.training import TrainConfig
+    from minstn.training.console import Console
+    from minstn.training.loop import Run
+    from minstn.training.run import RunFolder
+    from minstn.training.speed import make_runner
+
+    rng = np.random.default_rng(seed)
+    x = rng.random((2 * batch_size, 1, 100, 100)).astype(np.float32)
+    y = rng.integers(0, 10, size=(2 * batch_size, 4))
+    splits = {s: {"images": x, "labels": y} for s in ("train", "val")}
+    net = build_model(model, downsample, device="gpu", seed=seed)
+    run = Run(TrainConfig(model=model, downsample=downsample, batch_size=batch_size, device="gpu"), net,
+              make_runner(net, 0, 1), splits, RunFolder("unused"), Console(verbosity=0))
+    idx = net.device.asarray(np.arange(batch_size))
+    run.step(run.train_x[idx], run.train_y[idx])                 # warm-up: the kernels compile, lr goes over
+    reset_counts()
+    with trace() as t:
+        run.step(run.train_x[idx], run.train_y[idx])             # the batch gather counts too, as in fit()
+    return dict(COUNTS), t, run
+
+
+def main(argv=None) -> int:
+    """python -m tests.fake_cupy [--model M] [--batch-size B] [--by function|line|op|caller] [--depth N]:
+    one trainer step on the stand-in, and where its device operations go."""
+    import argparse
+    import tempfile
+
+    from tests.test_cuda_source import build_emu_lib
+
+    p = argparse.ArgumentParser(prog="python -m tests.fake_cupy", description=main.__doc__.splitlines()[1].strip())
+    p.add_argument("--model", default="lstm-stn", help="model name (default lstm-stn), at d = 2")
+    p.add_argument("--batch-size", type=int, default=8, help="canvases per step (default 8)")
+    p.add_argument("--by", default="function", choices=("function", "line", "op", "caller"),
+                   help="group the operations by minstn function (default), source line, operation or call chain")
+    p.add_argument("--depth", type=int, default=2, help="frames of the call chain for --by caller (default 2)")
+    p.add_argument("--top", type=int, default=None, help="show only the largest groups")
+    args = p.parse_args(argv)
+    with installed(build_emu_lib(tempfile.mkdtemp(prefix="minstn-emu-"))):
+        counts, t, _ = trace_trainer_step(args.model, 2, args.batch_size)
+    print(f"{args.model} d=2, batch {args.batch_size}: one trainer step on the CuPy stand-in: {counts}")
+    print(t.table(args.by, depth=args.depth, top=args.top))
+    return 0
+
+
+def pytest_configure(config):
+    """`pytest -p tests.fake_cupy -m gpu tests/test_gpu.py`: the real-GPU tests run on this stand-in,
+    a dry run that catches a GPU test that could not pass on any GPU before one runs it
+    (tests/test_gpu_emulated.py does this). The emulation library is $MINSTN_EMU_LIB, or built."""
+    import ctypes
+    import tempfile
+
+    from tests.test_cuda_source import build_emu_lib
+
+    path = os.environ.get("MINSTN_EMU_LIB")
+    lib = ctypes.CDLL(path) if path else build_emu_lib(tempfile.mkdtemp(prefix="minstn-emu-"))
+    context = installed(lib)
+    context.__enter__()
+    config.add_cleanup(lambda: context.__exit__(None, None, None))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,16 +1,21 @@
-"""The CUDA source (minstn/ops/fast/kernels/stn.cu), checked on a machine without a GPU.
+"""The CUDA source (minstn/ops/fast/kernels/*.cu, one module), checked on a machine without a GPU.
 
 Three layers:
-1. static checks of the .cu text against the launch code in minstn/ops/fast/cuda.py;
-2. nvcc compiles the file for sm_80 and sm_90 (skipped where nvcc is not on PATH), and
-   NVRTC, the compiler CuPy uses, compiles it with cuda.py's options and name expressions
+1. static checks of the .cu text against the launch code in minstn/ops/fast/cuda.py (every file
+   in the module and in the emulation, every kernel defined where it is listed and instantiated
+   for float and double, the reduction blocks);
+2. nvcc compiles the module's source for sm_80 and sm_90 (skipped where nvcc is not on PATH),
+   and NVRTC, the compiler CuPy uses, compiles it with cuda.py's options and name expressions
    (skipped where libnvrtc is not found);
-3. CPU emulation: g++ compiles the very same .cu with tests/cuda_emulation/cuda_shim.h and
+3. CPU emulation: g++ compiles the very same .cu files with tests/cuda_emulation/cuda_shim.h and
    driver.cpp into a shared library; a stand-in for CuPy (arrays are NumPy arrays, a
-   RawModule's kernels call that library) lets minstn.ops.fast.cuda's own Python code launch the
+   RawModule's kernels call that library, each launch's arguments checked against the kernel's
+   signature) lets minstn.ops.fast.cuda's own Python code launch the spatial transformer's
    kernels, whose results are compared with the NumPy reference in minstn.ops.stn
    (impl='array') in float64 and float32, on shapes with sample points outside the image.
-   Skipped where g++ is missing.
+   Skipped where g++ is missing. The other kernels run through the same library in
+   tests/test_gpu_emulated.py, launched by the fast ops on the stricter stand-in
+   tests/fake_cupy.py.
 
 Tolerances: float64 to 1e-12 (the kernel and the array code do the same arithmetic, summed in
 a different order, and the affine reduction adds in a tree); float32 to 2e-5 relative to the
@@ -56,9 +61,14 @@ def assert_close(actual, expected, dtype, what):
 def test_kernel_source_is_found_and_includes_nothing():
     src = cuda.kernel_source()
     assert cuda.KERNEL_PATH.name == "stn.cu" and "bilinear_sample_backward" in src
+    assert sorted(p.name for p in cuda.KERNEL_DIR.glob("*.cu")) == sorted(cuda.KERNEL_FILES), \
+        "every .cu file of kernels/ is part of the module (cuda.KERNEL_FILES), and only those"
     # NVRTC (CuPy) has no host headers, and the g++ emulation provides everything via the shim.
     includes = [ln for ln in src.splitlines() if ln.strip().startswith("#include")]
-    assert includes == [], f"stn.cu must include nothing, found {includes}"
+    assert includes == [], f"the kernel sources must include nothing, found {includes}"
+    driver = (EMU_DIR / "driver.cpp").read_text()
+    for name in cuda.KERNEL_FILES:   # the emulation compiles the same files, in the same order
+        assert f'#include "{name}"' in driver, f"tests/cuda_emulation/driver.cpp does not include {name}"
 
 
 def test_reduce_block_matches_the_source():
@@ -72,8 +82,20 @@ def test_reduce_block_matches_the_source():
 def test_every_name_expression_is_instantiated():
     src = re.sub(r"\s+", " ", cuda.kernel_source())
     for name in cuda.NAME_EXPRESSIONS:
-        assert f"template __global__ void {name}(" in src, f"{name} is not explicitly instantiated in stn.cu"
-    assert len(cuda.NAME_EXPRESSIONS) == 8  # 4 kernels x (float, double)
+        assert f"template __global__ void {name}(" in src, f"{name} is not explicitly instantiated in the .cu files"
+    n_kernels = sum(len(names) for names in cuda.KERNEL_FILES.values())
+    assert len(cuda.NAME_EXPRESSIONS) == 2 * n_kernels == 38  # 19 kernels x (float, double)
+    for file, names in cuda.KERNEL_FILES.items():   # each kernel is defined in the file that lists it
+        text = (cuda.KERNEL_DIR / file).read_text()
+        for name in names:
+            assert re.search(rf"__global__ void {name}\(", text), f"{name} is not defined in {file}"
+
+
+def test_reduce_blocks_of_the_loss_match_the_source():
+    from minstn.ops.fast import loss
+
+    m = re.search(r"#define\s+TRAIN_REDUCE_BLOCK\s+(\d+)", cuda.kernel_source())
+    assert m is not None and int(m.group(1)) == loss.REDUCE_BLOCK, "train.cu and minstn/ops/fast/loss.py disagree"
 
 
 def test_launch_config():
@@ -115,10 +137,12 @@ def test_nvcc_compiles_for_sm80_and_sm90(tmp_path):
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         pytest.skip("nvcc is not on PATH: the CUDA source is not compiled here")
-    out = tmp_path / "stn.fatbin"
-    cmd = [nvcc, "--fatbin", "-std=c++14", "-Werror", "all-warnings",
+    src = tmp_path / "minstn_kernels.cu"        # the module's source, as RawModule compiles it
+    src.write_text(cuda.kernel_source())
+    out = tmp_path / "minstn_kernels.fatbin"
+    cmd = [nvcc, "--fatbin", "-std=c++14", "--fmad=false", "-Werror", "all-warnings",
            "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
-           "-o", str(out), str(cuda.KERNEL_PATH)]
+           "-o", str(out), str(src)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, f"nvcc failed ({' '.join(cmd)}):\n{res.stderr}"
     assert out.stat().st_size > 0
@@ -164,7 +188,7 @@ def test_nvrtc_compiles_every_name_expression(arch):
     c = ctypes
     prog = c.c_void_p()
     src = cuda.kernel_source().encode()
-    assert lib.nvrtcCreateProgram(c.byref(prog), src, b"stn.cu", 0, None, None) == 0
+    assert lib.nvrtcCreateProgram(c.byref(prog), src, b"minstn_kernels.cu", 0, None, None) == 0
     try:
         for name in cuda.NAME_EXPRESSIONS:
             assert lib.nvrtcAddNameExpression(prog, name.encode()) == 0, name
@@ -193,21 +217,29 @@ def test_nvrtc_compiles_every_name_expression(arch):
 # 3. CPU emulation
 
 
-@pytest.fixture(scope="module")
-def emu_lib(tmp_path_factory):
-    """The kernels compiled for the CPU by g++ with the CUDA shim, loaded with ctypes."""
+def build_emu_lib(folder: Path) -> ctypes.CDLL:
+    """The kernels compiled for the CPU by g++ with the CUDA shim (folder/libstn_emu.so), loaded with ctypes."""
     gxx = shutil.which("g++")
-    if gxx is None:
-        pytest.skip("g++ is not on PATH: the CPU emulation of the CUDA kernels cannot be built")
-    lib_path = tmp_path_factory.mktemp("cuda_emulation") / "libstn_emu.so"
+    lib_path = Path(folder) / "libstn_emu.so"
     cmd = [gxx, "-std=c++17", "-O1", "-ffp-contract=off", "-Wall", "-Wextra", "-shared", "-fPIC", "-pthread",
-           "-I", str(EMU_DIR), "-I", str(cuda.KERNEL_PATH.parent),
+           "-I", str(EMU_DIR), "-I", str(cuda.KERNEL_DIR),
            str(EMU_DIR / "driver.cpp"), "-o", str(lib_path)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, f"g++ failed ({' '.join(cmd)}):\n{res.stderr}"
     lib = ctypes.CDLL(str(lib_path))
     assert lib.emu_reduce_block() == cuda.REDUCE_BLOCK
+    from minstn.ops.fast import loss
+
+    assert lib.emu_train_reduce_block() == loss.REDUCE_BLOCK
     return lib
+
+
+@pytest.fixture(scope="module")
+def emu_lib(tmp_path_factory):
+    """The kernels compiled for the CPU by g++ with the CUDA shim, loaded with ctypes."""
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not on PATH: the CPU emulation of the CUDA kernels cannot be built")
+    return build_emu_lib(tmp_path_factory.mktemp("cuda_emulation"))
 
 
 class EmuArray(np.ndarray):
@@ -235,28 +267,53 @@ def _emu(a):
     return a.view(EmuArray)
 
 
+def kernel_signatures() -> dict:
+    """{'name<float>': ('const float*', 'float*', 'long long', ...)}: every kernel's parameter
+    types, read from the explicit instantiations at the end of each .cu file."""
+    src = re.sub(r"\s+", " ", cuda.kernel_source())
+    found = re.findall(r"template __global__ void (\w+<(?:float|double)>)\(([^)]*)\);", src)
+    return {name: tuple(t.strip() for t in params.split(",")) for name, params in found}
+
+
+# How each parameter type of a kernel is passed: (NumPy dtype the launch code must use, ctypes type).
+# A pointer takes a device array of that dtype; a value takes a NumPy scalar of exactly that type
+# (on a GPU, CuPy passes a Python float as a double and a Python int as a long long whatever
+# the kernel declares, so the launch code must hand over np.int64 / np.float32 / np.float64).
+_PARAM = {"float": (np.float32, ctypes.c_float), "double": (np.float64, ctypes.c_double),
+          "long long": (np.int64, ctypes.c_longlong)}
+
+
 class EmuKernel:
-    """Stands for a cupy.RawKernel: calls the library's emu_<kernel>_<f32|f64>."""
+    """Stands for a cupy.RawKernel: checks every argument against the kernel's instantiated
+    signature, then calls the library's emu_<kernel>_<f32|f64>."""
 
     def __init__(self, lib, name_expression):
         m = re.fullmatch(r"(\w+)<(float|double)>", name_expression)
         self.kernel, ctype = m.group(1), m.group(2)
         self.dtype = np.dtype(np.float32 if ctype == "float" else np.float64)
+        self.params = kernel_signatures()[name_expression]
         self.fn = getattr(lib, f"emu_{self.kernel}_{'f32' if ctype == 'float' else 'f64'}")
         self.launches = []
 
     def __call__(self, grid, block, args):
         assert len(grid) == 1 and len(block) == 1, "the kernels are launched on a 1-D grid"
+        assert len(args) == len(self.params), \
+            f"{self.kernel} takes {len(self.params)} arguments {self.params}, the launch code passed {len(args)}"
         c_args = [ctypes.c_uint(int(grid[0])), ctypes.c_uint(int(block[0]))]
-        for a in args:
-            if isinstance(a, np.ndarray):
-                assert isinstance(a, EmuArray), "a kernel argument was not a device array"
-                assert a.flags.c_contiguous, "a kernel argument was not C-contiguous"
-                assert a.dtype == self.dtype, f"{self.kernel}<{self.dtype}> got a {a.dtype} array"
+        for k, (a, param) in enumerate(zip(args, self.params)):
+            base = param.replace("const ", "").rstrip("*").strip()
+            dtype, c_type = _PARAM[base]
+            if param.endswith("*"):
+                assert isinstance(a, EmuArray), f"{self.kernel} argument {k} ({param}): not a device array"
+                assert a.flags.c_contiguous, f"{self.kernel} argument {k} ({param}): not C-contiguous"
+                assert a.dtype == np.dtype(dtype), f"{self.kernel}<{self.dtype}> argument {k} ({param}) got a {a.dtype} array"
+                if not param.startswith("const"):
+                    assert a.flags.writeable, f"{self.kernel} argument {k} ({param}) is written but read-only"
                 c_args.append(ctypes.c_void_p(a.ctypes.data))
             else:
-                assert isinstance(a, np.int64), f"sizes must be passed as np.int64 (long long), got {type(a)}"
-                c_args.append(ctypes.c_longlong(int(a)))
+                assert type(a) is dtype, \
+                    f"{self.kernel} argument {k} ({param}) must be passed as {dtype.__name__}, got {type(a).__name__}"
+                c_args.append(c_type(a.item()))
         self.launches.append((tuple(grid), tuple(block)))
         rc = self.fn(*c_args)
         assert rc == 0, f"emulated {self.kernel} refused the launch (block {block} too large?)"

@@ -1,5 +1,6 @@
-"""GPU tests: every op on CuPy arrays against the NumPy reference, the CUDA kernels of the
-affine grid and the sampler against the array code, float64 gradient checks on the GPU, and
+"""GPU tests: every op on CuPy arrays against the NumPy reference, plain and fast (the CUDA kernels
+of minstn/ops/fast/kernels/ around cuBLAS), the CUDA kernels of the affine grid and the sampler
+against the array code, FlatAdam's kernel bit for bit, float64 gradient checks on the GPU, and
 the repeatability of the atomicAdd scatter.
 
 Tests marked `gpu` need CuPy and a usable CUDA GPU; they are skipped, with the reason, where
@@ -22,6 +23,7 @@ import pytest
 
 import minstn.ops as F
 from minstn.backend import DeviceError, resolve_device, to_numpy
+from minstn.ops import fast
 from minstn.gradcheck import check_gradients
 from minstn.ops.fast import cuda
 
@@ -109,6 +111,13 @@ def _case_conv(padding):
     return build
 
 
+def _case_conv_maxpool(rng, dtype):
+    x = rng.standard_normal((2, 3, 9, 7)).astype(dtype)        # odd sizes: the last row and column dropped
+    w = (0.3 * rng.standard_normal((4, 3, 3, 3))).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    return F.conv2d_maxpool_forward, F.conv2d_maxpool_backward, [x, w, b], lambda: {"padding": "same"}
+
+
 def _case_maxpool(rng, dtype):
     x = rng.permutation(2 * 3 * 7 * 9).reshape(2, 3, 7, 9).astype(dtype) / 10  # distinct: no ties
     return F.maxpool2d_forward, F.maxpool2d_backward, [x], lambda: {}
@@ -164,7 +173,8 @@ def _case_lstm(rng, dtype):
 def _case_affine_grid(impl):
     def build(rng, dtype):
         theta = (np.array([[1.2, 0.2, 0.1], [-0.3, 0.9, -0.2]]) + 0.2 * rng.standard_normal((3, 2, 3))).astype(dtype)
-        return F.affine_grid_forward, F.affine_grid_backward, [theta], lambda: {"out_hw": (7, 9), "impl": impl}
+        ops = fast if impl == "kernel" else F      # the CUDA kernel is minstn.ops.fast's
+        return ops.affine_grid_forward, ops.affine_grid_backward, [theta], lambda: {"out_hw": (7, 9), "impl": impl}
     return build
 
 
@@ -172,7 +182,8 @@ def _case_sampler(impl):
     def build(rng, dtype):
         U = rng.standard_normal((2, 3, 9, 11)).astype(dtype)
         grid = rng.uniform(-1.4, 1.4, size=(2, 6, 5, 2)).astype(dtype)  # some points outside
-        return F.bilinear_sample_forward, F.bilinear_sample_backward, [U, grid], lambda: {"impl": impl}
+        ops = fast if impl == "kernel" else F
+        return ops.bilinear_sample_forward, ops.bilinear_sample_backward, [U, grid], lambda: {"impl": impl}
     return build
 
 
@@ -180,6 +191,7 @@ OP_CASES = {
     "conv2d_same": _case_conv("same"),
     "conv2d_valid": _case_conv("valid"),
     "conv2d_pad1": _case_conv(1),
+    "conv2d_maxpool": _case_conv_maxpool,
     "maxpool2d": _case_maxpool,
     "avgpool2d_d1": _case_avgpool(1),
     "avgpool2d_d2": _case_avgpool(2),
@@ -232,10 +244,66 @@ def test_softmax_cross_entropy_on_gpu_matches_numpy(gpu, rng, dtype):
     logits = (3 * rng.standard_normal((5, 4, 10))).astype(dtype)
     labels = rng.integers(0, 10, size=(5, 4))
     ref_loss, ref_dlogits = F.softmax_cross_entropy(logits, labels)
-    loss, dlogits = F.softmax_cross_entropy(gpu.asarray(logits), gpu.asarray(labels))
-    assert isinstance(loss, float)
-    assert abs(loss - ref_loss) <= _tol(dtype) * max(1.0, abs(ref_loss))
-    assert_close(dlogits, ref_dlogits, dtype, "dlogits")
+    for op in (F.softmax_cross_entropy, fast.softmax_cross_entropy):   # the array code, the kernel
+        loss, dlogits = op(gpu.asarray(logits), gpu.asarray(labels))
+        assert type(loss).__module__.startswith("cupy") and loss.shape == ()   # on the device: no sync
+        assert abs(float(loss) - ref_loss) <= _tol(dtype) * max(1.0, abs(ref_loss))
+        assert_close(dlogits, ref_dlogits, dtype, "dlogits")
+
+
+# The fast ops (minstn.ops.fast: CUDA kernels around cuBLAS on CuPy arrays) against the plain op on
+# NumPy: every case above whose op has a fast version.
+FAST_CASES = [n for n in OP_CASES
+              if {f.__name__ for f in OP_CASES[n](np.random.default_rng(0), np.float64)[:2]} & set(fast.__all__)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", FAST_CASES)
+def test_fast_op_on_gpu_matches_the_plain_op(gpu, rng, name, dtype):
+    forward, backward, arrays, make_kwargs = OP_CASES[name](rng, dtype)
+    fast_forward, fast_backward = getattr(fast, forward.__name__, forward), getattr(fast, backward.__name__, backward)
+    ref_outs, _ = _run_op(forward, backward, arrays, make_kwargs, None, np.asarray)
+    douts = [rng.standard_normal(o.shape).astype(dtype) for o in ref_outs]
+    ref_outs, ref_grads = _run_op(forward, backward, arrays, make_kwargs, douts, np.asarray)
+    outs, grads = _run_op(fast_forward, fast_backward, arrays, make_kwargs, douts, gpu.asarray)
+    for k, (o, r) in enumerate(zip(outs, ref_outs)):
+        assert type(o).__module__.startswith("cupy"), f"{name}: output {k} left the GPU"
+        assert_close(o, r, dtype, f"fast {name} output {k}")
+    for k, (g, r) in enumerate(zip(grads, ref_grads)):
+        assert_close(g, r, dtype, f"fast {name} gradient {k}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_flat_adam_kernel_on_gpu_is_the_array_code_bit_for_bit(gpu, rng, dtype):
+    """adam_step (compiled with --fmad=false, IEEE division and square root) gives NumPy's bits."""
+    from minstn.training import optim
+
+    shapes = {"a": (30, 40), "b": (7,)}
+    init = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    host = {k: v.copy() for k, v in init.items()}
+    dev = {k: gpu.asarray(v) for k, v in init.items()}
+    on_host, on_dev = optim.FlatAdam(host, 1e-2, {"a": 0.1}, 1e-3), optim.FlatAdam(dev, 1e-2, {"a": 0.1}, 1e-3)
+    for scale in (1.0, 0.3, 1.0):
+        grads = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+        on_host.step(grads, grad_scale=scale)
+        on_dev.step({k: gpu.asarray(g) for k, g in grads.items()}, grad_scale=scale)
+    for k in shapes:
+        np.testing.assert_array_equal(to_numpy(dev[k]), host[k], err_msg=k)
+
+
+@pytest.mark.gpu
+def test_step_numbers_on_gpu_match_numpy(gpu, rng):
+    from minstn.training import optim
+
+    g = rng.standard_normal(300_001).astype(np.float32)
+    logits = rng.standard_normal((64, 4, 10)).astype(np.float32)
+    labels = rng.integers(0, 10, size=(64, 4))
+    loss = np.asarray(1.25, dtype=np.float32)
+    expected = optim.fetch(loss, optim.global_norm(g), (logits.argmax(axis=-1) != labels).sum())
+    got = optim.step_numbers(*(gpu.asarray(a) for a in (loss, g, logits, labels)))
+    assert got[0] == expected[0] and got[2] == expected[2] and abs(got[1] - expected[1]) <= 1e-12 * expected[1]
 
 
 # ------------------------------------------------------------------------------------------
@@ -251,18 +319,19 @@ def test_stn_kernel_vs_array_vs_numpy(gpu, rng, dtype, shape):
     U = rng.standard_normal((N, C, H, W)).astype(dtype)
     dV = rng.standard_normal((N, C, H_out, W_out)).astype(dtype)
 
-    def chain(theta, U, dV, impl):
-        grid, gcache = F.affine_grid_forward(theta, (H_out, W_out), impl=impl)
-        V, vcache = F.bilinear_sample_forward(U, grid, impl=impl)
-        dU, dgrid = F.bilinear_sample_backward(dV, vcache)
-        dtheta = F.affine_grid_backward(dgrid, gcache)
-        assert gcache[0] == vcache[0] == ("array" if impl == "array" else "kernel")
+    def chain(theta, U, dV, impl, ops=fast):
+        grid, gcache = ops.affine_grid_forward(theta, (H_out, W_out), impl=impl)
+        V, vcache = ops.bilinear_sample_forward(U, grid, impl=impl)
+        dU, dgrid = ops.bilinear_sample_backward(dV, vcache)
+        dtheta = ops.affine_grid_backward(dgrid, gcache)
+        if ops is fast:   # the fast array code's caches are 'affine_grid' and 'quad'
+            assert (gcache[0], vcache[0]) == (("affine_grid", "quad") if impl == "array" else ("kernel", "kernel"))
         return grid, V, dU, dgrid, dtheta
 
-    ref = chain(theta, U, dV, "array")
+    ref = chain(theta, U, dV, "array", ops=F)        # the plain ops on NumPy
     on_gpu = [gpu.asarray(a) for a in (theta, U, dV)]
     for impl in ("array", "kernel", "auto"):
-        got = chain(*on_gpu, impl)
+        got = chain(*on_gpu, impl)             # the fast ops on the GPU: CuPy array code, kernels
         for what, g, r in zip(("grid", "V", "dU", "dgrid", "dtheta"), got, ref):
             assert_close(g, r, dtype, f"{what} (impl={impl!r})")
 
@@ -271,13 +340,13 @@ def test_stn_kernel_vs_array_vs_numpy(gpu, rng, dtype, shape):
 def test_sampler_kernel_accepts_non_contiguous_inputs(gpu, rng):
     U = gpu.asarray(rng.standard_normal((2, 7, 5, 3))).transpose(0, 3, 2, 1)  # (2, 3, 5, 7), a view
     grid = gpu.asarray(rng.uniform(-1.3, 1.3, (2, 6, 4, 2)))[:, ::-1]
-    V, cache = F.bilinear_sample_forward(U, grid, impl="kernel")
+    V, cache = fast.bilinear_sample_forward(U, grid, impl="kernel")
     V_ref, cache_ref = F.bilinear_sample_forward(to_numpy(U), to_numpy(grid), impl="array")
     assert_close(V, V_ref, np.float64, "V")
     dV = rng.standard_normal(V_ref.shape)
     dV_gpu = gpu.asarray(dV)[..., ::-1]  # a non-contiguous upstream gradient
     dV_before = to_numpy(dV_gpu).copy()
-    dU, dgrid = F.bilinear_sample_backward(dV_gpu, cache)
+    dU, dgrid = fast.bilinear_sample_backward(dV_gpu, cache)
     dU_ref, dgrid_ref = F.bilinear_sample_backward(dV[..., ::-1], cache_ref)
     assert_close(dU, dU_ref, np.float64, "dU")
     assert_close(dgrid, dgrid_ref, np.float64, "dgrid")
@@ -292,10 +361,10 @@ def test_atomic_dU_is_repeatable_within_rounding(gpu, rng, dtype):
     U = gpu.asarray(rng.standard_normal((2, 3, 6, 6)).astype(dtype))
     # |x_s|, |y_s| <= 0.8 * 63/64 < 5/6: all four corners of every point lie inside the image.
     theta = gpu.asarray(np.tile(np.array([[0.7, 0.1, 0.0], [-0.1, 0.7, 0.0]], dtype), (2, 1, 1)))
-    grid, _ = F.affine_grid_forward(theta, (64, 64))
-    _, cache = F.bilinear_sample_forward(U, grid)
+    grid, _ = fast.affine_grid_forward(theta, (64, 64))
+    _, cache = fast.bilinear_sample_forward(U, grid)                 # 'auto': the kernel for CuPy arrays
     dV = gpu.asarray(rng.standard_normal((2, 3, 64, 64)).astype(dtype))
-    runs = [F.bilinear_sample_backward(dV, cache) for _ in range(5)]
+    runs = [fast.bilinear_sample_backward(dV, cache) for _ in range(5)]
     dU0, dgrid0 = (to_numpy(a) for a in runs[0])
     for dU, dgrid in runs[1:]:
         assert_close(dU, dU0, dtype, "dU, run against run")
@@ -308,8 +377,8 @@ def test_atomic_dU_is_repeatable_within_rounding(gpu, rng, dtype):
 @pytest.mark.gpu
 def test_kernel_cache_is_tagged_for_the_ops_backward(gpu, rng):
     theta = gpu.asarray(np.tile(np.eye(2, 3), (2, 1, 1)))
-    grid, gcache = F.affine_grid_forward(theta, (4, 5))
-    V, vcache = F.bilinear_sample_forward(gpu.asarray(rng.standard_normal((2, 1, 4, 5))), grid)
+    grid, gcache = fast.affine_grid_forward(theta, (4, 5))
+    V, vcache = fast.bilinear_sample_forward(gpu.asarray(rng.standard_normal((2, 1, 4, 5))), grid)
     assert gcache[0] == "kernel" and vcache[0] == "kernel"  # 'auto' picks the kernel for CuPy
 
 
@@ -364,7 +433,7 @@ def test_gradcheck_sampler_kernel_on_gpu(gpu, rng):
     # Random points, inside and outside; a finite-difference probe of h = 1e-5 crosses an
     # integer pixel coordinate (a kink) with probability ~1e-4 per point: none for this seed.
     grid = rng.uniform(-1.3, 1.3, size=(2, 4, 5, 2))
-    fwd, bwd = _on_gpu(gpu, F.bilinear_sample_forward, F.bilinear_sample_backward, impl="kernel")
+    fwd, bwd = _on_gpu(gpu, fast.bilinear_sample_forward, fast.bilinear_sample_backward, impl="kernel")
     errs = check_gradients(fwd, bwd, {"U": U, "grid": grid}, rng=rng)
     assert max(errs.values()) <= 1e-6, errs
 
@@ -372,7 +441,7 @@ def test_gradcheck_sampler_kernel_on_gpu(gpu, rng):
 @pytest.mark.gpu
 def test_gradcheck_affine_grid_kernel_on_gpu(gpu, rng):
     theta = np.array([[1.2, 0.2, 0.1], [-0.3, 0.9, -0.2]]) + 0.2 * rng.standard_normal((3, 2, 3))
-    fwd, bwd = _on_gpu(gpu, F.affine_grid_forward, F.affine_grid_backward, out_hw=(5, 6), impl="kernel")
+    fwd, bwd = _on_gpu(gpu, fast.affine_grid_forward, fast.affine_grid_backward, out_hw=(5, 6), impl="kernel")
     errs = check_gradients(fwd, bwd, {"theta": theta}, rng=rng)
     assert errs["theta"] <= 1e-6, errs
 
@@ -384,14 +453,14 @@ def test_gradcheck_spatial_transformer_chain_on_gpu(gpu, rng):
     theta = np.array([[0.9, 0.15, 0.1], [-0.2, 0.8, -0.1]]) + 0.1 * rng.standard_normal((2, 2, 3))
 
     def forward(theta, U):
-        grid, gcache = F.affine_grid_forward(gpu.asarray(theta), (5, 6), impl="kernel")
-        V, vcache = F.bilinear_sample_forward(gpu.asarray(U), grid, impl="kernel")
+        grid, gcache = fast.affine_grid_forward(gpu.asarray(theta), (5, 6), impl="kernel")
+        V, vcache = fast.bilinear_sample_forward(gpu.asarray(U), grid, impl="kernel")
         return to_numpy(V), (gcache, vcache)
 
     def backward(dV, cache):
         gcache, vcache = cache
-        dU, dgrid = F.bilinear_sample_backward(gpu.asarray(dV), vcache)
-        dtheta = F.affine_grid_backward(dgrid, gcache)
+        dU, dgrid = fast.bilinear_sample_backward(gpu.asarray(dV), vcache)
+        dtheta = fast.affine_grid_backward(dgrid, gcache)
         return to_numpy(dtheta), to_numpy(dU)
 
     errs = check_gradients(forward, backward, {"theta": theta, "U": U}, rng=rng)

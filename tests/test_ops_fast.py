@@ -74,6 +74,34 @@ def test_affine_grid_fast_is_the_plain_one_on_the_cpu():
     np.testing.assert_array_equal(fast.affine_grid_backward(dgrid, c_f), plain.affine_grid_backward(dgrid, c_p))
 
 
+def test_fast_ops_without_a_cpu_version_are_the_plain_ops_on_numpy():
+    """avgpool2d, relu_backward, dropout_forward, the LSTM cell and the loss have a fast version on
+    the GPU only (CUDA kernels); on NumPy arrays they are the plain op itself: the same bits."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 3, 10, 11))
+    (out_p, c_p), (out_f, c_f) = _both("avgpool2d_forward", x, 3)
+    np.testing.assert_array_equal(out_f, out_p)
+    dout = rng.standard_normal(out_p.shape)
+    np.testing.assert_array_equal(fast.avgpool2d_backward(dout, c_f), plain.avgpool2d_backward(dout, c_p))
+    r, c_relu = plain.relu_forward(x)
+    np.testing.assert_array_equal(fast.relu_backward(x, c_relu), plain.relu_backward(x, c_relu))
+    (d_p, m_p), (d_f, m_f) = (f(x, 0.5, np.random.default_rng(1)) for f in (plain.dropout_forward, fast.dropout_forward))
+    np.testing.assert_array_equal(d_f, d_p)
+    np.testing.assert_array_equal(m_f[1], m_p[1])
+    args = [rng.standard_normal(s) for s in ((3, 5), (3, 4), (3, 4), (5, 16), (4, 16), (16,))]
+    (h_p, c_p_, cache_p), (h_f, c_f_, cache_f) = _both("lstm_cell_forward", *args)
+    np.testing.assert_array_equal(h_f, h_p)
+    dh = rng.standard_normal((3, 4))
+    for gp, gf in zip(plain.lstm_cell_backward(dh, None, cache_p), fast.lstm_cell_backward(dh, None, cache_f)):
+        np.testing.assert_array_equal(gf, gp)
+    logits, labels = rng.standard_normal((3, 4, 10)), rng.integers(0, 10, size=(3, 4))
+    (l_p, dz_p), (l_f, dz_f) = _both("softmax_cross_entropy", logits, labels)
+    assert l_f == l_p
+    np.testing.assert_array_equal(dz_f, dz_p)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\)"):
+        fast.softmax_cross_entropy(logits, np.full_like(labels, 10))
+
+
 def test_switch_chooses_and_restores():
     assert fast_enabled() and ops.conv2d_maxpool_forward is fast.conv2d_maxpool_forward
     assert ops.linear_forward is plain.linear_forward            # no fast version: always the plain one

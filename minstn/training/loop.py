@@ -44,9 +44,11 @@ from minstn.training.optim import (
     build_optimizer,
     build_schedule,
     clip_by_value,
+    clip_scale,
     fetch,
     global_norm,
     scale_to_norm,
+    step_numbers,
 )
 from minstn.training.run import RunFolder, check_resume, check_same_data, data_fingerprint
 from minstn.training.speed import host, make_runner, resolve
@@ -177,22 +179,33 @@ class Run:
         """Forward, backward, clip, check, update: one optimiser step on a batch; returns its loss.
 
         On a GPU the step stops for the host once: the loss, the gradient norm and the count of
-        wrong digits come back together (fetch), after which the host decides (divergence, clip)."""
+        wrong digits come back together (step_numbers: two kernels, one transfer), after which the
+        host decides (divergence, clip); FlatAdam then applies the clip inside its one launch."""
         cfg, pos = self.cfg, self.pos
         self.rng_before = self.dropout_rng.bit_generator.state
+        flat = isinstance(self.opt, FlatAdam)     # the GPU's optimiser
         with self.model.device.scope():
             loss, logits = self.runner.loss_and_grads(images, labels, self.dropout_rng)
             grads = self.model.grads
-            if isinstance(self.opt, FlatAdam):      # one flat array: every later operation is one launch
+            if flat:                              # one flat array: every later operation is one launch
                 grads = self.opt.flatten(grads)
             grads = clip_by_value(grads, cfg.clip_value) if cfg.clip_value else grads
-            loss, norm, wrong = fetch(loss, global_norm(grads), (logits.argmax(axis=-1) != labels).sum())
+            if flat:                              # on the GPU: two kernel launches, one transfer
+                loss, norm, wrong = step_numbers(loss, grads, logits, labels)
+            else:
+                loss, norm, wrong = fetch(loss, global_norm(grads), (logits.argmax(axis=-1) != labels).sum())
             wrong = int(wrong)
             self.check_finite(loss, norm)
-            if cfg.clip_norm:
+            scale = 1.0                           # FlatAdam scales inside its update (the same bits)
+            if cfg.clip_norm and flat:
+                scale = clip_scale(norm, cfg.clip_norm)
+            elif cfg.clip_norm:
                 grads = scale_to_norm(grads, norm, cfg.clip_norm)
         with DeferSignals():              # the update and the counters change together or not at all
-            self.opt.step(grads)
+            if flat:
+                self.opt.step(grads, grad_scale=scale)
+            else:
+                self.opt.step(grads)
             acc = pos["acc"]
             acc["loss_sum"] += loss * len(labels)
             acc["wrong"] += wrong

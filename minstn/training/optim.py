@@ -45,6 +45,8 @@ __all__ = [
     "clip_by_global_norm",
     "global_norm",
     "fetch",
+    "step_numbers",
+    "clip_scale",
     "scale_to_norm",
     "ConstantLR",
     "StepDecay",
@@ -254,9 +256,14 @@ class Adam(Optimizer):
 
 class FlatAdam(Adam):
     """Adam over one flat buffer: element by element the same update as Adam (the same operations
-    in the same order, so the same bits), but ten array operations for all parameters together
-    instead of about eleven per parameter. On a GPU every operation is a kernel launch: this is
-    the optimiser the trainer uses there.
+    in the same order, so the same bits), but fourteen array operations for all parameters together
+    instead of about eleven per parameter; on a GPU (CuPy buffers) ONE kernel launch, adam_step of
+    minstn/ops/fast/kernels/train.cu, which does those operations element by element (the same
+    bits again). This is the optimiser the trainer uses on a GPU.
+
+    step(grads, grad_scale) multiplies the gradients by grad_scale first (the global-norm clip's
+    factor, clip_scale(); 1 = no clipping), inside the same launch on a GPU, with the bits of
+    scale_to_norm followed by step.
 
     It makes the parameters views into one flat buffer: params[name] is replaced by a view of
     the same shape and values (the model reads its parameters through this dict, so it sees
@@ -302,13 +309,19 @@ class FlatAdam(Adam):
                 raise ValueError(f"gradient for {name!r} has shape {grads[name].shape}, the parameter has {self.params[name].shape}")
         return xp_of(self.flat["p"]).concatenate([grads[name].reshape(-1) for name in self.names])   # (P,)
 
-    def step(self, grads) -> None:
-        """Adam's update; grads: {name: array} or flatten()'s flat array."""
+    def step(self, grads, grad_scale: float = 1.0) -> None:
+        """Adam's update; grads: {name: array} or flatten()'s flat array, multiplied by grad_scale
+        first (the norm clip's factor; 1.0 leaves them as they are)."""
         g = self.flatten(grads) if isinstance(grads, dict) else grads
         if g.shape != self.flat["p"].shape:
             raise ValueError(f"flat gradients have shape {g.shape}, the parameters {self.flat['p'].shape}")
         self.t += 1
+        if is_cupy(self.flat["p"]):
+            self._step_kernel(g, grad_scale)
+            return
         xp, p, m, v = xp_of(self.flat["p"]), self.flat["p"], self.flat["m"], self.flat["v"]
+        if grad_scale != 1.0:
+            g = g * g.dtype.type(grad_scale)     # scale_to_norm's operation
         if self.weight_decay:
             g = g + self.weight_decay * p
         m_hat_scale = 1.0 / (1.0 - self.beta1**self.t)
@@ -327,6 +340,20 @@ class FlatAdam(Adam):
         step *= self._flat_lr()
         step /= a
         p -= step
+
+    def _step_kernel(self, g, grad_scale: float) -> None:
+        """The update above as one launch of the adam_step kernel (kernels/train.cu): its scalars
+        computed here in double and rounded once to the parameters' dtype, as NumPy and CuPy round
+        a Python float that meets an array."""
+        from minstn.ops.fast import cuda
+
+        p = self.flat["p"]
+        T = p.dtype.type
+        g = xp_of(p).ascontiguousarray(g)
+        scalars = (grad_scale, self.weight_decay, self.beta1, 1.0 - self.beta1, self.beta2, 1.0 - self.beta2,
+                   1.0 / (1.0 - self.beta1**self.t), 1.0 / (1.0 - self.beta2**self.t), self.eps)
+        cuda.launch("adam_step", p, p.size, (p, self.flat["m"], self.flat["v"], g, self._flat_lr(),
+                                             *cuda.sizes(p.size), *(T(c) for c in scalars)))
 
     def load_state(self, state: dict) -> None:
         """Adam.load_state, writing into the flat buffers' views (they stay views)."""
@@ -374,6 +401,10 @@ def global_norm(grads):
     arrays; for CuPy ones a 0-d device array (a float would stop the GPU once per array).
     grads: {name: array}, or one flat array."""
     gs = list(grads.values()) if isinstance(grads, dict) else [grads]
+    if len(gs) == 1 and is_cupy(gs[0]):      # one flat array (FlatAdam.flatten): a float64 dot product
+        xp = xp_of(gs[0])
+        g = gs[0].reshape(-1).astype(xp.float64, copy=False)
+        return xp.sqrt(xp.dot(g, g))
     if gs and is_cupy(gs[0]):
         xp = xp_of(gs[0])
         return xp.sqrt(xp.stack([(g.astype(xp.float64) ** 2).sum() for g in gs]).sum())
@@ -393,15 +424,60 @@ def fetch(*values) -> tuple:
     return tuple(float(v) for v in values)
 
 
+def clip_scale(norm: float, max_norm: float) -> float:
+    """The factor of the global-norm clip: max_norm / norm when norm (a float) exceeds max_norm,
+    else 1.0 (also for a norm that is not finite: such gradients are reported, not scaled)."""
+    _check_positive("max_norm", max_norm)
+    if not math.isfinite(norm) or norm <= max_norm:
+        return 1.0
+    return max_norm / norm
+
+
+#: threads of sum_squares (256 x 128 blocks): a few elements each for the GPU, a few partial sums
+#: each for step_report's one block of 256 threads
+NORM_THREADS = 256 * 128
+
+
+def step_numbers(loss, grads, logits, labels) -> tuple:
+    """(loss, the gradients' global norm, the number of digits whose largest logit is not the
+    label) as host numbers, in ONE transfer: the trainer's one stop per step.
+
+    loss: 0-d array or float; grads: {name: array} or one flat array; logits (N, P, K), labels (N, P).
+    The same numbers as fetch(loss, global_norm(grads), (logits.argmax(-1) != labels).sum()), which
+    is what runs for NumPy arrays; for one flat CuPy gradient (FlatAdam.flatten) two kernel launches
+    compute all three (sum_squares, step_report in kernels/train.cu: the norm's sum in float64, in
+    another order than NumPy's, rounding only)."""
+    flat = grads if not isinstance(grads, dict) else None
+    if flat is None or not is_cupy(flat) or not is_cupy(logits) or not is_cupy(loss):
+        return fetch(loss, global_norm(grads), (logits.argmax(axis=-1) != labels).sum())
+    from minstn.ops.fast import cuda
+    from minstn.ops.fast.loss import REDUCE_BLOCK    # = TRAIN_REDUCE_BLOCK, step_report's block too
+
+    xp = xp_of(flat)
+    K = logits.shape[-1]
+    M = logits.size // K
+    g = xp.ascontiguousarray(flat.reshape(-1))
+    z = xp.ascontiguousarray(logits).reshape(M, K)
+    y = xp.ascontiguousarray(labels.reshape(M).astype(xp.int64, copy=False))
+    loss = xp.ascontiguousarray(loss.reshape(1).astype(z.dtype, copy=False))
+    out = xp.empty(NORM_THREADS + 3, dtype=xp.float64)             # the partial sums, then the report
+    partial, report = out[:NORM_THREADS], out[NORM_THREADS:]
+    with g.device:
+        cuda.kernel("sum_squares", g)((NORM_THREADS // cuda.BLOCK,), (cuda.BLOCK,), (g, partial, *cuda.sizes(g.size)))
+        cuda.kernel("step_report", z)((1,), (REDUCE_BLOCK,),
+                                      (partial, *cuda.sizes(NORM_THREADS), loss, z, y, *cuda.sizes(M, K), report))
+    host = report.get()                                            # the one stop for the host
+    return float(host[0]), float(host[1]), float(host[2])
+
+
 def scale_to_norm(grads, norm: float, max_norm: float):
     """The gradients scaled by max_norm / norm when norm (their global norm, a float) exceeds
     max_norm, else the same arrays (in a new dict); inputs never modified. See clip_by_global_norm.
     grads: {name: array}, or one flat array (then one array comes back)."""
-    _check_positive("max_norm", max_norm)
     flat = not isinstance(grads, dict)
-    if not math.isfinite(norm) or norm <= max_norm:
+    scale = clip_scale(norm, max_norm)
+    if scale == 1.0:
         return grads if flat else dict(grads)
-    scale = max_norm / norm
     if flat:
         return grads * grads.dtype.type(scale)
     return {name: g * g.dtype.type(scale) for name, g in grads.items()}

@@ -2,16 +2,29 @@
 returns the same numbers (the tests hold every one to its plain version) and is what the models
 run by default (minstn.ops.switch chooses; `with use_fast(False):` runs the plain ones).
 
+On NumPy arrays (the CPU):
     conv2d_forward / conv2d_backward                   im2col by "flat shifts": one contiguous slice
                                                        per channel and kernel offset (conv.py)
     conv2d_maxpool_forward / conv2d_maxpool_backward   conv then 2x2 max-pool as one op, in
                                                        pooling-phase order (convpool.py)
-    affine_grid_forward / affine_grid_backward         the CUDA kernel on the GPU (sampler.py, cuda.py)
-    bilinear_sample_forward / bilinear_sample_backward all four corners in one gather on the CPU,
-                                                       the CUDA kernel on the GPU (sampler.py, cuda.py)
+    bilinear_sample_forward / bilinear_sample_backward all four corners in one gather (sampler.py)
+    the others                                         the plain op itself
+
+On CuPy arrays (the GPU) each op is a few launches: CUDA kernels (kernels/*.cu, compiled as one
+module by cuda.py) around cuBLAS's matrix products, instead of the array code's many small ones:
+    conv2d_*, conv2d_maxpool_*     im2col / col2im kernels, bias (+ max-pool) kernels (conv.py, convpool.py)
+    avgpool2d_*                    one kernel each way (pool.py)
+    relu_backward, dropout_forward one kernel each (linear.py)
+    lstm_cell_*                    the gate math as one kernel each way (lstm.py)
+    softmax_cross_entropy          one kernel (loss.py)
+    affine_grid_*, bilinear_sample_*   the spatial transformer's kernels (sampler.py, cuda.py)
 """
 from minstn.ops.fast.conv import conv2d_backward, conv2d_forward
 from minstn.ops.fast.convpool import conv2d_maxpool_backward, conv2d_maxpool_forward
+from minstn.ops.fast.linear import dropout_forward, relu_backward
+from minstn.ops.fast.loss import softmax_cross_entropy
+from minstn.ops.fast.lstm import lstm_cell_backward, lstm_cell_forward
+from minstn.ops.fast.pool import avgpool2d_backward, avgpool2d_forward
 from minstn.ops.fast.sampler import (
     affine_grid_backward,
     affine_grid_forward,
@@ -25,6 +38,13 @@ __all__ = [
     "conv2d_backward",
     "conv2d_maxpool_forward",
     "conv2d_maxpool_backward",
+    "avgpool2d_forward",
+    "avgpool2d_backward",
+    "relu_backward",
+    "dropout_forward",
+    "lstm_cell_forward",
+    "lstm_cell_backward",
+    "softmax_cross_entropy",
     "affine_grid_forward",
     "affine_grid_backward",
     "bilinear_sample_forward",

@@ -47,14 +47,30 @@ because neighbouring output pixels read overlapping input pixels):
 
 The loops run over the kh*kw kernel offsets only (9 for a 3x3 kernel), never over pixels.
 minstn.ops.naive.conv2d_forward_naive is the same sum written as loops, for the tests.
+
+On the GPU (CuPy arrays) the flat shifts would be kh*kw*2 slice copies per layer, each a kernel
+launch, so im2col and col2im are one CUDA kernel each instead (kernels/conv.cu), and the
+columns are the textbook ones of minstn.ops.conv, without the border positions:
+
+    cols (K, M) = im2col kernel (x)            M = N * H_out * W_out, column (n, i, j)
+    a    (F, M) = w (F, K) @ cols              the one matrix product (cuBLAS)
+    out  (N, F, H_out, W_out) = bias_forward kernel (a, b): a + b[f], written C-contiguous
+Backward
+    dout2 (F, M) = dout, channel-major (one transposing copy)
+    db = dout2 summed over M;  dw = dout2 @ cols^T;  dcols = w^T @ dout2
+    dx = col2im kernel (dcols): each input pixel gathers the columns that read it (no atomics)
+Five device operations forward (two allocations, two kernels, one product), six backward
+(four with need_dx=False).
+minstn.ops.fast.convpool shares im2col_gpu and conv_backward_gpu.
 """
 from __future__ import annotations
 
-from minstn.backend import xp_of
+from minstn.backend import is_cupy, xp_of
 from minstn.ops._validate import check_cache, check_dout
 from minstn.ops.conv import check_conv_inputs
+from minstn.ops.fast import cuda as _cuda
 
-__all__ = ["conv2d_forward", "conv2d_backward"]
+__all__ = ["conv2d_forward", "conv2d_backward", "im2col_gpu", "col2im_gpu", "conv_backward_gpu"]
 
 
 def _padded_flat(x, p: int, tail: int):
@@ -130,6 +146,8 @@ def conv2d_forward(x, w, b, padding):
     need NCHW memory order.
     """
     p, H_out, W_out = check_conv_inputs(x, w, b, padding)
+    if is_cupy(x):
+        return _gpu_forward(x, w, b, p, H_out, W_out)
     N, _, H, W = x.shape
     F, C, kh, kw = w.shape
     cols = _im2col(x, kh, kw, p)  # (K, Q)
@@ -147,7 +165,9 @@ def conv2d_backward(dout, cache, need_dx: bool = True):
     need_dx=False skips the input gradient (dx is returned as None): a model's first layer has
     nothing upstream of it, and dx is the col2im half of the backward's work there.
     """
-    check_cache("conv2d_backward", cache, "conv2d_fast", "minstn.ops.fast.conv2d_forward")
+    check_cache("conv2d_backward", cache, ("conv2d_fast", "conv2d_gpu"), "minstn.ops.fast.conv2d_forward")
+    if cache[0] == "conv2d_gpu":
+        return _gpu_backward(dout, cache, need_dx)
     _, x_shape, w, cols, p, H_out, W_out = cache
     xp = xp_of(dout)
     N, _, H, W = x_shape
@@ -165,3 +185,62 @@ def conv2d_backward(dout, cache, need_dx: bool = True):
     dcols = w.reshape(F, C * kh * kw).T @ dout2  # (K, F) @ (F, Q) -> (K, Q)
     dx = _col2im(dcols, x_shape, kh, kw, p)  # (N, C, H, W)
     return dx, dw.reshape(F, C, kh, kw), db
+
+
+# ----------------------------------------------------------------------------------------- GPU
+
+
+def im2col_gpu(x, kh: int, kw: int, p: int, H_out: int, W_out: int):
+    """x (N, C, H, W) CuPy -> cols (K, M) by the im2col kernel: row (c, u, v), column (n, i, j)
+    = x[n, c, i + u - p, j + v - p], 0 in the padding (minstn.ops.conv.im2col's matrix)."""
+    xp = xp_of(x)
+    N, C, H, W = x.shape
+    x = xp.ascontiguousarray(x)                                       # a copy only for a strided view
+    cols = xp.empty((C * kh * kw, N * H_out * W_out), dtype=x.dtype)   # (K, M), every element written
+    _cuda.launch("im2col", x, cols.size, (x, cols, *_cuda.sizes(N, C, H, W, kh, kw, p, H_out, W_out)))
+    return cols
+
+
+def col2im_gpu(dcols, x_shape, kh: int, kw: int, p: int, H_out: int, W_out: int):
+    """The adjoint of im2col_gpu: dcols (K, M) -> dx (N, C, H, W), C-contiguous, by the col2im kernel."""
+    xp = xp_of(dcols)
+    N, C, H, W = x_shape
+    dcols = xp.ascontiguousarray(dcols)
+    dx = xp.empty((N, C, H, W), dtype=dcols.dtype)                    # every element written (=)
+    _cuda.launch("col2im", dcols, dx.size, (dcols, dx, *_cuda.sizes(N, C, H, W, kh, kw, p, H_out, W_out)))
+    return dx
+
+
+def conv_backward_gpu(da, x_shape, w, cols, p: int, H_out: int, W_out: int, need_dx: bool):
+    """The conv's gradients from da (F, M) = the gradient of the product w @ cols, channel-major:
+    (dx (N, C, H, W) or None, dw (F, C, kh, kw), db (F,)). Shared with conv2d_maxpool_backward."""
+    F, C, kh, kw = w.shape
+    db = da.sum(axis=1)                                               # (F,)
+    dw = (da @ cols.T).reshape(F, C, kh, kw)                          # (F, K): C-contiguous
+    if not need_dx:
+        return None, dw, db
+    dcols = w.reshape(F, C * kh * kw).T @ da                          # (K, F) @ (F, M) -> (K, M)
+    return col2im_gpu(dcols, x_shape, kh, kw, p, H_out, W_out), dw, db
+
+
+def _gpu_forward(x, w, b, p: int, H_out: int, W_out: int):
+    """conv2d_forward on CuPy arrays: im2col kernel, one product, bias kernel (module docstring)."""
+    xp = xp_of(x)
+    N = x.shape[0]
+    F, C, kh, kw = w.shape
+    cols = im2col_gpu(x, kh, kw, p, H_out, W_out)                      # (K, M)
+    a = w.reshape(F, C * kh * kw) @ cols                              # (F, M): the one product
+    out = xp.empty((N, F, H_out, W_out), dtype=x.dtype)               # C-contiguous
+    b = xp.ascontiguousarray(b)
+    _cuda.launch("bias_forward", a, out.size, (a, b, out, *_cuda.sizes(N, F, H_out, W_out)))
+    return out, ("conv2d_gpu", x.shape, w, cols, p, H_out, W_out)
+
+
+def _gpu_backward(dout, cache, need_dx: bool):
+    _, x_shape, w, cols, p, H_out, W_out = cache
+    xp = xp_of(dout)
+    N = x_shape[0]
+    F = w.shape[0]
+    check_dout("conv2d_backward", "dout", dout, (N, F, H_out, W_out))
+    da = xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(F, N * H_out * W_out)   # (F, M)
+    return conv_backward_gpu(da, x_shape, w, cols, p, H_out, W_out, need_dx)

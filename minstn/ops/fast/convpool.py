@@ -13,11 +13,21 @@ Shape legend
     K        C * kh * kw
 
 The result is exactly maxpool2d_forward(conv2d_forward(x, w, b, padding)) (same products, same
-first-maximum tie rule); the gradient is that of the composition. On a GPU (CuPy arrays) it is
-computed as exactly that composition: the phase-by-phase gather, which keeps a CPU's caches warm,
-costs a GPU dozens of small launches. The models use it for every
+first-maximum tie rule); the gradient is that of the composition. The models use it for every
 conv -> max-pool block; minstn.ops.pool.conv2d_maxpool_forward is the plain composition of the
 two separate ops, for teaching and for the tests.
+
+On a GPU (CuPy arrays) the phase-by-phase gather, which keeps a CPU's caches warm, would cost
+dozens of small launches; there the op is three kernels (kernels/conv.cu) around the product:
+
+    cols (K, M)          im2col kernel (minstn.ops.fast.conv.im2col_gpu), M = N * Ho * Wo
+    a    (F, M)          w @ cols, without the bias (kept for the backward)
+    out  (N, F, H2, W2)  maxpool_bias_forward kernel: the max of each 2x2 window of a + b[f]
+Backward
+    da   (F, M)          maxpool_bias_backward kernel: each conv output pixel recomputes its
+                         window, and takes dout where it won (the same '>' masks), else 0
+    db, dw, dx           as the conv alone (minstn.ops.fast.conv.conv_backward_gpu)
+Five device operations forward, seven backward (four with need_dx=False).
 
 The idea: split the conv output by pooling phase. Output pixel (2i + a, 2j + b) is phase (a, b)
 of pooled pixel (i, j), a, b in {0, 1}. The pool is then the element-wise maximum of four arrays,
@@ -57,8 +67,8 @@ from __future__ import annotations
 from minstn.backend import is_cupy, xp_of
 from minstn.ops._validate import check_cache, check_dout
 from minstn.ops.conv import check_conv_inputs
-from minstn.ops.fast.conv import conv2d_backward, conv2d_forward
-from minstn.ops.pool import maxpool2d_backward, maxpool2d_forward
+from minstn.ops.fast import cuda as _cuda
+from minstn.ops.fast.conv import conv_backward_gpu, im2col_gpu
 
 __all__ = ["conv2d_maxpool_forward", "conv2d_maxpool_backward"]
 
@@ -128,10 +138,8 @@ def conv2d_maxpool_forward(x, w, b, padding):
     if Ho < 2 or Wo < 2:
         raise ValueError(f"conv2d_maxpool_forward: the conv output {Ho}x{Wo} is smaller than the 2x2 pooling "
                          "window; use a larger input or more padding")
-    if is_cupy(x):   # on a GPU the four-phase gather is dozens of small copies: the two ops in a row are fewer
-        a, c_conv = conv2d_forward(x, w, b, padding)
-        out, c_pool = maxpool2d_forward(a)
-        return out, ("conv2d_maxpool_gpu", c_conv, c_pool)
+    if is_cupy(x):   # on a GPU the four-phase gather is dozens of small copies: the kernels instead
+        return _gpu_forward(x, w, b, p, Ho, Wo)
     xp = xp_of(x)
     N, C, H, W = x.shape
     F, _, kh, kw = w.shape
@@ -164,8 +172,7 @@ def conv2d_maxpool_backward(dout, cache, need_dx: bool = True):
     check_cache("conv2d_maxpool_backward", cache, ("conv2d_maxpool_fast", "conv2d_maxpool_gpu"),
                 "minstn.ops.fast.conv2d_maxpool_forward")
     if cache[0] == "conv2d_maxpool_gpu":
-        _, c_conv, c_pool = cache
-        return conv2d_backward(maxpool2d_backward(dout, c_pool), c_conv, need_dx=need_dx)
+        return _gpu_backward(dout, cache, need_dx)
     _, x_shape, w, cols, p, right0, right1, lower = cache
     xp = xp_of(dout)
     N, C, H, W = x_shape
@@ -196,3 +203,32 @@ def conv2d_maxpool_backward(dout, cache, need_dx: bool = True):
     for comp, (gi, gj), (yi, xj) in _parity_pairs(H, W, p, Hs, Ws):
         dx[:, :, yi, xj] = dxs[:, comp, :Qs].reshape(C, N, Hs, Ws)[:, :, gi, gj]
     return dx.transpose(1, 0, 2, 3), dw, db                         # (N, C, H, W) view
+
+
+# ----------------------------------------------------------------------------------------- GPU
+
+
+def _gpu_forward(x, w, b, p: int, Ho: int, Wo: int):
+    """conv2d_maxpool_forward on CuPy arrays: im2col, the product, the bias + max-pool kernel."""
+    xp = xp_of(x)
+    N = x.shape[0]
+    F, C, kh, kw = w.shape
+    cols = im2col_gpu(x, kh, kw, p, Ho, Wo)                            # (K, M)
+    a = w.reshape(F, C * kh * kw) @ cols                              # (F, M): the product, no bias yet
+    out = xp.empty((N, F, Ho // 2, Wo // 2), dtype=x.dtype)           # C-contiguous
+    b = xp.ascontiguousarray(b)
+    _cuda.launch("maxpool_bias_forward", a, out.size, (a, b, out, *_cuda.sizes(N, F, Ho, Wo)))
+    return out, ("conv2d_maxpool_gpu", x.shape, w, b, cols, a, p, Ho, Wo)
+
+
+def _gpu_backward(dout, cache, need_dx: bool):
+    """conv2d_maxpool_backward on CuPy arrays: the pool's backward kernel, then the conv's."""
+    _, x_shape, w, b, cols, a, p, Ho, Wo = cache
+    xp = xp_of(dout)
+    N = x_shape[0]
+    F = w.shape[0]
+    check_dout("conv2d_maxpool_backward", "dout", dout, (N, F, Ho // 2, Wo // 2))
+    dout = xp.ascontiguousarray(dout)                                 # (N, F, H2, W2)
+    da = xp.empty((F, N * Ho * Wo), dtype=dout.dtype)                 # (F, M), every element written
+    _cuda.launch("maxpool_bias_backward", a, da.size, (dout, a, b, da, *_cuda.sizes(N, F, Ho, Wo)))
+    return conv_backward_gpu(da, x_shape, w, cols, p, Ho, Wo, need_dx)

@@ -1,4 +1,19 @@
-"""CuPy launch code for the CUDA kernels of the spatial transformer (kernels/stn.cu).
+"""CuPy launch code for minstn's CUDA kernels (kernels/*.cu): the module that compiles them, and
+the launches of the spatial transformer's kernels (kernels/stn.cu).
+
+The source is the five files of kernels/, compiled together as ONE module (one NVRTC compile,
+one disk cache entry):
+
+    stn.cu     affine grid and bilinear sampler, forward and backward    (launched here)
+    conv.cu    im2col, col2im, the bias (+ 2x2 max-pool) after a conv,    (minstn/ops/fast/conv.py,
+               d x d average pool                                         convpool.py, pool.py)
+    linear.cu  ReLU backward, dropout forward                             (minstn/ops/fast/linear.py)
+    lstm.cu    an LSTM cell's gate math, forward and backward             (minstn/ops/fast/lstm.py)
+    train.cu   softmax cross-entropy, the step's numbers for the host     (minstn/ops/fast/loss.py,
+               (loss, gradient norm, wrong digits), Adam's update         minstn/training/optim.py)
+
+The other launch code calls `kernel(name, like)` (the kernel for like's dtype and device) and
+`launch(name, like, total, args)` (one thread per element over `total` elements) from here.
 
 minstn.ops.fast.sampler validates its inputs and, for CuPy arrays with impl='kernel' (the
 default 'auto' on the GPU), calls the four functions here:
@@ -23,10 +38,10 @@ Shape legend:
     V        (N, C, H_out, W_out)
 
 Launch configuration:
-    point kernels (affine grid forward, sampler forward and backward): one thread per output
-        point, BLOCK = 256 threads per block, ceil(P / BLOCK) blocks capped at MAX_BLOCKS
-        (the kernels loop with a grid stride, so the cap only changes how the work is dealt);
-        P = N * H_out * W_out.
+    point kernels (affine grid forward, sampler forward and backward, and every elementwise
+        kernel of the other files): one thread per output element, BLOCK = 256 threads per
+        block, ceil(P / BLOCK) blocks capped at MAX_BLOCKS (the kernels loop with a grid stride,
+        so the cap only changes how the work is dealt); P = N * H_out * W_out for the sampler.
     affine grid backward: one block of REDUCE_BLOCK = 256 threads per batch item, a
         shared-memory tree reduction, no atomics.
 The kernels run on the current CUDA stream of the device that holds the input arrays.
@@ -51,7 +66,12 @@ __all__ = [
     "bilinear_sample_backward",
     "kernel_source",
     "launch_config",
+    "kernel",
+    "launch",
+    "sizes",
+    "KERNEL_DIR",
     "KERNEL_PATH",
+    "KERNEL_FILES",
     "BLOCK",
     "REDUCE_BLOCK",
     "MAX_BLOCKS",
@@ -59,7 +79,17 @@ __all__ = [
     "NAME_EXPRESSIONS",
 ]
 
-KERNEL_PATH = Path(__file__).resolve().parent / "kernels" / "stn.cu"
+KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
+KERNEL_PATH = KERNEL_DIR / "stn.cu"  # the spatial transformer's kernels, the first file of the module
+#: the kernels of each source file, in the order the files are joined into the one module
+KERNEL_FILES = {
+    "stn.cu": ("affine_grid_forward", "affine_grid_backward", "bilinear_sample_forward", "bilinear_sample_backward"),
+    "conv.cu": ("im2col", "col2im", "bias_forward", "maxpool_bias_forward", "maxpool_bias_backward",
+                "avgpool_forward", "avgpool_backward"),
+    "linear.cu": ("relu_backward", "dropout_forward"),
+    "lstm.cu": ("lstm_cell_forward", "lstm_cell_backward"),
+    "train.cu": ("softmax_cross_entropy", "sum_squares", "step_report", "adam_step"),
+}
 BLOCK = 256  # threads per block of the point kernels
 REDUCE_BLOCK = 256  # threads per block of affine_grid_backward; equals STN_REDUCE_BLOCK in stn.cu
 MAX_BLOCKS = 65535  # cap on blocks per launch; the grid-stride loops cover any P
@@ -67,14 +97,14 @@ MAX_BLOCKS = 65535  # cap on blocks per launch; the grid-stride loops cover any 
 #: array code does (a point on a pixel centre picks the same corners on the GPU and the CPU)
 COMPILE_OPTIONS = ("--std=c++14", "--fmad=false")
 
-_KERNELS = ("affine_grid_forward", "affine_grid_backward", "bilinear_sample_forward", "bilinear_sample_backward")
+_KERNELS = tuple(k for names in KERNEL_FILES.values() for k in names)
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 NAME_EXPRESSIONS = tuple(f"{k}<{t}>" for k in _KERNELS for t in _CTYPES.values())
 
 
 def kernel_source() -> str:
-    """The CUDA source text of kernels/stn.cu."""
-    return KERNEL_PATH.read_text(encoding="utf-8")
+    """The CUDA source of the module: the files of kernels/ (KERNEL_FILES), joined in order."""
+    return "\n".join((KERNEL_DIR / name).read_text(encoding="utf-8") for name in KERNEL_FILES)
 
 
 def launch_config(num_points: int) -> tuple[int, int]:
@@ -128,9 +158,26 @@ def _function(name: str, ctype: str, device_id: int):
     return _module(device_id).get_function(f"{name}<{ctype}>")
 
 
-def _kernel(name: str, a):
-    """The kernel `name` for the dtype and device of array `a`."""
-    return _function(name, _ctype(a.dtype), a.device.id)
+def kernel(name: str, like):
+    """The kernel `name` for the dtype and device of the CuPy array `like`."""
+    return _function(name, _ctype(like.dtype), like.device.id)
+
+
+def sizes(*values) -> tuple:
+    """Integers as np.int64, the kernels' `long long` arguments."""
+    return tuple(np.int64(v) for v in values)
+
+
+def launch(name: str, like, total: int, args: tuple) -> None:
+    """Launch the elementwise kernel `name` (for like's dtype, on like's device) with one thread
+    per element over `total` elements (launch_config); nothing to do when total is 0.
+    args: the kernel's arguments in its order, arrays as CuPy arrays, sizes as np.int64 and
+    floating-point scalars as like's dtype (np.float32 for a float kernel: a Python float would
+    be passed as a double)."""
+    if total > 0:
+        blocks, threads = launch_config(total)
+        with like.device:
+            kernel(name, like)((blocks,), (threads,), args)
 
 
 # --------------------------------------------------------------------------------------
@@ -158,7 +205,7 @@ def affine_grid_forward(theta, out_hw):
         P = N * H_out * W_out
         if P > 0:
             blocks, threads = launch_config(P)
-            _kernel("affine_grid_forward", theta)(
+            kernel("affine_grid_forward", theta)(
                 (blocks,), (threads,), (theta, grid, np.int64(N), np.int64(H_out), np.int64(W_out))
             )
     return grid, ("kernel", (N, H_out, W_out))
@@ -179,7 +226,7 @@ def affine_grid_backward(dgrid, cache):
         dgrid = cupy.ascontiguousarray(dgrid)  # (N, H_out, W_out, 2); a copy only if not contiguous
         if N > 0 and H_out * W_out > 0:
             dtheta = cupy.empty((N, 2, 3), dtype=dgrid.dtype)  # (N, 2, 3), every element written
-            _kernel("affine_grid_backward", dgrid)(
+            kernel("affine_grid_backward", dgrid)(
                 (N,), (REDUCE_BLOCK,), (dgrid, dtheta, np.int64(H_out), np.int64(W_out))
             )
         else:
@@ -212,7 +259,7 @@ def bilinear_sample_forward(U, grid):
         P = N * H_out * W_out
         if P > 0:
             blocks, threads = launch_config(P)
-            _kernel("bilinear_sample_forward", U)(
+            kernel("bilinear_sample_forward", U)(
                 (blocks,), (threads,),
                 (U, grid, V, np.int64(N), np.int64(C), np.int64(H), np.int64(W), np.int64(H_out), np.int64(W_out)),
             )
@@ -243,7 +290,7 @@ def bilinear_sample_backward(dV, cache):
         P = N * H_out * W_out
         if P > 0:
             blocks, threads = launch_config(P)
-            _kernel("bilinear_sample_backward", U)(
+            kernel("bilinear_sample_backward", U)(
                 (blocks,), (threads,),
                 (dV, U, grid, dU, dgrid,
                  np.int64(N), np.int64(C), np.int64(H), np.int64(W), np.int64(H_out), np.int64(W_out)),

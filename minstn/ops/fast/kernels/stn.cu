@@ -10,7 +10,7 @@
 // the kernels keep the plain four-weight form, which needs no padded copy.  The results
 // agree to rounding (tests/test_cuda_source.py: 1e-12 in float64, 2e-5 in float32).  The
 // comments say where a kernel divides the work differently and why.  The Python launch code is
-// minstn/ops/cuda.py (CuPy RawModule); the CPU emulation that runs these very lines
+// minstn/ops/fast/cuda.py (CuPy RawModule); the CPU emulation that runs these very lines
 // with g++ is tests/cuda_emulation/ (see tests/test_cuda_source.py).
 //
 // Shape legend (every array is C-contiguous, row-major):
