@@ -1,9 +1,10 @@
 """Copy a trained model into the tutorials, small: parameters in float16, no optimiser state.
 
-    python tutorials/_src/ship_model.py runs/table1-cpu/lstm-stn-d2 tutorials/models/lstm-stn-d2-cpu.npz
+    python tutorials/_src/ship_model.py runs/grid/lstm-stn-d2-s0 tutorials/models/lstm-stn-d2-cpu.npz
 
-Notebook 08 loads the result with minstn.evaluate.load_model (which casts the parameters back to
-the model's float32), so a learner sees a trained LSTM-STN's glimpses without training one.
+(runs/grid: the folder of `python -m minstn.reproduce --preset cpu --out runs/grid`.) Notebook 08
+loads the result with minstn.training.metrics.load_model (which casts the parameters back to the
+model's float32), so a learner sees a trained LSTM-STN's glimpses without training one.
 The file keeps the run's model description, configuration, per-epoch metrics and test result, so
 the notebook can say exactly how the model was made. float16 keeps ~3 significant digits of each
 weight; the notebook measures the test error of the shipped copy itself.
