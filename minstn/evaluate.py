@@ -1,10 +1,14 @@
 """`python -m minstn.evaluate`: the error rates of a saved model on a data file.
 
     python -m minstn.evaluate --checkpoint runs/lstm-stn-d2/checkpoint.npz --data data/test.npz [--json]
+    python -m minstn.evaluate --checkpoint runs/distorted-mnist-RTS-st-cnn/checkpoint.npz --data rts/test.npz
 
 Prints the per-digit, sequence and per-position errors (minstn.training.metrics defines them), or
-one JSON object (--json; NaN written as null). Exit codes: 0, or 2 for bad options, files or
-devices (one line on stderr).
+one JSON object (--json; NaN written as null). A model of the MNIST-sequence task reads a
+sequence file (minstn.data.store); a single-digit model (fcn, mnist-cnn, st-fcn, st-cnn, tstn,
+tstn-cnn) reads a single-digit file of its image size (minstn.data.tasks; `python -m
+minstn.data.generate --task ...` writes them), and prints its one error per image. Exit codes:
+0, or 2 for bad options, files or devices (one line on stderr).
 """
 from __future__ import annotations
 
@@ -26,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint file written by minstn.train (DIR/checkpoint.npz)")
-    p.add_argument("--data", required=True, help="a data file in the MNIST-sequence format (.npz with images and labels)")
+    p.add_argument("--data", required=True, help="a data file of the model's task (.npz from python -m minstn.data.generate: "
+                   "MNIST-sequence canvases, or single-digit images for the single-digit models)")
     p.add_argument("--device", default="cpu", help="cpu, gpu or gpu:N (default: cpu)")
     p.add_argument("--batch-size", type=int, default=256, help="canvases per evaluation batch (default: 256)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -44,19 +49,22 @@ def main(argv=None) -> int:
     if args.batch_size < 1:
         print(f"{parser.prog}: error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
         return 2
-    from minstn.data import DataError, load_sequence_file
+    from minstn.data import DataError, load_digit_file, load_sequence_file
     from minstn.models import ModelError
 
     try:
         device = resolve_device(args.device)
         device.use()
         model, meta = load_model(args.checkpoint, device)
-        data = load_sequence_file(args.data)
+        cfg = meta.get("config", {})
+        digit = "image_size" in model.options                  # a single-digit model: one digit per image
+        data = load_digit_file(args.data, side=model.image_side) if digit else load_sequence_file(args.data)
     except (DeviceError, checkpoint.CheckpointError, DataError, ModelError, OSError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
+    noun = "images" if digit else "canvases"
     if data["labels"].shape[0] == 0:
-        print(f"{parser.prog}: error: {args.data} holds 0 canvases; evaluate on a file with at least one "
+        print(f"{parser.prog}: error: {args.data} holds 0 {noun}; evaluate on a file with at least one "
               "(python -m minstn.data.generate --test N)", file=sys.stderr)
         return 2
     images = data["images"].astype(model.dtype, copy=False)
@@ -66,6 +74,8 @@ def main(argv=None) -> int:
         "data": args.data,
         "model": model.name,
         "downsample": model.downsample,
+        "task": cfg.get("task", "mnist-sequence"),
+        "distortion": cfg.get("distortion"),
         "epoch": meta.get("best_epoch", meta.get("epoch")),
         "n": stats["n"],
         "digit_error": stats["digit_error"],
@@ -75,6 +85,11 @@ def main(argv=None) -> int:
     }
     if args.json:
         print(json_dumps(out))
+    elif digit:
+        what = " ".join(x for x in (model.name, model.options.get("transform"), f"({out['task']}"
+                                    + (f" {out['distortion']})" if out["distortion"] else ")")) if x)
+        print(f"{what} on {args.data} ({stats['n']} images of {model.image_side}x{model.image_side})")
+        print(f"  error             {stats['digit_error']:6.2f} %")
     else:
         print(f"{model.name} d={model.downsample} on {args.data} ({stats['n']} canvases)")
         print(f"  per-digit error   {stats['digit_error']:6.2f} %")

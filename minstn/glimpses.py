@@ -2,12 +2,24 @@
 
     python -m minstn.glimpses --checkpoint runs/quick/checkpoint.npz --out glimpses.png
     python -m minstn.glimpses --checkpoint runs/x/checkpoint.npz --data data/test.npz --n 6 --first 100
+    python -m minstn.glimpses --checkpoint runs/distorted-mnist-RTS-st-cnn/checkpoint.npz --out rts.png
 
-Draws a row per canvas: the canvas with the outline of each glimpse (one colour per step, in the
+Draws a row per image: the image with the outline of each glimpse (one colour per step, in the
 order the LSTM-STN reads them), then the glimpses themselves as the classifier sees them, titled
-with the true and the predicted digits. Without --data the canvases are generated: the test
-split (data seed 0) with the layout the model was trained on. Exit codes: 0, or 2 for bad
-options, files or devices (one line on stderr).
+with the true and the predicted digits. Every model with a spatial transformer works: ffn-stn and
+lstm-stn on MNIST-sequence canvases, st-fcn, st-cnn and tstn on their single-digit task's images.
+Without --data the images are generated: the test split (data seed 0) of the run's task, with
+the layout (MNIST sequences) or the distortion (distorted MNIST) the model was trained on.
+
+The outline of a glimpse is where its sampling grid's corners fall in the image (the image of
+the target square [-1, 1]^2 under theta). For a projective transformer (--transform projective)
+the four corners go through the homography: where its denominator w = g x + h y + 1 is positive
+at all four corners it is positive on the whole square (w is affine), and the square's image is
+then the convex quadrilateral through the four mapped corners, which is drawn. Otherwise the grid
+crosses the horizon (w = 0) and the region has no finite outline: the affine part alone is
+outlined and the figure's title says so. (The models bound g and h so that w >= 0.1: the second
+case is for hand-made thetas.) Exit codes: 0, or 2 for bad options, files or devices (one line
+on stderr).
 """
 from __future__ import annotations
 
@@ -18,49 +30,93 @@ import sys
 import numpy as np
 
 PROG = "python -m minstn.glimpses"
+#: how the command names a model that has no spatial transformer
+NO_TRANSFORMER = {"cnn": "a CNN", "mnist-cnn": "a CNN (mnist-cnn)", "tstn-cnn": "a CNN (tstn-cnn)", "fcn": "an FCN"}
+STN_MODELS = "ffn-stn, lstm-stn, st-fcn, st-cnn or tstn"
 
-__all__ = ["draw", "main"]
+__all__ = ["draw", "projective_corners", "main"]
+
+
+def projective_corners(thetas, perspective, height: int, width: int) -> tuple:
+    """Image-pixel corners of projective glimpses, and whether they outline them.
+
+    thetas (N, T, 2, 3): the homography's first two rows [a, b, c], [d, e, f]; perspective
+    (N, T, 2): its g, h. Returns (corners (N, T, 4, 2) as (x, y) pixels in the order top-left,
+    top-right, bottom-right, bottom-left of the glimpse, ok (N, T) bool): ok where the denominator
+    w is positive at the four corners, so that the quadrilateral through them is the glimpse's
+    outline (module docstring); where not ok the corners are meaningless (w near or below 0).
+    """
+    th = np.asarray(thetas, dtype=np.float64)                                            # (N, T, 2, 3)
+    gh = np.asarray(perspective, dtype=np.float64)                                       # (N, T, 2)
+    target = np.array([[-1.0, -1.0, 1.0], [1.0, -1.0, 1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]])  # (4, 3)
+    uv = np.einsum("ntij,kj->ntki", th, target)                                          # (N, T, 4, 2) numerators
+    w = np.einsum("nti,ki->ntk", gh, target[:, :2]) + 1.0                                # (N, T, 4) denominators
+    ok = (w > 0).all(axis=-1)                                                            # (N, T)
+    src = uv / np.where(w > 0, w, 1.0)[..., None]                                        # (N, T, 4, 2) normalised
+    size = np.array([width, height], dtype=np.float64)
+    return ((src + 1.0) * size - 1.0) / 2.0, ok                                         # pixels, as glimpse_corners
 
 
 def draw(model, images, labels, path: str, title: str = "") -> str:
-    """The glimpse picture of `model` (an STN model) on host canvases images (N, 1, 100, 100) and
-    labels (N, 4); written atomically to `path`. Returns the path."""
-    from minstn.plots import plot_glimpses
+    """The glimpse picture of `model` (a model with a spatial transformer) on host images
+    (N, 1, L, L) and labels (N, P); written atomically to `path`. Returns the path. For a
+    projective transformer the glimpses' quadrilaterals are outlined (module docstring)."""
+    from minstn.plots import glimpse_corners, plot_glimpses
 
     images = images.astype(model.dtype, copy=False)
     att = model.attend(images)
-    predictions = model.predict(images).argmax(axis=-1)                      # (N, 4)
+    predictions = model.predict(images).argmax(axis=-1)                      # (N, P)
+    H, W = images.shape[2], images.shape[3]
+    corners = glimpse_corners(att["thetas"], H, W)                           # (N, T, 4, 2): the affine part
+    if "perspective" in att:
+        quads, ok = projective_corners(att["thetas"], att["perspective"], H, W)
+        corners = np.where(ok[..., None, None], quads, corners)
+        note = ("projective glimpses outlined" if ok.all() else
+                f"outlines: the affine part only for {int((~ok).sum())} of {ok.size} glimpses (their grid crosses "
+                "the projective horizon)")
+        title = f"{title}; {note}" if title else note
     return plot_glimpses(images, att["thetas"], att["glimpses"], path, labels=labels, predictions=predictions,
-                         title=title)
+                         title=title, corners=corners)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Draw the glimpses of a trained FFN-STN or LSTM-STN.",
+    p = argparse.ArgumentParser(prog=PROG, description=f"Draw the glimpses of a trained {STN_MODELS} model.",
                                 allow_abbrev=False)
     p.add_argument("--checkpoint", required=True, help="checkpoint written by minstn.train (DIR/checkpoint.npz or DIR/last.npz)")
     p.add_argument("--out", required=True, help="the PNG file to write")
-    p.add_argument("--data", help="a data file (.npz from python -m minstn.data.generate) to draw canvases from "
-                                  "(default: generated test canvases)")
-    p.add_argument("--data-dir", help="MNIST folder, to generate canvases (default: $MINSTN_DATA_DIR or the cache)")
-    p.add_argument("--n", type=int, default=4, help="canvases to draw (default 4)")
-    p.add_argument("--first", type=int, default=0, help="index of the first canvas (default 0)")
+    p.add_argument("--data", help="a data file (.npz from python -m minstn.data.generate, of the model's task) to draw "
+                                  "images from (default: generated test images of the model's task)")
+    p.add_argument("--data-dir", help="MNIST folder, to generate images (default: $MINSTN_DATA_DIR or the cache)")
+    p.add_argument("--n", type=int, default=4, help="images to draw (default 4)")
+    p.add_argument("--first", type=int, default=0, help="index of the first image (default 0)")
     p.add_argument("--device", default="cpu", help="cpu, gpu or gpu:N (default cpu)")
     return p
 
 
-def _canvases(args, meta) -> dict:
+def _images(args, model, meta) -> dict:
+    """{'images', 'labels'} of the images to draw: from --data, else the model's task's test split."""
     from minstn import data as mdata
+    from minstn.data import tasks
 
+    cfg = meta.get("config", {})
+    task = cfg.get("task") or tasks.SEQUENCE_TASK
+    digit = task != tasks.SEQUENCE_TASK
     if args.data:
-        d = mdata.load_sequence_file(args.data)
+        d = mdata.load_digit_file(args.data, side=model.image_side) if digit else mdata.load_sequence_file(args.data)
+    elif digit:
+        key, n, seed = tasks.generator_task(task, cfg.get("distortion")), args.first + args.n, cfg.get("data_seed", 0)
+        if key == mdata.CLUTTERED:
+            d = mdata.generate_cluttered("test", n, seed=seed, data_dir=args.data_dir)
+        else:
+            d = mdata.generate_distorted("test", n, key, seed=seed, data_dir=args.data_dir)
     else:
-        cfg = meta.get("config", {})
         layout = cfg.get("layout") or "varied"
         d = mdata.generate_split("test", args.first + args.n, seed=cfg.get("data_seed", 0), data_dir=args.data_dir,
                                  options=mdata.SequenceOptions.for_layout(layout))
     n = d["labels"].shape[0]
     if args.first + args.n > n:
-        raise mdata.DataError(f"{args.data}: holds {n} canvases, fewer than --first {args.first} + --n {args.n}")
+        raise mdata.DataError(f"{args.data}: holds {n} {'images' if digit else 'canvases'}, fewer than --first "
+                              f"{args.first} + --n {args.n}")
     return {k: d[k][args.first:args.first + args.n] for k in ("images", "labels")}
 
 
@@ -87,16 +143,21 @@ def main(argv=None) -> int:
         return fail(f"--out must name a .png file, got {args.out!r}")
     try:
         model, meta = load_model(args.checkpoint, resolve_device(args.device))
-        if model.name == "cnn":
-            return fail(f"{args.checkpoint} holds a CNN, which has no spatial transformer and so no glimpses; "
-                        "give an ffn-stn or lstm-stn checkpoint")
-        d = _canvases(args, meta)
-        title = f"{model.name} d={model.downsample}, {os.path.basename(args.checkpoint)}"
-        draw(model, d["images"], d["labels"], args.out, title)
+        if not model.transformer:
+            return fail(f"{args.checkpoint} holds {NO_TRANSFORMER.get(model.name, model.name)}, which has no spatial "
+                        f"transformer and so no glimpses; give an {STN_MODELS} checkpoint")
+        d = _images(args, model, meta)
+        cfg = meta.get("config", {})
+        if model.name in ("ffn-stn", "lstm-stn"):
+            what = f"{model.name} d={model.downsample}"
+        else:
+            what = " ".join(x for x in (model.name, model.options.get("transform"), cfg.get("distortion")) if x)
+        draw(model, d["images"], d["labels"], args.out, f"{what}, {os.path.basename(args.checkpoint)}")
     except (DeviceError, DataError, ModelError, CheckpointError, OSError, ValueError) as e:
         return fail(e)
     wrong = int((model.predict(d["images"].astype(model.dtype)).argmax(-1) != d["labels"]).sum())
-    print(f"wrote {args.out}: {args.n} canvases, {wrong} of {d['labels'].size} digits wrong")
+    noun = "canvases" if model.name in ("ffn-stn", "lstm-stn") else "images"
+    print(f"wrote {args.out}: {args.n} {noun}, {wrong} of {d['labels'].size} digits wrong")
     return 0
 
 

@@ -69,15 +69,18 @@ def glimpse_corners(thetas, height: int, width: int) -> np.ndarray:
     return ((src + 1.0) * size - 1.0) / 2.0                                                # (N, T, 4, 2) pixels
 
 
-def plot_glimpses(canvases, thetas, glimpses, path: str, labels=None, predictions=None, title: str = "") -> str:
+def plot_glimpses(canvases, thetas, glimpses, path: str, labels=None, predictions=None, title: str = "",
+                  corners=None) -> str:
     """A row per canvas: the canvas with one outline per glimpse step, then the T glimpses.
 
     canvases (N, 1, H, W), thetas (N, T, 2, 3), glimpses (N, T, 1, h, w); labels / predictions
-    (N, 4) optional, written above each canvas.
+    (N, P) optional, written above each canvas; corners (N, T, 4, 2) optional, the outlines' pixel
+    corners when they are not glimpse_corners(thetas) (a projective glimpse: minstn.glimpses).
     """
     canvases, glimpses = np.asarray(canvases), np.asarray(glimpses)
     n, t = glimpses.shape[:2]
-    corners = glimpse_corners(thetas, canvases.shape[2], canvases.shape[3])       # (N, T, 4, 2)
+    if corners is None:
+        corners = glimpse_corners(thetas, canvases.shape[2], canvases.shape[3])   # (N, T, 4, 2)
     fig = Figure(figsize=(2.2 * (t + 1), 2.3 * n))
     axes = np.asarray(fig.subplots(n, t + 1, squeeze=False))
     for i in range(n):

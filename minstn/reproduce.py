@@ -1,4 +1,5 @@
-"""Reproduce the paper's Table I as a grid of independent, resumable cells: `python -m minstn.reproduce`.
+"""Reproduce the paper's Table I (and the single-digit tables of the STN and TSTN papers) as grids of
+independent, resumable cells: `python -m minstn.reproduce`.
 
     python -m minstn.reproduce --preset cpu --out ~/minstn-runs/table1-cpu        # every cell, in order
     python -m minstn.reproduce --preset cpu --out DIR --list                       # the cells and their state
@@ -6,25 +7,41 @@
     python -m minstn.reproduce --preset cpu --out DIR --print-commands             # one shell command per cell
     python -m minstn.reproduce --preset cpu --out DIR --collect results/table1-cpu # copy finished cells' small files, write the table
     python -m minstn.reproduce --table results/table1-cpu [--readme README.md]    # the table from committed result files
+    python -m minstn.reproduce --preset stn-paper --out ~/minstn-runs/stn-paper    # the STN paper's Table 1, distorted MNIST
+    python -m minstn.reproduce --preset tstn --out ~/minstn-runs/tstn              # the TSTN paper's Table 3, cluttered MNIST
+    python -m minstn.reproduce --preset tied --out ~/minstn-runs/tied              # the tied LSTM-STN; collect into results/tied
 
 A cell is one training run, `DIR/<cell>/`, named <model>[-d<d>][-<variant>]-s<seed> (e.g.
-lstm-stn-d2-s0, lstm-stn-d2-plain-s1, cnn-s2). Every cell of a preset has the same image budget,
-so its result does not depend on the machine's speed. A finished cell (result.json) is skipped,
+lstm-stn-d2-s0, lstm-stn-d2-plain-s1, cnn-s2), or for a single-digit task
+<model>[-<distortion>][-<variant>]-s<seed> (st-cnn-RTS-s0, st-cnn-P-proj-s0, tstn-untied-s1).
+Every cell of a preset has the same image budget, so its result does not depend on the machine's
+speed. A finished cell (result.json) is skipped,
 an interrupted one is resumed, and a cell that another process is training (its folder's lock is
 held) is left to that process: two commands started side by side share the grid between them
 (e.g. one per core, each with --workers 1), and the grid can be run over several sittings.
 
 Presets (docs/training.md):
-    cpu    the Table I grid sized for a 2-core CPU: 20,000 / 2,000 / 2,000 canvases and 160,000
-           training images (8 epochs) per cell; d = 1..4 with seed 0, and three seeds at d = 2 of
-           the CNN, the FFN-STN, the LSTM-STN, the LSTM-STN with the paper's plain recurrence
-           (step_spread 0) and one LSTM-STN trained on the fixed layout
-    paper  the paper's sizes (70,000 / 20,000 / 2,000), d = 1..4, trained until the validation
-           error stops improving (early stopping, patience 8); seed 0
+    cpu        the Table I grid sized for a 2-core CPU: 20,000 / 2,000 / 2,000 canvases and 160,000
+               training images (8 epochs) per cell; d = 1..4 with seed 0, and three seeds at d = 2 of
+               the CNN, the FFN-STN, the LSTM-STN, the LSTM-STN with the paper's plain recurrence
+               (step_spread 0) and one LSTM-STN trained on the fixed layout
+    paper      the paper's sizes (70,000 / 20,000 / 2,000), d = 1..4, trained until the validation
+               error stops improving (early stopping, patience 8); seed 0
+    cells      the recurrent family at d = 2 (GRU, RNN), three seeds each, on the cpu preset's terms
+    sonderby   Sønderby et al.'s data set and optimiser, seed 0
+    stn-paper  the STN paper's Table 1 (affine rows) on distorted MNIST R, RTS, P, E and TC: fcn,
+               mnist-cnn, st-fcn, st-cnn (three seeds of mnist-cnn and st-cnn, one of the others)
+               and a projective st-cnn on P; 20,000 / 2,000 / 2,000 images, 160,000 per cell
+    tstn       the TSTN paper's Table 3, architecture 1, on cluttered MNIST 60x60: tstn-cnn, the
+               untied STN and the TSTN, three seeds each; 20,000 / 2,000 / 2,000 images,
+               160,000 per cell
+    tied       the tied LSTM-STN (d = 2, --tied) on the cpu preset's terms; its table shows the
+               cpu grid's untied lstm-stn-d2 cells beside it (from ../table1-cpu)
 
-The table (table1.md) is generated from the cells' result.json and metrics.jsonl: the mean and
-standard deviation over seeds, the error on the shifted-layout test set, the images seen, whether
-validation was still improving at the end, and the paper's number beside each cell.
+The table (table1.md, or the preset's own file) is generated from the cells' result.json and
+metrics.jsonl: the mean and standard deviation over seeds, the error on the shifted-layout test
+set (MNIST-sequence cells), the images seen, whether validation was still improving at the end,
+and the published number beside each cell.
 """
 from __future__ import annotations
 
@@ -40,11 +57,11 @@ import time
 
 from minstn.training import checkpoint
 from minstn.backend import DeviceError, resolve_device
-from minstn.training.config import ConfigError, TrainConfig, add_verbosity, verbosity
+from minstn.training.config import SEQUENCE_TASK, ConfigError, TrainConfig, add_verbosity, verbosity
 from minstn.training.console import Console
 from minstn.fileio import atomic_write_bytes
 from minstn.training.console import exit_code, stop_signals
-from minstn.training.run import RunFolderBusy, RunFolderError, is_locked, read_metrics
+from minstn.training.run import RunFolderBusy, RunFolderError, is_locked, read_metrics, resume_config
 from minstn.train import EXIT_DIVERGED
 from minstn.training.loop import TrainingDiverged, load_data, train
 
@@ -62,7 +79,9 @@ PAPER_TABLE = {
 }
 MODEL_TITLES = {"lstm-stn": "LSTM-STN-CNN", "ffn-stn": "FFN-STN-CNN", "cnn": "CNN"}
 TITLES = {"cpu": "Table I on a CPU", "paper": "Table I at the paper's sizes", "cells": "The recurrent family",
-          "sonderby": "Sønderby et al.'s benchmark"}
+          "sonderby": "Sønderby et al.'s benchmark", "stn-paper": "The STN paper's Table 1 (distorted MNIST) on a CPU",
+          "tstn": "The TSTN paper's Table 3 (cluttered MNIST, architecture 1) on a CPU",
+          "tied": "The tied LSTM-STN beside the untied one"}
 #: variants: a name and the TrainConfig settings that make it, beside the defaults
 VARIANTS = {
     "": ("the defaults", {}),
@@ -72,9 +91,32 @@ VARIANTS = {
     "rnn": ("a plain tanh RNN drives the transformer (--cell rnn)", {"cell": "rnn"}),
     "w96": ("96 filters in each classifier conv layer (--cls-filters 96), Sønderby et al.'s feed-forward width",
             {"cls_filters": 96}),
+    "tied": ("the tied LSTM-STN (--tied): the localisation net's conv blocks 1-3 are the classifier's convs",
+             {"tied": True}),
+    "proj": ("a projective transformer (--transform projective: a homography, 8 parameters)", {"transform": "projective"}),
+    "untied": ("the TSTN's untied STN (--no-tied): the localisation CNN has convs of its own", {"tied": False}),
 }
+#: the variants of the single-digit tasks (the others are the MNIST-sequence task's)
+DIGIT_VARIANTS = ("proj", "untied")
 #: Sønderby et al. 2015, per-digit error (%) on their data set, by (model, variant)
 SONDERBY_TABLE = {("lstm-stn", "gru"): 1.5, ("ffn-stn", ""): 2.0, ("ffn-stn", "w96"): 2.0, ("cnn", ""): 2.9}
+#: Jaderberg et al., Spatial Transformer Networks, Table 1: per-image test error (%) by (model, distortion),
+#: the affine rows (the CNN is this project's 'mnist-cnn'); TC is translated and cluttered 60x60
+STN_DISTORTIONS = ("R", "RTS", "P", "E", "TC")
+STN_TABLE = {
+    **{("fcn", t): e for t, e in zip(STN_DISTORTIONS, (2.1, 5.2, 3.1, 3.2, 13.2))},
+    **{("mnist-cnn", t): e for t, e in zip(STN_DISTORTIONS, (1.2, 0.8, 1.5, 1.4, 3.5))},
+    **{("st-fcn", t): e for t, e in zip(STN_DISTORTIONS, (1.2, 0.8, 1.5, 2.7, 2.0))},
+    **{("st-cnn", t): e for t, e in zip(STN_DISTORTIONS, (0.7, 0.5, 0.8, 1.2, 1.7))},
+}
+STN_TITLES = {"fcn": "FCN", "mnist-cnn": "CNN", "st-fcn": "ST-FCN", "st-cnn": "ST-CNN"}
+#: Cirstea and Likforman-Sulem, Tied Spatial Transformer Networks, Table 3, architecture 1: test error (%)
+#: on cluttered MNIST 60x60, by (model, variant)
+TSTN_TABLE = {("tstn-cnn", ""): 4.44, ("tstn", "untied"): 4.33, ("tstn", ""): 3.14}
+TSTN_TITLES = {("tstn-cnn", ""): "classification CNN only", ("tstn", "untied"): "untied STN", ("tstn", ""): "TSTN"}
+PUBLISHED_COLUMNS = {"paper": "paper %", "sonderby": "Sønderby et al. %", "stn": "STN paper %", "tstn": "TSTN paper %"}
+
+
 def readme_markers(preset: str) -> tuple:
     """The lines around a preset's generated table in the README."""
     return (f"<!-- results:{preset}:begin (generated by `python -m minstn.reproduce --table FOLDER --preset {preset} "
@@ -83,17 +125,30 @@ def readme_markers(preset: str) -> tuple:
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One cell of the grid: a model, a d, a variant (VARIANTS) and a seed."""
+    """One cell of the grid: a model, a d, a seed, a variant (VARIANTS) and the task (with its
+    distortion for distorted-mnist). A single-digit cell's d is the TrainConfig default and is
+    never given: its models do not down-sample, and `python -m minstn.train` refuses --downsample
+    with a single-digit task."""
 
     model: str
     downsample: int
     seed: int
     variant: str = ""
+    task: str = SEQUENCE_TASK
+    distortion: str | None = None
+
+    @property
+    def digit_task(self) -> bool:
+        """True for the single-digit tasks (distorted-mnist, cluttered-mnist)."""
+        return self.task != SEQUENCE_TASK
 
     @property
     def group(self) -> str:
         """The cell's name without the seed: its row in the table (seeds are averaged)."""
-        name = self.model if self.model == "cnn" else f"{self.model}-d{self.downsample}"
+        if self.digit_task:
+            name = f"{self.model}-{self.distortion}" if self.distortion else self.model
+        else:
+            name = self.model if self.model == "cnn" else f"{self.model}-d{self.downsample}"
         return f"{name}-{self.variant}" if self.variant else name
 
     @property
@@ -102,7 +157,16 @@ class Cell:
 
     def settings(self) -> dict:
         """TrainConfig settings of the cell, beyond the preset's shared ones."""
+        if self.digit_task:
+            return {"task": self.task, "distortion": self.distortion, "model": self.model, "seed": self.seed,
+                    **VARIANTS[self.variant][1]}
         return {"model": self.model, "downsample": self.downsample, "seed": self.seed, **VARIANTS[self.variant][1]}
+
+
+def _digit_cell(model: str, seed: int, variant: str = "", distortion: str | None = None) -> Cell:
+    """A cell of a single-digit task: distorted-mnist with a distortion, else cluttered-mnist."""
+    task = "distorted-mnist" if distortion else "cluttered-mnist"
+    return Cell(model, TrainConfig.downsample, seed, variant, task, distortion)
 
 
 def _cpu_cells() -> list:
@@ -116,10 +180,21 @@ def _cpu_cells() -> list:
 
 _CPU_TRAIN = {"train_size": 20000, "val_size": 2000, "test_size": 2000, "epochs": 100, "max_images": 160_000,
               "patience": 8, "batch_size": 64, "chunk": 32, "time_budget": 0.0}
+#: the single-digit presets: the cpu preset's sizes and budget (docs/training.md says why)
+_DIGIT_TRAIN = dict(_CPU_TRAIN)
+
+
+def _stn_paper_cells() -> list:
+    """Seed 0 of every row first (the whole table, one seed), then seeds 1 and 2 of the CNN and the ST-CNN."""
+    cells = [_digit_cell(m, 0, distortion=t) for t in STN_DISTORTIONS for m in ("fcn", "st-fcn", "mnist-cnn", "st-cnn")]
+    cells.append(_digit_cell("st-cnn", 0, "proj", "P"))
+    cells += [_digit_cell(m, s, distortion=t) for s in (1, 2) for t in STN_DISTORTIONS for m in ("mnist-cnn", "st-cnn")]
+    return cells
 
 #: each preset: a description, the settings its cells share, its cells, the file its table goes to,
-#: the published numbers its table shows ('paper': Table I; 'sonderby': Sønderby et al.) and the
-#: presets whose finished cells its table borrows from their folders (the same cell is never run twice)
+#: the published numbers its table shows ('paper': Table I; 'sonderby': Sønderby et al.; 'stn': STN_TABLE;
+#: 'tstn': TSTN_TABLE) and the presets whose finished cells its table borrows from their folders (the same
+#: cell is never run twice)
 PRESETS = {
     "cpu": {
         "description": "20,000 training canvases (from training digits 0..19,999), 2,000 validation and 2,000 test "
@@ -157,6 +232,34 @@ PRESETS = {
                  + [Cell("cnn", 1, 0), Cell("lstm-stn", 2, 0, "plain")],
         "table": "table1.md", "published": "paper",
     },
+    "stn-paper": {
+        "description": "The STN paper's Table 1 (affine rows) on distorted MNIST R, RTS, P, E (28x28, RTS 42x42) and "
+                       "TC (60x60): per task 20,000 training images (from training digits 0..19,999), 2,000 "
+                       "validation and 2,000 test images; every cell trains on 160,000 images (8 epochs, batch 64, "
+                       "chunks of 32), then its best checkpoint by validation error is tested; FCN and ST-FCN one "
+                       "seed, CNN and ST-CNN three seeds, and an ST-CNN with a projective transformer on P",
+        "train": _DIGIT_TRAIN,
+        "cells": _stn_paper_cells(),
+        "table": "stn-paper.md", "published": "stn",
+    },
+    "tstn": {
+        "description": "The TSTN paper's architecture 1 on cluttered MNIST 60x60 (one digit, six 8x8 clutter "
+                       "patches): 20,000 training images (from training digits 0..19,999), 2,000 validation and "
+                       "2,000 test images; the classification CNN alone, the untied STN and the TSTN, three seeds "
+                       "each; every cell trains on 160,000 images (8 epochs, batch 64, chunks of 32), then its best "
+                       "checkpoint by validation error is tested",
+        "train": _DIGIT_TRAIN,
+        "cells": [_digit_cell(m, s, v) for s in (0, 1, 2) for m, v in (("tstn-cnn", ""), ("tstn", "untied"), ("tstn", ""))],
+        "table": "tstn.md", "published": "tstn",
+    },
+    "tied": {
+        "description": "The tied LSTM-STN (d = 2, --tied: the localisation net's conv blocks 1-3 are the classifier's "
+                       "convs) on the cpu preset's data and budget (160,000 training images), beside the cpu grid's "
+                       "untied LSTM-STN d = 2 cells",
+        "train": _CPU_TRAIN,
+        "cells": [Cell("lstm-stn", 2, 0, "tied")],
+        "table": "tied.md", "published": None, "borrow": {"lstm-stn-d2": "table1-cpu"},
+    },
 }
 
 
@@ -187,17 +290,30 @@ def cell_status(cfg: TrainConfig) -> str:
     return "new"
 
 
-def cell_command(cfg: TrainConfig) -> str:
-    """The `python -m minstn.train ...` command that runs (or continues) one cell on its own."""
+def cell_options(cfg: TrainConfig) -> dict:
+    """{field: value} of the options that cell_command gives `python -m minstn.train`: every setting
+    that differs from the TrainConfig default, and always the model, the seed and (MNIST-sequence
+    task only: a single-digit task refuses it) d."""
     defaults = TrainConfig()
-    args = []
+    always = ("model", "downsample", "seed") if cfg.task == SEQUENCE_TASK else ("model", "seed")
+    given = {}
     for f in dataclasses.fields(TrainConfig):
         value = getattr(cfg, f.name)
-        if f.name == "resume" or (value == getattr(defaults, f.name) and f.name not in ("model", "downsample", "seed")):
+        if f.name == "resume" or (value == getattr(defaults, f.name) and f.name not in always):
             continue
-        flag = "--" + f.name.replace("_", "-")
+        if f.name == "downsample" and cfg.task != SEQUENCE_TASK:
+            continue
+        given[f.name] = value
+    return given
+
+
+def cell_command(cfg: TrainConfig) -> str:
+    """The `python -m minstn.train ...` command that runs one cell on its own (add --resume to continue it)."""
+    args = []
+    for name, value in cell_options(cfg).items():
+        flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
-            args.append(flag if value else "--no-" + f.name.replace("_", "-"))
+            args.append(flag if value else "--no-" + name.replace("_", "-"))
         else:
             args.append(f"{flag} {_shell_quote(str(value))}")
     return "python -m minstn.train " + " ".join(args)
@@ -263,11 +379,77 @@ def _group_of(name: str) -> str:
     return name.rsplit("-s", 1)[0]
 
 
+def is_digit_preset(preset: str) -> bool:
+    """True when every cell of the preset is a single-digit task (one digit per image, no shifted set)."""
+    return all(c.digit_task for c in PRESETS[preset]["cells"])
+
+
+def _published_digit(result: dict, variant: str, published: str | None):
+    """The published number of a single-digit cell group, or None."""
+    cfg = result.get("config", {})
+    if published == "stn" and not variant:
+        return STN_TABLE.get((result["model"], cfg.get("distortion")))
+    if published == "tstn":
+        return TSTN_TABLE.get((result["model"], variant))
+    return None
+
+
+def _digit_table(groups: dict, preset: str) -> list:
+    """The lines of a single-digit preset's tables: one error per image (no digit positions, no
+    shifted-layout set), the parameter count, and the published numbers."""
+    published = PRESETS[preset].get("published")
+    lines = []
+    if published == "stn":
+        lines += ["Test error (%) on 2,000 test images of each task: the mean ± standard deviation over seeds (one "
+                  "seed where no ± is shown), beside the STN paper's Table 1 (its affine rows; its projective rows are "
+                  "not in the text at hand, so the projective ST-CNN has no published number here). A dash: not run.", "",
+                  "| model | " + " | ".join(STN_DISTORTIONS) + " |", "| --- |" + " --- |" * len(STN_DISTORTIONS)]
+        for model, title in STN_TITLES.items():
+            row = [f"{_fmt([c['result']['test_digit_error'] for _, c in groups.get(f'{model}-{t}', [])])} "
+                   f"(paper {STN_TABLE[(model, t)]})" for t in STN_DISTORTIONS]
+            lines.append(f"| {title} | " + " | ".join(row) + " |")
+        proj = [_fmt([c["result"]["test_digit_error"] for _, c in groups.get(f"st-cnn-{t}-proj", [])])
+                if any(c.group == f"st-cnn-{t}-proj" for c in PRESETS[preset]["cells"]) else "" for t in STN_DISTORTIONS]
+        lines += [f"| ST-CNN, projective | " + " | ".join(proj) + " |", ""]
+    elif published == "tstn":
+        lines += ["Test error (%) on 2,000 test images: the mean ± standard deviation over seeds (one seed where no ± "
+                  "is shown), beside the TSTN paper's Table 3 (architecture 1). A dash: not run.", "",
+                  "| model | test % | TSTN paper % |", "| --- | --- | --- |"]
+        for (model, variant), title in TSTN_TITLES.items():
+            group = f"{model}-{variant}" if variant else model
+            errors = [c["result"]["test_digit_error"] for _, c in groups.get(group, [])]
+            lines.append(f"| {title} (`{group}`) | {_fmt(errors, 2)} | {TSTN_TABLE[(model, variant)]} |")
+        lines.append("")
+    column = PUBLISHED_COLUMNS.get(published, "published %")
+    lines += ["Every group of cells: test error (%), mean ± sd over the seeds; 'still improving': seeds whose last "
+              "epoch had the best validation error.", "",
+              f"| cells | seeds | test % | parameters | images seen | still improving | {column} |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    order = {g: i for i, g in enumerate(_group_order(preset))}
+    for group in sorted(groups, key=lambda g: (order.get(g, len(order)), g)):
+        members = groups[group]
+        results = [c["result"] for _, c in members]
+        variant = group.rsplit("-", 1)[-1] if group.rsplit("-", 1)[-1] in VARIANTS else ""
+        number = _published_digit(results[0], variant, published)
+        params = sorted({r["num_params"] for r in results if "num_params" in r})
+        lines.append(
+            f"| {group} | {', '.join(name.rsplit('-s', 1)[1] for name, _ in members)} "
+            f"| {_fmt([r['test_digit_error'] for r in results], 2)} | {', '.join(f'{p:,}' for p in params)} "
+            f"| {', '.join(f'{i:,}' for i in sorted({r['images_seen'] for r in results}))} "
+            f"| {sum(_still_improving(c['metrics']) for _, c in members)} of {len(members)} "
+            f"| {number if number is not None else ''} |")
+    return lines
+
+
 def table_markdown(cells: dict, preset: str) -> str:
-    """The results tables (markdown) of finished cells {name: {'result', 'metrics'}}."""
+    """The results tables (markdown) of finished cells {name: {'result', 'metrics'}}: for the
+    MNIST-sequence presets per-digit, sequence, per-position and shifted-layout errors; for the
+    single-digit presets (is_digit_preset) one error per image and the parameter count."""
     groups = {}
     for name, cell in cells.items():
         groups.setdefault(_group_of(name), []).append((name, cell))
+    if is_digit_preset(preset):
+        return "\n".join(_digit_table(groups, preset)) + "\n"
     published = PRESETS[preset].get("published")
     lines = []
     if published == "paper":
@@ -286,7 +468,7 @@ def table_markdown(cells: dict, preset: str) -> str:
                 row.append(f"{_fmt(errors)} (paper {paper})")
             lines.append(f"| {MODEL_TITLES[model]} | " + " | ".join(row) + " |")
         lines.append("")
-    column = {"paper": "paper %", "sonderby": "Sønderby et al. %"}.get(published, "published %")
+    column = PUBLISHED_COLUMNS.get(published, "published %")
     lines += ["Every group of cells: test and shifted-layout per-digit error (%), mean ± sd over the seeds; "
               "the shifted set is 2,000 canvases from the test digits with the digits in 28x28 cells (a placement no "
               "model trained on); 'still improving': seeds whose last epoch had the best validation error.", "",
@@ -326,20 +508,36 @@ def _group_order(preset: str) -> list:
 def write_table(folder: str, preset: str, cells: dict | None = None) -> str:
     """folder/<the preset's table file> from its finished cells (preset_cells, or `cells`); returns its path."""
     cells = preset_cells(folder, preset) if cells is None else cells
-    variants = [f"`-{v}`: {desc}" for v, (desc, _) in VARIANTS.items() if v]
-    per_cell = ["", "Every cell:", "",
-                "| cell | test % | shifted % | test sequence % | best epoch | epochs | images seen | stopped because |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name, c in cells.items():
-        r = c["result"]
-        per_cell.append(f"| {name} | {r['test_digit_error']:.2f} | {r.get('shifted_digit_error', float('nan')):.2f} "
-                        f"| {r['test_seq_error']:.2f} | {r['best_epoch']} | {r['epochs_completed']} | {r['images_seen']:,} "
-                        f"| {r['stop_reason']} |")
+    digit = is_digit_preset(preset)
+    # the variants of the preset's task: the MNIST-sequence ones, or those the single-digit preset's cells use
+    used = {c.variant for c in PRESETS[preset]["cells"]}
+    variants = [f"`-{v}`: {desc}" for v, (desc, _) in VARIANTS.items()
+                if v and ((v in used) if digit else v not in DIGIT_VARIANTS)]
+    if digit:
+        names = "Cell names: <model>[-<distortion>][-variant]-s<seed>" + ("; " if variants else "")
+        per_cell = ["", "Every cell:", "",
+                    "| cell | test % | best epoch | epochs | images seen | parameters | stopped because |",
+                    "| --- | --- | --- | --- | --- | --- | --- |"]
+        for name, c in cells.items():
+            r = c["result"]
+            per_cell.append(f"| {name} | {r['test_digit_error']:.2f} | {r['best_epoch']} | {r['epochs_completed']} "
+                            f"| {r['images_seen']:,} | {r.get('num_params', 0):,} | {r['stop_reason']} |")
+    else:
+        names = "Cell names: <model>-d<d>[-variant]-s<seed>; "
+        per_cell = ["", "Every cell:", "",
+                    "| cell | test % | shifted % | test sequence % | best epoch | epochs | images seen | stopped because |",
+                    "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for name, c in cells.items():
+            r = c["result"]
+            shifted = f"{r['shifted_digit_error']:.2f}" if "shifted_digit_error" in r else "-"
+            per_cell.append(f"| {name} | {r['test_digit_error']:.2f} | {shifted} "
+                            f"| {r['test_seq_error']:.2f} | {r['best_epoch']} | {r['epochs_completed']} | {r['images_seen']:,} "
+                            f"| {r['stop_reason']} |")
     text = "\n".join([
         f"# {TITLES[preset]}, preset `{preset}`", "",
         f"Generated by `{PROG} --table {folder} --preset {preset}` from the result files in this folder; do not edit by hand.", "",
         PRESETS[preset]["description"] + ".",
-        f"Cell names: <model>-d<d>[-variant]-s<seed>; " + "; ".join(variants) + ".",
+        names + "; ".join(variants) + ".",
         "Each cell's settings are in its config.json, its per-epoch validation record in metrics.jsonl, its test "
         "errors in result.json.", "",
         table_markdown(cells, preset),
@@ -387,10 +585,13 @@ def collect(runs: list, dest: str) -> list:
     return copied
 
 
-def make_figures(out: str, runs: list, splits: dict, device, n_canvases: int = 4) -> list:
-    """curves.png for all finished cells; glimpses-<cell>.png and theta-<cell>.png for the STN cells."""
+def make_figures(out: str, runs: list, splits_of, device, n_canvases: int = 4) -> list:
+    """curves.png for all finished cells; glimpses-<cell>.png and theta-<cell>.png for the cells
+    with a spatial transformer, drawn on the first test images of the cell's data (splits_of(cfg)
+    -> the cell's {'train', 'val', 'test', ...} splits)."""
+    from minstn.glimpses import draw
     from minstn.training.metrics import load_model
-    from minstn.plots import plot_curves, plot_glimpses, plot_theta_stats
+    from minstn.plots import plot_curves, plot_theta_stats
 
     written = []
     curves = {}
@@ -400,19 +601,18 @@ def make_figures(out: str, runs: list, splits: dict, device, n_canvases: int = 4
             curves[cell.name] = read_metrics(metrics)
     if curves:
         written.append(plot_curves(curves, os.path.join(out, "curves.png")))
-    test = splits["test"]
-    n = min(n_canvases, test["images"].shape[0])
     for cell, cfg in runs:
         best = os.path.join(cfg.run_dir(), "checkpoint.npz")
-        if cell.model == "cnn" or not os.path.exists(best):
+        if not os.path.exists(best):
             continue
         model, meta = load_model(best, device)
-        images = test["images"][:n].astype(model.dtype, copy=False)
-        att = model.attend(images)
-        preds = model.predict(images).argmax(axis=-1)
+        if not model.transformer:
+            continue
+        test = splits_of(cfg)["test"]
+        n = min(n_canvases, test["images"].shape[0])
         title = f"{cell.name}: best epoch {meta.get('best_epoch')}"
-        written.append(plot_glimpses(images, att["thetas"], att["glimpses"], os.path.join(out, f"glimpses-{cell.name}.png"),
-                                     labels=test["labels"][:n], predictions=preds, title=title))
+        written.append(draw(model, test["images"][:n], test["labels"][:n], os.path.join(out, f"glimpses-{cell.name}.png"),
+                            title=title))
         written.append(plot_theta_stats(curves.get(cell.name, []), os.path.join(out, f"theta-{cell.name}.png"), title=cell.name))
     return written
 
@@ -421,7 +621,8 @@ def make_figures(out: str, runs: list, splits: dict, device, n_canvases: int = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Train the cells of the Table I grid; write table1.md and figures.",
+    p = argparse.ArgumentParser(prog=PROG, description="Train the cells of a grid (Table I, the STN paper's Table 1, the "
+                                "TSTN paper's Table 3, ...); write its table and figures.",
                                 allow_abbrev=False)
     p.add_argument("--preset", choices=sorted(PRESETS), help="the grid: its cells, data sizes and budget (docs/training.md)")
     p.add_argument("--out", help="folder of the grid's run folders; each cell trains in DIR/<cell>")
@@ -431,9 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-commands", action="store_true", help="print one `python -m minstn.train` command per cell "
                    "(for a job scheduler); train nothing")
     p.add_argument("--collect", metavar="DEST", help="copy the small files of every finished cell into DEST/<cell>/ and "
-                   "write DEST/table1.md; train nothing")
-    p.add_argument("--table", metavar="FOLDER", help="write FOLDER/table1.md from the cells' result files in FOLDER; "
-                   "train nothing (with --readme, also the README's table)")
+                   "write the preset's table (DEST/table1.md, stn-paper.md, tstn.md, ...); train nothing")
+    p.add_argument("--table", metavar="FOLDER", help="write the preset's table in FOLDER from the cells' result files in "
+                   "FOLDER (and those the preset borrows); train nothing (with --readme, also the README's table)")
     p.add_argument("--readme", metavar="FILE", help="with --table: replace the generated table block of this README")
     p.add_argument("--figures", action="store_true", help="after training, draw curves.png, glimpses-*.png and theta-*.png in DIR")
     p.add_argument("--device", default="auto", help="auto, cpu, gpu or gpu:N (default: auto, a GPU when CuPy finds one)")
@@ -447,7 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-size", type=int, help="change the validation canvases (for tests)")
     p.add_argument("--test-size", type=int, help="change the test canvases (for tests)")
     p.add_argument("--batch-size", type=int, help="change the batch size (for tests)")
-    p.add_argument("--data", help="folder with train.npz, val.npz, test.npz (and optionally shifted.npz) to use instead of generating")
+    p.add_argument("--data", help="folder with train.npz, val.npz, test.npz (and optionally shifted.npz) to use instead of "
+                   "generating (for tests: every selected cell reads it)")
     add_verbosity(p)
     return p
 
@@ -472,9 +674,9 @@ def main(argv=None) -> int:
         preset = args.preset or _preset_of(args.table)
         if preset not in PRESETS:
             return fail(f"cannot tell the preset of {args.table!r}; pass --preset")
-        cells = read_cells(args.table)
-        if not cells:
+        if not read_cells(args.table):
             return fail(f"{args.table!r} holds no finished cell (no <cell>/result.json)")
+        cells = preset_cells(args.table, preset)      # with the cells the preset borrows (as --collect and --readme)
         print(f"wrote {write_table(args.table, preset, cells)} ({len(cells)} cells)")
         if args.readme:
             try:
@@ -530,7 +732,7 @@ def main(argv=None) -> int:
 
 def _data_key(cfg: TrainConfig) -> tuple:
     return (cfg.data, cfg.data_dir, cfg.cache_dir, cfg.data_seed, cfg.train_size, cfg.val_size, cfg.test_size,
-            cfg.layout, cfg.shifted_layout)
+            cfg.layout, cfg.shifted_layout, cfg.task, cfg.distortion)
 
 
 def _train_cells(runs: list, args) -> int:
@@ -546,9 +748,12 @@ def _train_cells(runs: list, args) -> int:
                   flush=True)
             left += [cell.name] if status == "running" else []
             continue
-        if _data_key(cfg) != key:          # the cells of a preset share their data, except a layout variant
+        if _data_key(cfg) != key:          # the cells of a preset share their data, except a layout variant or another task
             splits, key = load_data(cfg), _data_key(cfg)
-        cfg = dataclasses.replace(cfg, resume=status == "resume")
+        if status == "resume":
+            # the run's saved settings, as `python -m minstn.train <the cell's command> --resume` takes them (the
+            # saved config holds the resolved model options where the cell's has None: the model's default)
+            cfg = resume_config({**cell_options(cfg), "resume": True})
         print(f"== {cell.name}: {'continuing' if cfg.resume else 'training'} in {cfg.run_dir()}", flush=True)
         try:
             train(cfg, splits, console=Console(verbosity(vars(args)), progress=cfg.progress, log_every=cfg.log_every))
@@ -558,7 +763,15 @@ def _train_cells(runs: list, args) -> int:
     print(f"{PROG}: done in {_fmt_time(time.perf_counter() - t0)}"
           + (f"; still being trained elsewhere: {', '.join(left)}" if left else ""))
     if args.figures and splits is not None:
-        figures = make_figures(args.out, runs, splits, resolve_device(args.device))
+        last = {key: splits}                  # one data set in memory at a time (read from the cache again)
+
+        def splits_of(cfg):
+            if _data_key(cfg) not in last:
+                last.clear()
+                last[_data_key(cfg)] = load_data(cfg)
+            return last[_data_key(cfg)]
+
+        figures = make_figures(args.out, runs, splits_of, resolve_device(args.device))
         print(f"wrote {len(figures)} figures in {args.out}")
     return 0
 

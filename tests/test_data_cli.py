@@ -149,3 +149,74 @@ def test_generate_as_a_module(tmp_path, mnist_dir):
     assert run.returncode == 0, run.stderr
     assert "done in" in run.stdout
     assert load_sequence_file(tmp_path / "m" / "val.npz")["images"].shape == (2, 1, 100, 100)
+
+
+# ------------------------------------------------------------------- single-digit tasks (--task)
+
+
+def test_generate_single_digit_tasks(tmp_path, mnist_dir, capsys):
+    from minstn.data import distorted, load_digit_dir
+    from minstn.data.tasks import _read
+
+    out = tmp_path / "rts"
+    assert generate_main(["--out", str(out), "--task", "distorted-mnist", "--distortion", "RTS", "--train", "5", "--val", "3",
+                          "--test", "2", "--seed", "4", "--data-dir", mnist_dir, "--val-start", "200", "--workers", "1"]) == 0
+    assert sorted(os.listdir(out)) == ["params.json", "test.npz", "train.npz", "val.npz"]
+    d = load_digit_dir(out, "distorted-mnist", "RTS")            # the trainer's --data check of the task passes
+    assert d["train"]["images"].shape == (5, 1, 42, 42) and d["test"]["labels"].shape == (2, 1)
+    options = distorted.DistortionOptions.for_task("RTS", val_start=200)
+    want = distorted.generate_distorted("val", 3, "RTS", seed=4, data_dir=mnist_dir, options=options)
+    np.testing.assert_array_equal(d["val"]["images"], want["images"])
+    np.testing.assert_array_equal(d["val"]["labels"], want["labels"])
+    _, record = _read(str(out / "train.npz"))
+    assert (record["task"], record["split"], record["size"], record["seed"]) == ("RTS", "train", 5, 4)
+    assert record["options"] == options.to_dict() and json.loads((out / "params.json").read_text())["test"]["split"] == "test"
+    text = capsys.readouterr().out
+    assert "train: 5 images generated in" in text and "done in" in text
+    out = tmp_path / "clut"
+    assert generate_main(["--out", str(out), "--task", "cluttered-mnist", "--train", "2", "--val", "0", "--test", "1",
+                          "--data-dir", mnist_dir, "--val-start", "200", "-q"]) == 0
+    d = load_digit_dir(out, "cluttered-mnist")
+    assert d["train"]["images"].shape == (2, 1, 60, 60) and d["val"]["images"].shape == (0, 1, 60, 60)
+    assert capsys.readouterr().out == ""
+
+
+def test_generate_single_digit_task_is_what_the_trainer_caches(tmp_path):
+    """With the default --val-start the files are the trainer's (load_digit_splits) images and records."""
+    from minstn.data import load_digit_splits
+    from minstn.data.tasks import _read
+    from tests.conftest import shared_mnist_dir
+
+    mnist = shared_mnist_dir()
+    if mnist is None:
+        pytest.skip("the shared MNIST folder is not on this machine")
+    out = tmp_path / "e"
+    assert generate_main(["--out", str(out), "--task", "distorted-mnist", "--distortion", "E", "--train", "3", "--val", "2",
+                          "--test", "2", "--data-dir", mnist, "-q"]) == 0
+    cached = load_digit_splits("distorted-mnist", "E", 3, 2, 2, data_dir=mnist, cache_dir=tmp_path / "cache")
+    for split in ("train", "val", "test"):
+        arrays, record = _read(str(out / f"{split}.npz"))
+        np.testing.assert_array_equal(arrays["images"], cached[split]["images"])
+        (cache_file,) = (tmp_path / "cache").glob(f"distorted-E-{split}-*.npz")
+        assert record == _read(str(cache_file))[1]
+
+
+def test_generate_single_digit_errors_are_one_line_before_writing(tmp_path, mnist_dir, capsys):
+    out = tmp_path / "never"
+    for argv, message in [(["--task", "distorted-mnist"], "--task distorted-mnist needs --distortion, one of R, RTS, P, E, TC"),
+                          (["--task", "cluttered-mnist", "--distortion", "R"],
+                           "--distortion applies to --task distorted-mnist only, not to --task cluttered-mnist"),
+                          (["--distortion", "E"], "--distortion applies to --task distorted-mnist only, not to --task mnist-sequence"),
+                          (["--task", "cluttered-mnist", "--layout", "varied"],
+                           "--layout is an option of the MNIST-sequence canvases (--task mnist-sequence); leave it out with "
+                           "--task cluttered-mnist"),
+                          (["--task", "distorted-mnist", "--distortion", "R", "--shifted", "5"], "--shifted is an option of"),
+                          (["--task", "distorted-mnist", "--distortion", "R", "--no-crop"], "--no-crop is an option of"),
+                          (["--task", "distorted-mnist", "--distortion", "P", "--angle", "10"], "--angle is an option of"),
+                          (["--task", "cluttered-mnist", "--train", "-1"], "--train must be >= 0"),
+                          (["--task", "cluttered-mnist", "--val-start", "0", "--data-dir", mnist_dir], "val_start must be >= 1"),
+                          (["--task", "cluttered-mnist", "--train", "2", "--data-dir", str(tmp_path / "none")], "does not exist")]:
+        assert generate_main(["--out", str(out)] + argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err, argv
+        assert not out.exists()

@@ -143,3 +143,57 @@ def test_json_output_is_strict_json_even_with_nan():
     text = evaluate.json_dumps({"loss": float("nan"), "errs": [1.0, float("inf")], "n": 3})
     assert json.loads(text) == {"loss": None, "errs": [1.0, None], "n": 3}
     assert "NaN" not in text and "Infinity" not in text
+
+
+# ------------------------------------------------------------------ single-digit models
+
+
+def _digit_checkpoint(tmp_path, name="st-cnn", side=28, distortion="P", **options):
+    """A checkpoint of a single-digit model (He-initialised head, so its predictions differ) as the trainer writes one."""
+    from minstn.models import build_model
+
+    model = build_model(name, 1, image_size=side, digits=1, seed=1, head_init="he", **options)
+    config = {"task": "distorted-mnist" if distortion else "cluttered-mnist", "distortion": distortion, "data_seed": 0}
+    path = checkpoint.save(tmp_path / f"{name}.npz", {f"param/{k}": v for k, v in model.state().items()},
+                           {"model": evaluate.model_meta(model), "config": config, "best_epoch": 3})
+    return model, path
+
+
+def _digit_file(path, n, side, rng):
+    from minstn.data import save_digit_file
+
+    d = {"images": rng.random((n, 1, side, side), dtype=np.float32), "labels": rng.integers(0, 10, (n, 1)).astype(np.int64)}
+    save_digit_file(path, d)
+    return d
+
+
+def test_cli_evaluates_a_single_digit_model_on_its_tasks_file(tmp_path, rng, capsys):
+    model, ck = _digit_checkpoint(tmp_path, transform="projective")
+    d = _digit_file(tmp_path / "test.npz", 6, 28, rng)
+    assert evaluate_cli.main(["--checkpoint", ck, "--data", str(tmp_path / "test.npz"), "--json", "--batch-size", "4"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    want = evaluate.evaluate_model(model, d["images"], d["labels"], batch_size=4)
+    assert out["digit_error"] == pytest.approx(want["digit_error"]) and out["n"] == 6 and len(out["position_error"]) == 1
+    assert (out["model"], out["task"], out["distortion"], out["downsample"], out["epoch"]) == ("st-cnn", "distorted-mnist", "P", 1, 3)
+    assert evaluate_cli.main(["--checkpoint", ck, "--data", str(tmp_path / "test.npz")]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("st-cnn projective (distorted-mnist P) on ") and "(6 images of 28x28)" in text
+    assert f"  error             {want['digit_error']:6.2f} %" in text and "per position" not in text
+
+
+def test_cli_single_digit_model_with_the_wrong_file_is_one_line(tmp_path, rng, capsys):
+    from minstn.data import save_sequence_file
+    from minstn.data.sequences import empty_split
+
+    _, ck = _digit_checkpoint(tmp_path, "tstn-cnn", 28, None)
+    _digit_file(tmp_path / "rts.npz", 2, 42, rng)
+    _digit_file(tmp_path / "empty.npz", 0, 28, rng)
+    seq = empty_split(2)
+    seq["boxes"][:] = [0.0, 0.0, 10.0, 10.0]
+    save_sequence_file(tmp_path / "seq.npz", seq)
+    for name, message in (("rts.npz", "images are 42x42, but this task's are 28x28"),
+                          ("seq.npz", "images are 100x100, but this task's are 28x28"),
+                          ("empty.npz", "holds 0 images")):
+        assert evaluate_cli.main(["--checkpoint", ck, "--data", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err

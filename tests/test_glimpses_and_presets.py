@@ -115,3 +115,83 @@ def test_sonderby_layout_trains_a_gru_model_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     assert train.main(bad + ["--digits", "4"]) == 2
     assert "--digits 4 does not match the data, which has 3 digits per canvas" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------- single-digit models and projective outlines
+
+
+def _digit_checkpoint(tmp_path, name, side, distortion, **options):
+    """A checkpoint of a single-digit model, as the trainer writes one (its task in the saved config)."""
+    from minstn.models import build_model
+    from minstn.training import checkpoint
+    from minstn.training.metrics import model_meta
+
+    model = build_model(name, 1, image_size=side, digits=1, seed=1, head_init="he", **options)
+    config = {"task": "distorted-mnist" if distortion else "cluttered-mnist", "distortion": distortion, "data_seed": 0}
+    return model, checkpoint.save(tmp_path / f"{name}.npz", {f"param/{k}": v for k, v in model.state().items()},
+                                  {"model": model_meta(model), "config": config, "best_epoch": 1})
+
+
+def test_projective_corners_are_the_homography_of_the_glimpse_square():
+    from minstn.ops import projective_grid_forward
+    from minstn.plots import glimpse_corners
+
+    rng = np.random.default_rng(3)
+    theta = np.array([[0.6, 0.1, 0.1], [-0.1, 0.7, 0.0]]) + 0.05 * rng.standard_normal((2, 3, 2, 3))    # (2, 3, 2, 3)
+    gh = 0.4 * rng.uniform(-1, 1, size=(2, 3, 2))                                                      # (2, 3, 2)
+    corners, ok = glimpses.projective_corners(theta, gh, 28, 42)
+    assert ok.all() and corners.shape == (2, 3, 4, 2)
+    np.testing.assert_allclose(glimpses.projective_corners(theta, 0 * gh, 28, 42)[0], glimpse_corners(theta, 28, 42))
+    # the corner sample points of a fine grid lie next to the outline's corners (1/500 of the square inside)
+    theta8 = np.concatenate([theta.reshape(6, 6), gh.reshape(6, 2)], axis=1)                           # (6, 8)
+    grid, _ = projective_grid_forward(theta8, (500, 500))                                              # (6, 500, 500, 2)
+    at = grid[:, [0, 0, -1, -1], [0, -1, -1, 0]]                                                        # (6, 4, 2): TL, TR, BR, BL
+    np.testing.assert_allclose(((at + 1) * [42, 28] - 1) / 2, corners.reshape(6, 4, 2), atol=0.15)
+    _, ok = glimpses.projective_corners(theta[:1, :1], np.array([[[1.5, 0.0]]]), 28, 28)   # w = 1 - 1.5 < 0 at x = -1
+    assert not ok.any()
+
+
+def test_draw_says_when_only_the_affine_part_is_outlined(tmp_path, monkeypatch):
+    from minstn import plots
+
+    class Fake:                       # a projective transformer whose grid crosses the horizon in one of two images
+        dtype = np.float32
+
+        def attend(self, images):
+            thetas = np.tile(np.array([[1.0, 0, 0], [0, 1.0, 0]]), (2, 1, 1, 1))                  # (2, 1, 2, 3)
+            return {"thetas": thetas, "glimpses": np.zeros((2, 1, 1, 28, 28)),
+                    "perspective": np.array([[[0.2, 0.0]], [[1.5, 0.0]]])}
+
+        def predict(self, images):
+            return np.zeros((2, 1, 10))
+
+    seen = {}
+    monkeypatch.setattr(plots, "plot_glimpses", lambda *a, **k: seen.update(k) or a[3])
+    glimpses.draw(Fake(), np.zeros((2, 1, 28, 28)), np.zeros((2, 1), int), str(tmp_path / "g.png"), "st-cnn")
+    assert seen["title"] == "st-cnn; outlines: the affine part only for 1 of 2 glimpses (their grid crosses the projective horizon)"
+    np.testing.assert_allclose(seen["corners"][1], plots.glimpse_corners(np.eye(2, 3)[None, None], 28, 28)[0])
+    assert not np.allclose(seen["corners"][0], seen["corners"][1])
+
+
+def test_glimpses_cli_draws_a_single_digit_model_from_a_file_or_generated_images(tmp_path, capsys):
+    from minstn.data import save_digit_file
+    from minstn.data.synthetic import write_synthetic_mnist
+
+    model, ck = _digit_checkpoint(tmp_path, "st-cnn", 28, "P", transform="projective")
+    rng = np.random.default_rng(0)
+    save_digit_file(tmp_path / "p.npz", {"images": rng.random((5, 1, 28, 28), dtype=np.float32),
+                                         "labels": rng.integers(0, 10, (5, 1)).astype(np.int64)})
+    png = tmp_path / "p.png"
+    assert glimpses.main(["--checkpoint", ck, "--data", str(tmp_path / "p.npz"), "--out", str(png), "--n", "2", "--first", "3"]) == 0
+    assert png.stat().st_size > 1000 and "wrote" in capsys.readouterr().out
+    mnist = write_synthetic_mnist(str(tmp_path / "mnist"), n_train=50, n_test=30, seed=1)
+    _, ck = _digit_checkpoint(tmp_path, "st-fcn", 42, "RTS")
+    assert glimpses.main(["--checkpoint", ck, "--data-dir", mnist, "--out", str(tmp_path / "rts.png"), "--n", "3"]) == 0
+    assert "3 images" in capsys.readouterr().out and (tmp_path / "rts.png").stat().st_size > 1000
+    _, ck = _digit_checkpoint(tmp_path, "tstn", 60, None)                                    # cluttered MNIST
+    assert glimpses.main(["--checkpoint", ck, "--data-dir", mnist, "--out", str(tmp_path / "c.png"), "--n", "1"]) == 0
+    _, ck = _digit_checkpoint(tmp_path, "mnist-cnn", 28, "R")
+    capsys.readouterr()
+    assert glimpses.main(["--checkpoint", ck, "--data", str(tmp_path / "p.npz"), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "holds a CNN (mnist-cnn), which has no spatial transformer" in err and err.count("\n") == 1

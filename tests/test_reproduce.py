@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from minstn import plots, reproduce
-from minstn.data import save_sequence_file
+from minstn.data import save_digit_file, save_sequence_file
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +23,33 @@ def data_dir(tmp_path_factory):
             "boxes": np.tile(np.array([0.0, 0.0, 10.0, 10.0], dtype=np.float32), (n, 4, 1)),
         })
     return str(folder)
+
+
+@pytest.fixture(scope="module")
+def digit_data_dir(tmp_path_factory):
+    """A --data folder of single-digit 28x28 images (train 4, val 4, test 4)."""
+    folder = tmp_path_factory.mktemp("tinydigits")
+    rng = np.random.default_rng(2)
+    for split in ("train", "val", "test"):
+        save_digit_file(folder / f"{split}.npz", {"images": rng.random((4, 1, 28, 28), dtype=np.float32),
+                                                  "labels": rng.integers(0, 10, size=(4, 1)).astype(np.int64)})
+    return str(folder)
+
+
+#: sha256 (first 16 hex digits) of the '\n'-joined cell commands of each Table I preset with --out X: these
+#: grids are being run, in other folders, by other copies of the code, so their cells, names, commands and
+#: settings must not change (a preset that must change is a new preset)
+PINNED_COMMANDS = {"cpu": (19, "83a6993886bf28c9"), "paper": (10, "648a05d49a5fef1f"), "cells": (6, "ef3ff68fcd65a3b3"),
+                   "sonderby": (4, "34c988cf7abfd722")}
+
+
+@pytest.mark.parametrize("preset", sorted(PINNED_COMMANDS))
+def test_the_running_presets_keep_their_commands(preset):
+    import hashlib
+
+    commands = [reproduce.cell_command(cfg) for _, cfg in reproduce.plan_cells(preset, "X")]
+    digest = hashlib.sha256("\n".join(commands).encode()).hexdigest()[:16]
+    assert (len(commands), digest) == PINNED_COMMANDS[preset]
 
 
 def test_presets_and_cells():
@@ -44,6 +71,154 @@ def test_presets_and_cells():
     paper = reproduce.plan_cells("paper", "grid")
     assert all(cfg.train_size == 70000 and cfg.val_size == 20000 and cfg.max_images == 0 for _, cfg in paper)
     assert set(reproduce.PAPER_TABLE) >= {(m, d) for m in ("lstm-stn", "ffn-stn") for d in (1, 2, 3, 4)}
+
+
+def test_single_digit_presets_and_the_tied_lstm_stn():
+    stn = dict((c.name, cfg) for c, cfg in reproduce.plan_cells("stn-paper", "grid"))
+    assert len(stn) == 5 * 8 + 1
+    for t in ("R", "RTS", "P", "E", "TC"):
+        assert f"fcn-{t}-s0" in stn and f"st-fcn-{t}-s0" in stn and f"fcn-{t}-s1" not in stn
+        for s in (0, 1, 2):
+            cfg = stn[f"st-cnn-{t}-s{s}"]
+            assert (cfg.task, cfg.distortion, cfg.model, cfg.seed, cfg.transform) == ("distorted-mnist", t, "st-cnn", s, None)
+            assert f"mnist-cnn-{t}-s{s}" in stn
+    proj = stn["st-cnn-P-proj-s0"]
+    assert proj.transform == "projective" and proj.distortion == "P" and proj.run_dir() == os.path.join("grid", "st-cnn-P-proj-s0")
+    assert list(stn)[:4] == ["fcn-R-s0", "st-fcn-R-s0", "mnist-cnn-R-s0", "st-cnn-R-s0"]    # seed 0 of every row first
+    tstn = dict((c.name, cfg) for c, cfg in reproduce.plan_cells("tstn", "grid"))
+    assert sorted(tstn) == sorted(f"{g}-s{s}" for g in ("tstn-cnn", "tstn-untied", "tstn") for s in (0, 1, 2))
+    assert tstn["tstn-untied-s1"].tied is False and tstn["tstn-s2"].tied is None and tstn["tstn-s0"].task == "cluttered-mnist"
+    for cfg in list(stn.values()) + list(tstn.values()):
+        assert (cfg.train_size, cfg.val_size, cfg.test_size, cfg.max_images, cfg.batch_size, cfg.chunk) == (
+            20000, 2000, 2000, 160_000, 64, 32)
+    ((cell, cfg),) = reproduce.plan_cells("tied", "grid")
+    assert cell.name == "lstm-stn-d2-tied-s0" and cfg.tied is True and cfg.max_images == 160_000 and cfg.train_size == 20000
+    assert reproduce.PRESETS["tied"]["borrow"] == {"lstm-stn-d2": "table1-cpu"}
+    assert reproduce.is_digit_preset("stn-paper") and reproduce.is_digit_preset("tstn")
+    assert not reproduce.is_digit_preset("tied") and not reproduce.is_digit_preset("cpu")
+
+
+def test_single_digit_commands_give_no_canvas_options_and_parse_back(capsys):
+    from minstn.train import make_config
+    from minstn.training.config import given_options
+
+    assert reproduce.main(["--preset", "stn-paper", "--out", "X", "--print-commands", "--cells", "st-cnn-P-proj-s0", "fcn-TC-s0"]) == 0
+    fcn, proj = capsys.readouterr().out.strip().splitlines()     # in the preset's order
+    assert proj.startswith("python -m minstn.train --task distorted-mnist --distortion P --model st-cnn --seed 0 ")
+    assert " --transform projective " in proj and "--downsample" not in proj and "--layout" not in proj
+    assert " --distortion TC --model fcn " in fcn
+    for line in (proj, fcn):   # python -m minstn.train refuses --downsample, --layout with a single-digit task
+        cfg = make_config(given_options(line.split()[3:]))
+        assert cfg.max_images == 160_000 and cfg.task == "distorted-mnist"
+    assert reproduce.main(["--preset", "tstn", "--out", "X", "--print-commands", "--cells", "tstn-untied-s2"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "--task cluttered-mnist --model tstn --seed 2 --no-tied " in line
+    assert make_config(given_options(line.split()[3:])).tied is False
+    assert reproduce.main(["--preset", "tied", "--out", "X", "--print-commands"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("python -m minstn.train --model lstm-stn --downsample 2 --seed 0 --tied ")
+
+
+def test_tiny_single_digit_grid_resumes_collects_and_tabulates(digit_data_dir, tmp_path, capsys):
+    out, results = tmp_path / "grid", tmp_path / "results" / "stn-paper"
+    grid = ["--preset", "stn-paper", "--out", str(out)]
+    cells = ["--cells", "st-cnn-P-proj-s0", "fcn-R-s0", "mnist-cnn-E-s1"]
+    run = ["--data", digit_data_dir, "--batch-size", "4", "--no-progress", "--workers", "1"]
+    assert reproduce.main(grid + cells + run + ["--max-images", "4", "--figures"]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["curves.png", "glimpses-st-cnn-P-proj-s0.png",
+                                                         "theta-st-cnn-P-proj-s0.png"]
+    result = json.loads((out / "st-cnn-P-proj-s0" / "result.json").read_text())
+    assert result["images_seen"] == 4 and "shifted_digit_error" not in result and len(result["test_position_error"]) == 1
+    assert result["config"]["transform"] == "projective" and result["downsample"] == 1
+    # an interrupted cell (last.npz, no result.json) is resumed with the run's saved settings
+    (out / "fcn-R-s0" / "result.json").unlink()
+    capsys.readouterr()
+    assert reproduce.main(grid + ["--cells", "fcn-R-s0"] + run + ["--max-images", "8"]) == 0
+    assert "fcn-R-s0: continuing in" in capsys.readouterr().out
+    assert json.loads((out / "fcn-R-s0" / "result.json").read_text())["images_seen"] == 8
+    assert reproduce.main(grid + cells + ["--collect", str(results)]) == 0
+    table = (results / "stn-paper.md").read_text()
+    e = json.loads((out / "mnist-cnn-E-s1" / "result.json").read_text())["test_digit_error"]
+    assert f"| CNN | - (paper 1.2) | - (paper 0.8) | - (paper 1.5) | {e:.1f} (paper 1.4) | - (paper 3.5) |" in table
+    assert f"| ST-CNN, projective |  |  | {result['test_digit_error']:.1f} |  |  |" in table
+    assert f"| st-cnn-P-proj | 0 | {result['test_digit_error']:.2f} | {result['num_params']:,} | 4 | 1 of 1 |  |" in table
+    assert "| fcn-R | 0 |" in table and "| 2.1 |" in table and "shifted" not in table and "per position" not in table
+    assert "`-proj`: a projective transformer" in table and "`-plain`" not in table and "`-untied`" not in table
+    readme = tmp_path / "README.md"
+    begin, end = reproduce.readme_markers("stn-paper")
+    assert begin.startswith("<!-- results:stn-paper:begin ")
+    readme.write_text(f"{begin}\n{end}\n")
+    assert reproduce.main(["--table", str(results), "--preset", "stn-paper", "--readme", str(readme)]) == 0
+    assert reproduce.readme_block(str(readme), "stn-paper") == reproduce.table_markdown(
+        reproduce.read_cells(str(results)), "stn-paper")
+
+
+def test_a_sequence_cell_resumes_too(data_dir, tmp_path, capsys):
+    out = tmp_path / "grid"
+    argv = ["--preset", "cpu", "--out", str(out), "--cells", "ffn-stn-d4-s0", "--data", data_dir, "--batch-size", "4",
+            "--no-progress", "--workers", "1"]
+    assert reproduce.main(argv + ["--max-images", "4"]) == 0
+    (out / "ffn-stn-d4-s0" / "result.json").unlink()
+    capsys.readouterr()
+    assert reproduce.main(argv + ["--max-images", "8"]) == 0
+    assert "ffn-stn-d4-s0: continuing in" in capsys.readouterr().out
+    assert json.loads((out / "ffn-stn-d4-s0" / "result.json").read_text())["images_seen"] == 8
+
+
+def _fake_result(model, error, *, task="mnist-sequence", distortion=None, positions=4, shifted=True, **options):
+    result = {"model": model, "downsample": 2 if task == "mnist-sequence" else 1, "options": options,
+              "test_digit_error": error, "test_seq_error": min(100.0, positions * error),
+              "test_position_error": [error] * positions, "best_epoch": 8, "epochs_completed": 8,
+              "images_seen": 160_000, "stop_reason": "image budget of 160,000 reached", "num_params": 1000,
+              "config": {"task": task, "distortion": distortion}}
+    if shifted:
+        result.update(shifted_digit_error=2 * error, shifted_position_error=[2 * error] * positions)
+    return result
+
+
+def _write_cells(folder, results):
+    for name, result in results.items():
+        os.makedirs(folder / name)
+        (folder / name / "result.json").write_text(json.dumps(result))
+        (folder / name / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_digit_error": 5.0}) + "\n")
+
+
+def test_tstn_table_beside_the_papers_numbers(tmp_path):
+    folder = tmp_path / "tstn"
+    kw = {"task": "cluttered-mnist", "positions": 1, "shifted": False}
+    _write_cells(folder, {"tstn-cnn-s0": _fake_result("tstn-cnn", 5.0, **kw), "tstn-cnn-s1": _fake_result("tstn-cnn", 7.0, **kw),
+                          "tstn-s0": _fake_result("tstn", 3.5, tied=True, **kw)})
+    text = reproduce.table_markdown(reproduce.read_cells(str(folder)), "tstn")
+    assert "| classification CNN only (`tstn-cnn`) | 6.00 ± 1.41 | 4.44 |" in text
+    assert "| untied STN (`tstn-untied`) | - | 4.33 |" in text and "| TSTN (`tstn`) | 3.50 | 3.14 |" in text
+    assert "| tstn-cnn | 0, 1 | 6.00 ± 1.41 | 1,000 | 160,000 | 2 of 2 | 4.44 |" in text
+    assert "| TSTN paper % |" in text and "shifted" not in text
+    assert reproduce.main(["--table", str(folder), "--preset", "tstn"]) == 0
+    assert "The TSTN paper's Table 3" in (folder / "tstn.md").read_text()
+
+
+def test_the_tied_table_borrows_the_untied_cells_from_table1_cpu(tmp_path, capsys):
+    _write_cells(tmp_path / "table1-cpu", {"lstm-stn-d2-s0": _fake_result("lstm-stn", 4.0),
+                                           "lstm-stn-d2-s1": _fake_result("lstm-stn", 6.0),
+                                           "ffn-stn-d2-s0": _fake_result("ffn-stn", 9.0)})
+    _write_cells(tmp_path / "tied", {"lstm-stn-d2-tied-s0": _fake_result("lstm-stn", 3.0, tied=True)})
+    cells = reproduce.preset_cells(str(tmp_path / "tied"), "tied")
+    assert sorted(cells) == ["lstm-stn-d2-s0", "lstm-stn-d2-s1", "lstm-stn-d2-tied-s0"]
+    text = reproduce.table_markdown(cells, "tied")
+    tied, untied = [line for line in text.splitlines() if line.startswith("| lstm-stn-d2")]
+    assert tied.startswith("| lstm-stn-d2-tied | 0 | 3.00 | 6.00 | 2.00 |")
+    assert untied.startswith("| lstm-stn-d2 | 0, 1 | 5.00 ± 1.41 | 10.00 ± 2.83 | 2.00 |")
+    assert reproduce.main(["--table", str(tmp_path / "tied"), "--preset", "tied"]) == 0   # borrows as --collect does
+    assert "(3 cells)" in capsys.readouterr().out
+    written = (tmp_path / "tied" / "tied.md").read_text()
+    assert text in written and "`-tied`: the tied LSTM-STN" in written
+
+
+def test_tables_without_shifted_sets_or_positions():
+    """A sequence preset's table copes with result files that have no shifted_* keys and one position."""
+    cells = {"lstm-stn-d2-s0": {"result": _fake_result("lstm-stn", 4.0, positions=1, shifted=False), "metrics": []}}
+    text = reproduce.table_markdown(cells, "cpu")
+    assert "| lstm-stn-d2 | 0 | 4.00 | - | - | 4.0 | 4.0 | 160,000 | 0 of 1 | 1.6 |" in text
 
 
 def test_cells_patterns_select_and_unknown_pattern_is_an_error():
@@ -153,7 +328,8 @@ def test_plot_functions_write_pngs(tmp_path, rng):
     assert os.path.getsize(path) > 0
 
 
-@pytest.mark.parametrize("preset, folder", [("cpu", "table1-cpu"), ("cells", "table1-cpu"), ("sonderby", "sonderby")])
+@pytest.mark.parametrize("preset, folder", [("cpu", "table1-cpu"), ("cells", "table1-cpu"), ("sonderby", "sonderby"),
+                                            ("stn-paper", "stn-paper"), ("tstn", "tstn"), ("tied", "tied")])
 def test_the_readme_and_the_committed_tables_match_the_committed_results(preset, folder):
     """README.md's results blocks and results/*/<table>.md are what the committed result files give:
     after adding cells to results/, run `python -m minstn.reproduce --table results/FOLDER --preset P --readme README.md`."""

@@ -201,7 +201,8 @@ class LSTMSTN(_STN):
     drops a pool). Block 4 has no classifier layer to share and keeps its own loc.conv4 (F, F, 3, 3).
     Features F * 6 * 6 (1152 for F = 32, instead of 720), so the LSTM's input grows with F: at the
     defaults (d = 2) the tied model has 3,326,200 parameters against the untied one's 2,885,644
-    (the LSTM's Wx (1158, 1024) instead of (726, 1024); the 3 x 3,620 of loc.conv1..3 are gone). The
+    (the LSTM's Wx (1158, 1024) instead of (726, 1024): +442,368; loc.conv4 9,248 instead of
+    3,620; the 200 + 3,620 + 3,620 of loc.conv1..3 are gone: +440,556 in all). The
     shared weights are in the 'cls' group (the classifier's learning rate); their gradient is the
     sum of the classifier's part and the localisation net's part (self.shared names them).
     """
