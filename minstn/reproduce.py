@@ -471,10 +471,12 @@ def table_markdown(cells: dict, preset: str) -> str:
     column = PUBLISHED_COLUMNS.get(published, "published %")
     lines += ["Every group of cells: test and shifted-layout per-digit error (%), mean ± sd over the seeds; "
               "the shifted set is 2,000 canvases from the test digits with the digits in 28x28 cells (a placement no "
-              "model trained on); 'still improving': seeds whose last epoch had the best validation error.", "",
-              "| cells | seeds | test % | shifted % | shifted / test | test sequence % | per position % | images seen "
-              f"| still improving | {column} |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "model trained on); 'train % (last epoch)': the per-digit error on the training batches of the last "
+              "epoch, dropout on (where it is far below the test error, the model fits its training canvases "
+              "rather than generalising); 'still improving': seeds whose last epoch had the best validation error.", "",
+              "| cells | seeds | test % | shifted % | shifted / test | test sequence % | per position % "
+              f"| train % (last epoch) | images seen | still improving | {column} |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     order = {g: i for i, g in enumerate(_group_order(preset))}
     for group in sorted(groups, key=lambda g: (order.get(g, len(order)), g)):
         members = groups[group]
@@ -486,6 +488,8 @@ def table_markdown(cells: dict, preset: str) -> str:
         positions = [sum(r["test_position_error"][p] for r in results) / len(results) for p in range(P)]
         images = sorted({r["images_seen"] for r in results})
         improving = sum(_still_improving(c["metrics"]) for _, c in members)
+        train = [c["metrics"][-1]["train_digit_error"] for _, c in members
+                 if c["metrics"] and "train_digit_error" in c["metrics"][-1]]
         r0 = results[0]
         variant = group.rsplit("-", 1)[-1] if group.rsplit("-", 1)[-1] in VARIANTS else ""
         number = (PAPER_TABLE.get((r0["model"], r0["downsample"])) if published == "paper" and not variant
@@ -493,7 +497,7 @@ def table_markdown(cells: dict, preset: str) -> str:
         lines.append(
             f"| {group} | {', '.join(name.rsplit('-s', 1)[1] for name, _ in members)} | {_fmt(test, 2)} | {_fmt(shifted, 2)} "
             f"| {ratio} | {_fmt([r['test_seq_error'] for r in results])} | {' / '.join(f'{p:.1f}' for p in positions)} "
-            f"| {', '.join(f'{i:,}' for i in images)} | {improving} of {len(members)} | {number if number is not None else ''} |")
+            f"| {_fmt(train)} | {', '.join(f'{i:,}' for i in images)} | {improving} of {len(members)} | {number if number is not None else ''} |")
     return "\n".join(lines) + "\n"
 
 

@@ -218,7 +218,7 @@ def test_tables_without_shifted_sets_or_positions():
     """A sequence preset's table copes with result files that have no shifted_* keys and one position."""
     cells = {"lstm-stn-d2-s0": {"result": _fake_result("lstm-stn", 4.0, positions=1, shifted=False), "metrics": []}}
     text = reproduce.table_markdown(cells, "cpu")
-    assert "| lstm-stn-d2 | 0 | 4.00 | - | - | 4.0 | 4.0 | 160,000 | 0 of 1 | 1.6 |" in text
+    assert "| lstm-stn-d2 | 0 | 4.00 | - | - | 4.0 | 4.0 | - | 160,000 | 0 of 1 | 1.6 |" in text
 
 
 def test_cells_patterns_select_and_unknown_pattern_is_an_error():
