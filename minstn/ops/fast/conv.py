@@ -97,7 +97,7 @@ def _im2col(x, kh: int, kw: int, p: int):
 
     The batch sits in the columns, so the whole layer is ONE large matrix product
     (F, K) @ (K, Q): large products are what BLAS does best, and threads help them, whereas
-    N small per-image products pay a thread start-up each (measured in docs/log.md).
+    N small per-image products would each pay the call's and the threads' start-up.
     """
     xp = xp_of(x)
     N, C, H, W = x.shape

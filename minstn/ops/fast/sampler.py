@@ -80,8 +80,8 @@ def _quad_forward(U, grid):
     3. The four corners of a point sit at flat offsets 0, 1, Wp, Wp+1 from its top-left corner
        `base`. They are stored side by side first, quad[k] = (U[k], U[k+1], U[k+Wp], U[k+Wp+1])
        for every flat index k (four contiguous copies of U), so that ONE gather of 4-value rows,
-       quad[base], fetches all four corners of every point (2x faster than four gathers of single
-       values: the cost of a gather is mostly per index, not per byte).
+       quad[base], fetches all four corners of every point (one index per point instead of four:
+       the cost of a gather is mostly per index, not per byte).
     4. Bilinear interpolation written as two linear interpolations in x, then one in y:
            top = v00 + wx (v01 - v00),  bot = v10 + wx (v11 - v10),  V = top + wy (bot - top)
        which equals the four-weight sum (1-wy)(1-wx) v00 + (1-wy) wx v01 + wy (1-wx) v10 + wy wx v11.

@@ -48,12 +48,15 @@ class WholeBatch:
 
 
 def default_chunk(batch_size: int, workers: int, parallel: str) -> int:
-    """The CPU chunk size when --chunk is not given (measured on 2 cores, docs/log.md):
+    """The CPU chunk size when --chunk is not given:
 
-    processes: one chunk per worker, at most 32 canvases (batch 64 on 2 workers -> 32; fewer,
-               larger chunks win because each chunk pays the per-op overheads once, and 32 was
-               faster than 64 on one core, whose activations no longer fit the caches);
+    processes: one chunk per worker, at most 32 canvases (batch 64 on 2 workers -> 32): each chunk
+               pays the per-op overheads once, so fewer, larger chunks win, until a chunk's
+               activations no longer fit the caches (so one worker still gets two chunks of 32);
     threads:   16 (more, smaller chunks let the threads overlap their GIL-holding parts).
+
+    `python -m minstn.bench train --chunk C` times another chunk size beside the default
+    (benchmarks/train.md).
     """
     if parallel == "thread":
         return 16

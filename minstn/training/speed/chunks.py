@@ -5,9 +5,10 @@
 
 Every canvas of a batch is independent of the others, so the gradient of the mean loss over N
 canvases is the sum over chunks of (n_i / N) * (the gradient of chunk i's mean loss). Two things
-make chunks faster on a CPU (measured in docs/log.md and benchmarks/train.md): the activations of a small chunk
-stay in the caches, and chunks can run on several cores at once, each with its BLAS on one
-thread (ThreadChunks here, ProcessChunks in minstn.training.speed.processes).
+make chunks faster on a CPU: the activations of a small chunk stay in the caches, and chunks can
+run on several cores at once, each with its BLAS on one thread (ThreadChunks here, ProcessChunks
+in minstn.training.speed.processes). `python -m minstn.bench train` times the step with and
+without chunks (its "whole batch" column; benchmarks/train.md).
 
 Dropout: chunk i draws its masks from a generator seeded by the i-th of n_chunks integers drawn
 from the step's generator, so the result depends on the chunk size but not on the number of

@@ -4,19 +4,21 @@
     host.set_blas_threads(1)   # -> True when a BLAS library was found and set
     host.keep_freed_memory()   # -> True on glibc (Linux)
 
-Why these exist (numbers in docs/log.md):
+Why these exist (`python -m minstn.bench train` measures both; benchmarks/train.md):
 
 * Threads. NumPy runs element-wise work, copies and gathers on one core; only its BLAS (the
   matrix products) uses several. A training step that splits its batch into chunks and runs
   them on workers (processes.py, or threads in chunks.py, since NumPy releases the GIL inside its
   loops) keeps every core busy, but then each worker's BLAS call must be single-threaded, or
-  2 workers x 2 BLAS threads fight over 2 cores. threadpoolctl changes the thread count of
+  2 workers x 2 BLAS threads fight over 2 cores (the benchmark's "whole batch" column is the
+  unchunked step with BLAS on every core). threadpoolctl changes the thread count of
   whatever BLAS NumPy loaded (OpenBLAS, MKL, BLIS) at run time, which OMP_NUM_THREADS can only
   do before NumPy loads.
 * Memory. glibc serves every allocation above 32 MB with a fresh mmap and returns it to the
   kernel on free, so each training step page-faults (and the kernel zeroes) every large
-  activation again: 20-30% of a CPU step at batch 64. keep_freed_memory raises the mmap and
-  trim thresholds (mallopt) so freed blocks stay in the heap and are reused.
+  activation again. keep_freed_memory raises the mmap and trim thresholds (mallopt) so freed
+  blocks stay in the heap and are reused (`python -m minstn.bench train --no-keep-memory` times
+  the step without it).
 
 Both are process-wide, best effort and silent no-ops where unsupported (no BLAS threadpoolctl
 knows, no glibc): they return False there and the code still runs, only slower.

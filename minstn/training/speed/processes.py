@@ -6,10 +6,9 @@
 
 Why processes. ThreadChunks (chunks.py) runs the chunks of a batch on threads.
 NumPy releases the GIL inside its loops, but the Python between the calls (hundreds of small ops
-per chunk), NumPy's own bookkeeping and the allocator still take turns: on the 2-core benchmark
-machine two worker threads did 45 LSTM-STN images/s, two independent processes in the same
-minutes 53 together (docs/log.md). Worker processes share nothing but what is put in
-shared memory.
+per chunk), NumPy's own bookkeeping and the allocator still take turns. Worker processes share
+nothing but what is put in shared memory. `python -m minstn.bench train` times the step both ways
+(its "threads" column; benchmarks/train.md).
 
 How a step runs.
     1. The parent copies the model's parameters into one shared-memory block that every worker's
