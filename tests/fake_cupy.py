@@ -45,7 +45,8 @@ COUNTS = {"ops": 0, "syncs": 0, "to_device": 0}
 _STATE = {"device": 0, "lib": None, "trace": None}
 N_DEVICES = 2
 _PACKAGE = os.sep + "minstn" + os.sep      # frames in minstn's own files are the call sites a trace names
-_PLUMBING = {("launch", "cuda.py"), ("kernel", "cuda.py")}   # skipped: a launch is its caller's
+_PLUMBING = {("launch", "cuda.py"), ("kernel", "cuda.py"),     # skipped: a launch is its caller's,
+             ("empty_parts", "cuda.py")}                        # and so is an allocation
 
 
 def reset_counts() -> dict:

@@ -118,6 +118,16 @@ def _case_conv_maxpool(rng, dtype):
     return F.conv2d_maxpool_forward, F.conv2d_maxpool_backward, [x, w, b], lambda: {"padding": "same"}
 
 
+def _case_conv_relu(pool):
+    def build(rng, dtype):
+        x = rng.standard_normal((2, 3, 9, 7)).astype(dtype)
+        w = (0.3 * rng.standard_normal((4, 3, 3, 3))).astype(dtype)
+        b = rng.standard_normal(4).astype(dtype)
+        name = "conv2d_maxpool_relu" if pool else "conv2d_relu"
+        return getattr(F, f"{name}_forward"), getattr(F, f"{name}_backward"), [x, w, b], lambda: {"padding": "same"}
+    return build
+
+
 def _case_maxpool(rng, dtype):
     x = rng.permutation(2 * 3 * 7 * 9).reshape(2, 3, 7, 9).astype(dtype) / 10  # distinct: no ties
     return F.maxpool2d_forward, F.maxpool2d_backward, [x], lambda: {}
@@ -192,6 +202,8 @@ OP_CASES = {
     "conv2d_valid": _case_conv("valid"),
     "conv2d_pad1": _case_conv(1),
     "conv2d_maxpool": _case_conv_maxpool,
+    "conv2d_relu": _case_conv_relu(False),
+    "conv2d_maxpool_relu": _case_conv_relu(True),
     "maxpool2d": _case_maxpool,
     "avgpool2d_d1": _case_avgpool(1),
     "avgpool2d_d2": _case_avgpool(2),
@@ -272,6 +284,34 @@ def test_fast_op_on_gpu_matches_the_plain_op(gpu, rng, name, dtype):
         assert_close(o, r, dtype, f"fast {name} output {k}")
     for k, (g, r) in enumerate(zip(grads, ref_grads)):
         assert_close(g, r, dtype, f"fast {name} gradient {k}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("feedback", [True, False])
+def test_recurrent_thetas_on_gpu_match_the_plain_loop_on_numpy(gpu, rng, dtype, feedback):
+    """An LSTM's T steps as kernels around cuBLAS (minstn/ops/fast/thetas.py) against the plain loop of
+    cell and linear ops on NumPy: the thetas and every gradient."""
+    N, D, H, T = 5, 7, 6, 4
+    E = D + 6 if feedback else D
+    feats = rng.standard_normal((N, D)).astype(dtype)
+    theta0 = np.array([0.5, 0.1, -0.2, 0.0, 0.5, 0.1], dtype=dtype)
+    cell = tuple((0.5 * rng.standard_normal(s)).astype(dtype) for s in ((E, 4 * H), (H, 4 * H), (4 * H,)))
+    Wr, br = (0.5 * rng.standard_normal((H, 6))).astype(dtype), rng.standard_normal(6).astype(dtype)
+    step_b = (0.3 * rng.standard_normal((T, 6))).astype(dtype)
+
+    def args(move):
+        return move(feats), move(theta0), tuple(move(a) for a in cell), move(Wr), move(br), move(step_b)
+    ref, ref_cache = F.recurrent_thetas_forward(*args(np.asarray), steps=T, feedback=feedback)
+    out, cache = fast.recurrent_thetas_forward(*args(gpu.asarray), steps=T, feedback=feedback)
+    assert cache[0] == "recurrent_thetas_gpu"
+    assert_close(out, ref, dtype, "thetas")
+    dthetas = rng.standard_normal(ref.shape).astype(dtype)
+    g_ref = F.recurrent_thetas_backward(dthetas, ref_cache)
+    g = fast.recurrent_thetas_backward(gpu.asarray(dthetas), cache)
+    for what, a, e in zip(("dfeats", "dWx", "dWh", "db", "dWr", "dbr", "dstep_b"), [g[0], *g[1], *g[2:]],
+                          [g_ref[0], *g_ref[1], *g_ref[2:]]):
+        assert_close(a, e, dtype, what)
 
 
 @pytest.mark.gpu

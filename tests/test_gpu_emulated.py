@@ -31,11 +31,11 @@ pytestmark = pytest.mark.gpu_emulated
 
 #: what one LSTM-STN d=2 training step (batch 8, forward, backward, clip, Adam) may cost on a GPU:
 #: host syncs (the one transfer of loss, norm and wrong digits) and device operations (kernel
-#: launches, cuBLAS calls and allocations), as measured on the stand-in: 252 (735 before the fast
-#: ops' kernels), plus a margin of a few; a change that adds launches or syncs fails here.
+#: launches, cuBLAS calls and allocations), as measured on the stand-in: 134 (735 with the array
+#: code alone), plus a margin of 4; a change that adds launches or syncs fails here.
 #: fake_cupy.trace() says where they go (docs/gpu.md, "Device operations per step").
 STEP_SYNCS = 1
-STEP_OPS = 256
+STEP_OPS = 138
 
 
 @pytest.fixture
@@ -110,6 +110,25 @@ def test_a_training_step_on_the_gpu_equals_the_cpu_step(cp, name):
         results[dev] = (float(loss), {k: backend.to_numpy(g) for k, g in model.grads.items()})
         assert all(backend.is_cupy(g) == (dev == "gpu") for g in model.grads.values())
     assert results["gpu"][0] == pytest.approx(results["cpu"][0], rel=1e-12)
+    for k, g in results["cpu"][1].items():
+        np.testing.assert_allclose(results["gpu"][1][k], g, rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize("options", [{"cell": "gru"}, {"cell": "rnn"}, {"feedback": "none", "step_spread": 0.0}])
+def test_the_lstm_stn_variants_step_on_the_gpu_as_on_the_cpu(cp, options):
+    """The GRU and the RNN (their steps the plain loop on the device), and the LSTM without the fed-back
+    theta and the per-step bias (the kernels with K = 0, no step_b): the CPU's loss and gradients."""
+    from minstn.models import build_model
+
+    x, y = _batch(3)
+    results = {}
+    for dev in ("cpu", "gpu"):
+        model = build_model("lstm-stn", 2, dtype="float64", device=dev, seed=0, head_init="he", dropout=0.0,
+                            init_scale=0.9, regressor_std=0.01, hidden_size=16, **options)
+        loss, _ = model.loss_and_grads(x, y)
+        results[dev] = (float(loss), {k: backend.to_numpy(g) for k, g in model.grads.items()})
+    assert results["gpu"][0] == pytest.approx(results["cpu"][0], rel=1e-12)
+    assert set(results["gpu"][1]) == set(results["cpu"][1])
     for k, g in results["cpu"][1].items():
         np.testing.assert_allclose(results["gpu"][1][k], g, rtol=1e-9, atol=1e-12, err_msg=k)
 
@@ -192,7 +211,8 @@ def test_the_lstm_stn_training_step_stops_the_gpu_once(cp):
     assert t.total == counts["ops"] and type(run.opt).__name__ == "FlatAdam"
     by_function = t.counts("function")                     # the tool names minstn's call sites
     assert not any(k.endswith("cuda.py:launch") for k in by_function)      # a launch is its caller's
-    assert by_function["minstn/ops/fast/lstm.py:lstm_cell_forward"] == 4 * 4   # T = 4 steps of 4 operations
+    assert by_function["minstn/ops/fast/thetas.py:recurrent_thetas_forward"] == 16   # the T = 4 steps, forward
+    assert by_function["minstn/ops/fast/thetas.py:recurrent_thetas_backward"] == 13  # and backward
     assert t.counts("op")["kernel adam_step<float>"] == 1
 
 
@@ -272,6 +292,31 @@ def test_conv_maxpool_kernels_equal_the_plain_composition_ties_included(cp, shap
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name, shape", [("conv2d_maxpool_relu", (2, 3, 8, 8)), ("conv2d_maxpool_relu", (1, 2, 7, 9)),
+                                         ("conv2d_relu", (2, 3, 7, 6)), ("conv2d_relu", (1, 1, 5, 5))])
+def test_conv_relu_kernels_equal_the_plain_ops(cp, name, shape, dtype):
+    """The ReLU applied by the bias (+ max-pool) kernel, and its mask in the backward's first kernel,
+    against the plain conv (+ pool) then relu_forward: coarse values give ties in the pool and
+    outputs exactly 0 (the ReLU's kink gets 0); the last filter is all zeros after the ReLU."""
+    rng = np.random.default_rng(9)
+    x = np.round(rng.standard_normal(shape), 1).astype(dtype)
+    w = np.round(rng.standard_normal((4, shape[1], 3, 3)), 1).astype(dtype)
+    b = np.array([0.0, 0.5, -0.5, -30.0], dtype=dtype)
+    out_p, _ = getattr(plain_ops, f"{name}_forward")(x, w, b, "same")
+    dout = rng.standard_normal(out_p.shape).astype(dtype)
+    (outs_f, grads_f, c_f), (outs_p, grads_p) = _fast_and_plain(cp, f"{name}_forward", (x, w, b), (dout,),
+                                                                 padding="same")
+    assert c_f[0] == f"{name}_gpu" and outs_f[0].flags.c_contiguous
+    _close(outs_f[0], outs_p[0], dtype, "out")
+    assert (backend.to_numpy(outs_f[0])[:, 3] == 0).all() and (outs_p[0][:, :3] == 0).any()
+    for what, gf, gp in zip(("dx", "dw", "db"), grads_f, grads_p):
+        _close(gf, gp, dtype, what)
+    dx, dw, db = getattr(fast_ops, f"{name}_backward")(cp.asarray(dout), c_f, need_dx=False)
+    assert dx is None
+    _close(dw, grads_p[1], dtype, "dw without dx")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape, d", [((2, 3, 10, 11), 2), ((2, 1, 10, 11), 3), ((1, 2, 100, 100), 2),
                                       ((2, 2, 6, 6), 1)])
 def test_avgpool_kernels_equal_the_plain_op_bit_for_bit(cp, shape, d, dtype):
@@ -308,6 +353,22 @@ def test_relu_and_dropout_kernels_equal_the_plain_ops_bit_for_bit(cp, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_linear_relu_kernels_equal_the_plain_ops(cp, dtype):
+    """The bias and ReLU in one kernel on the product, and the backward's kernel (the mask, db summed
+    by one thread per column): the plain linear layer then relu_forward. The first column is all
+    zeros after the ReLU."""
+    rng = np.random.default_rng(13)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((9, 7), (7, 5), (5,)))
+    b[0] = -50.0
+    dout = rng.standard_normal((9, 5)).astype(dtype)
+    (outs_f, grads_f, c_f), (outs_p, grads_p) = _fast_and_plain(cp, "linear_relu_forward", (x, w, b), (dout,))
+    assert c_f[0] == "linear_relu_gpu" and (outs_p[0][:, 0] == 0).all()
+    np.testing.assert_array_equal(backend.to_numpy(outs_f[0]), outs_p[0])     # the same product, + b, max
+    for what, gf, gp in zip(("dx", "dw", "db"), grads_f, grads_p):
+        _close(gf, gp, dtype, what)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("with_dc", [True, False])
 def test_lstm_cell_kernels_equal_the_plain_cell(cp, dtype, with_dc):
     rng = np.random.default_rng(4)
@@ -328,6 +389,92 @@ def test_lstm_cell_kernels_equal_the_plain_cell(cp, dtype, with_dc):
         _close(gf, gp, dtype, what)
     with pytest.raises(TypeError, match="cache is not from lstm_cell_forward"):
         fast_ops.lstm_cell_backward(cp.asarray(dh), None, ("relu", None))
+
+
+def _thetas_args(p, theta0, step_bias, move):
+    """recurrent_thetas_forward's arrays (an LSTM), each passed through `move`."""
+    return (move(p["feats"]), move(theta0), tuple(move(p[k]) for k in ("Wx", "Wh", "b")), move(p["Wr"]),
+            move(p["br"]), move(p["step_b"]) if step_bias else None)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("feedback, step_bias, T", [(True, True, 4), (False, True, 3), (True, False, 1)])
+def test_recurrent_thetas_kernels_equal_the_plain_loop(cp, dtype, feedback, step_bias, T):
+    """An LSTM's T steps as kernels and products (minstn/ops/fast/thetas.py) against the plain loop of
+    cell and linear ops: thetas and every gradient, with and without the fed-back theta and the
+    per-step bias, T = 1 (no step before the last); each gradient C-contiguous (FlatAdam flattens
+    it without a copy)."""
+    from tests.test_ops_thetas import _inputs
+
+    rng = np.random.default_rng(10)
+    N, F, H = 5, 7, 6
+    p = {k: v.astype(dtype) for k, v in _inputs(rng, "lstm", N, F, H, T, feedback, step_bias).items()}
+    theta0 = np.array([0.5, 0.1, -0.2, 0.0, 0.5, 0.1], dtype=dtype)
+    thetas_p, cache_p = plain_ops.recurrent_thetas_forward(*_thetas_args(p, theta0, step_bias, np.asarray), steps=T,
+                                                           feedback=feedback)
+    thetas_f, cache_f = fast_ops.recurrent_thetas_forward(*_thetas_args(p, theta0, step_bias, cp.asarray), steps=T,
+                                                          feedback=feedback)
+    assert cache_f[0] == "recurrent_thetas_gpu"
+    _close(thetas_f, thetas_p, dtype, "thetas")
+    dthetas = rng.standard_normal(thetas_p.shape).astype(dtype)
+    grads_p = plain_ops.recurrent_thetas_backward(dthetas, cache_p)
+    grads_f = fast_ops.recurrent_thetas_backward(cp.asarray(dthetas), cache_f)
+    assert (grads_f[4] is None) == (not step_bias)
+    flat = lambda g: [g[0], *g[1], g[2], g[3]] + ([g[4]] if step_bias else [])      # noqa: E731
+    for what, gf, gp in zip(("dfeats", "dWx", "dWh", "db", "dWr", "dbr", "dstep_b"), flat(grads_f), flat(grads_p)):
+        _close(gf, gp, dtype, what)
+        assert gf.flags.c_contiguous, what
+
+
+def test_recurrent_thetas_kernels_pass_a_gradient_check(cp):
+    """The kernels' backward is the derivative of the kernels' forward: float64 centred differences of
+    every input and parameter through the fast op on the device, <= 1e-6 with the plain op's
+    floor for the smallest elements (tests/test_ops_thetas.py says why)."""
+    from minstn.gradcheck import check_gradients
+    from tests.test_ops_thetas import TINY, _inputs
+
+    rng = np.random.default_rng(11)
+    T = 3
+    inputs = _inputs(rng, "lstm", 2, 3, 4, T)
+    theta0 = cp.asarray(np.array([0.5, 0.1, -0.2, 0.0, 0.5, 0.1]))
+
+    def forward(feats, Wx, Wh, b, Wr, br, step_b):
+        cell = tuple(cp.asarray(a) for a in (Wx, Wh, b))
+        thetas, cache = fast_ops.recurrent_thetas_forward(cp.asarray(feats), theta0, cell, cp.asarray(Wr),
+                                                          cp.asarray(br), cp.asarray(step_b), steps=T)
+        assert cache[0] == "recurrent_thetas_gpu"
+        return backend.to_numpy(thetas), cache
+
+    def backward(dthetas, cache):
+        dfeats, dcell, dWr, dbr, dstep = fast_ops.recurrent_thetas_backward(cp.asarray(dthetas), cache)
+        return tuple(backend.to_numpy(g) for g in (dfeats, *dcell, dWr, dbr, dstep))
+
+    errs = check_gradients(forward, backward, inputs, rng=rng, tiny=TINY)
+    assert list(errs) == ["feats", "Wx", "Wh", "b", "Wr", "br", "step_b"]
+    assert max(errs.values()) <= 1e-6, errs
+
+
+def test_recurrent_thetas_of_a_gru_or_rnn_run_the_plain_loop_on_the_device(cp):
+    """Only the LSTM has kernels: the GRU's and the RNN's steps are the plain loop, on device arrays."""
+    from tests.test_ops_thetas import _inputs
+
+    rng = np.random.default_rng(12)
+    for cell, names in (("gru", ("Wx", "Wh", "bx", "bh")), ("rnn", ("Wx", "Wh", "b"))):
+        p = _inputs(rng, cell, 3, 4, 5, 2)
+        theta0 = np.array([0.5, 0.0, 0.0, 0.0, 0.5, 0.0])
+
+        def args(move):
+            return (move(p["feats"]), move(theta0), tuple(move(p[k]) for k in names), move(p["Wr"]), move(p["br"]),
+                    move(p["step_b"]))
+        thetas_p, cache_p = plain_ops.recurrent_thetas_forward(*args(np.asarray), steps=2, cell=cell)
+        thetas_f, cache_f = fast_ops.recurrent_thetas_forward(*args(cp.asarray), steps=2, cell=cell)
+        assert cache_f[0] == "recurrent_thetas" and backend.is_cupy(thetas_f)
+        _close(thetas_f, thetas_p, np.float64, cell)
+        dthetas = rng.standard_normal(thetas_p.shape)
+        grads_f = fast_ops.recurrent_thetas_backward(cp.asarray(dthetas), cache_f)
+        grads_p = plain_ops.recurrent_thetas_backward(dthetas, cache_p)
+        for gf, gp in zip([grads_f[0], *grads_f[1], *grads_f[2:]], [grads_p[0], *grads_p[1], *grads_p[2:]]):
+            _close(gf, gp, np.float64, cell)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -414,20 +561,27 @@ def _launch_cases(cp, r):
     dev = lambda *shape: cp.asarray(r.standard_normal(shape))          # noqa: E731
     conv = (dev(2, 3, 9, 8), dev(4, 3, 3, 3), dev(4))
     return {
-        "conv2d": (fast_ops.conv2d_forward, conv, {"padding": "same"}, 5, 6),
-        "conv2d_maxpool": (fast_ops.conv2d_maxpool_forward, conv, {"padding": "same"}, 5, 7),
+        "conv2d": (fast_ops.conv2d_forward, conv, {"padding": "same"}, 4, 6),
+        "conv2d_maxpool": (fast_ops.conv2d_maxpool_forward, conv, {"padding": "same"}, 4, 6),
+        "conv2d_relu": (fast_ops.conv2d_relu_forward, conv, {"padding": "same"}, 4, 6),
+        "conv2d_maxpool_relu": (fast_ops.conv2d_maxpool_relu_forward, conv, {"padding": "same"}, 4, 6),
         "avgpool2d": (fast_ops.avgpool2d_forward, (dev(2, 1, 8, 8),), {"d": 2}, 2, 2),
         "lstm_cell": (fast_ops.lstm_cell_forward, (dev(3, 5), dev(3, 4), dev(3, 4), dev(5, 16), dev(4, 16), dev(16)),
                       {}, 4, 6),
         "softmax_cross_entropy": (fast_ops.softmax_cross_entropy,
                                   (dev(3, 4, 10), cp.asarray(r.integers(0, 10, size=(3, 4)))), {}, 2, None),
+        "recurrent_thetas": (fast_ops.recurrent_thetas_forward,
+                             (dev(3, 5), dev(6), (dev(11, 16), dev(4, 16), dev(16)), dev(4, 6), dev(6), dev(4, 6)),
+                             {"steps": 4}, 16, 13),
+        "linear_relu": (fast_ops.linear_relu_forward, (dev(3, 5), dev(5, 4), dev(4)), {}, 2, 4),
         "relu": (plain_ops.relu_forward, (dev(2, 3, 4, 4),), {}, 1, 2),
         "dropout": (fast_ops.dropout_forward, (dev(2, 3, 4, 4),), {"p": 0.5, "rng": cp.random.default_rng(0)}, 3, 1),
     }
 
 
-@pytest.mark.parametrize("name", ["conv2d", "conv2d_maxpool", "avgpool2d", "lstm_cell", "softmax_cross_entropy",
-                                  "relu", "dropout"])
+@pytest.mark.parametrize("name", ["conv2d", "conv2d_maxpool", "conv2d_relu", "conv2d_maxpool_relu", "avgpool2d",
+                                  "lstm_cell", "recurrent_thetas", "softmax_cross_entropy", "linear_relu", "relu",
+                                  "dropout"])
 def test_each_fast_op_is_a_few_launches(cp, name):
     """The device operations of one call of each op the models run on the GPU, forward and
     backward, as the docstrings and docs/gpu.md state them: a regression guard for the launches."""

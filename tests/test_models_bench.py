@@ -144,4 +144,4 @@ def test_profile_lists_the_ops(capsys):
     assert main(["--profile", "--models", "ffn-stn", "--downsample", "4", "--batch-size", "4", "--steps", "1",
                  "--chunk", "2"]) == 0
     out = capsys.readouterr().out
-    assert "ffn-stn d=4" in out and "| fast.conv2d_backward |" in out and "| fast.bilinear_sample_forward |" in out
+    assert "ffn-stn d=4" in out and "| fast.conv2d_relu_backward |" in out and "| fast.bilinear_sample_forward |" in out

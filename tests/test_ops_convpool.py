@@ -1,5 +1,6 @@
 """conv2d_maxpool: the fused conv -> 2x2 max-pool op. Gradient checks, agreement with the two
-separate ops (values and gradients, ties included), dtypes, layouts, clear errors.
+separate ops (values and gradients, ties included), dtypes, layouts, clear errors. Then the same
+ops followed by their ReLU (conv2d_maxpool_relu, conv2d_relu), plain and fast.
 
 Tolerance: float64 centred differences (h = 1e-5) of a piecewise-bilinear function away from its
 kinks; random normal inputs keep every pooling window's maximum well apart from the runner-up
@@ -117,3 +118,53 @@ def test_convpool_errors(rng):
     out, cache = conv2d_maxpool_forward(x, w, b, 1)
     with pytest.raises(ValueError, match=r"dout"):
         conv2d_maxpool_backward(np.ones((1, 2, 2, 2)), cache)
+
+
+# ------------------------------------------------------------------------------------------
+# The conv (+ max-pool) followed by its ReLU: the models' conv blocks, one op each.
+# Gradient checks: a ReLU adds a kink at 0, which random normal pre-activations clear by far more
+# than h (the chance that one lies within 1e-4 of 0 is ~1e-4 per element), so the same 1e-6 holds.
+
+RELU_OPS = {"conv2d_maxpool_relu": ("conv2d_maxpool_forward", "conv2d_maxpool_backward"),
+            "conv2d_relu": ("conv2d_forward", "conv2d_backward")}
+
+
+@pytest.mark.parametrize("name", sorted(RELU_OPS))
+@pytest.mark.parametrize("case", CASES[:4])
+def test_conv_relu_gradients(rng, name, case):
+    import minstn.ops as plain
+
+    N, C, H, W, F, kh, kw, padding = case
+    x, w, b = _inputs(rng, N, C, H, W, F, kh, kw)
+    errs = check_gradients(getattr(plain, f"{name}_forward"), getattr(plain, f"{name}_backward"),
+                           {"x": x, "w": w, "b": b}, static={"padding": padding}, rng=rng)
+    assert max(errs.values()) <= TOL, errs
+
+
+@pytest.mark.parametrize("name", sorted(RELU_OPS))
+def test_conv_relu_is_the_op_then_relu_plain_and_fast(rng, name):
+    """The plain op is the conv (+ pool) op then relu_forward, bit for bit; the fast op on NumPy is
+    the fast conv (+ pool) then the same ReLU (so the models' CPU numbers do not change)."""
+    import minstn.ops as plain
+    import minstn.ops.fast as fast
+
+    x, w, b = _inputs(rng, 2, 3, 7, 6, 4, 3, 3)
+    b[0] = -50.0                                                   # a filter that is all zeros after the ReLU
+    inner_f, inner_b = RELU_OPS[name]
+    for ops in (plain, fast):
+        a, c_inner = getattr(ops, inner_f)(x, w, b, "same")
+        ref, c_relu = plain.relu_forward(a)
+        out, cache = getattr(ops, f"{name}_forward")(x, w, b, "same")
+        np.testing.assert_array_equal(out, ref)
+        assert (out[:, 0] == 0).all() and (out > 0).any()
+        dout = rng.standard_normal(out.shape)
+        ref_grads = getattr(ops, inner_b)(plain.relu_backward(dout, c_relu), c_inner)
+        for g, g_ref in zip(getattr(ops, f"{name}_backward")(dout, cache), ref_grads):
+            np.testing.assert_array_equal(g, g_ref)
+        dx, dw, db = getattr(ops, f"{name}_backward")(dout, cache, need_dx=False)
+        assert dx is None
+        np.testing.assert_array_equal(dw, ref_grads[1])
+    with pytest.raises(TypeError, match=f"cache is not from {name}_forward"):
+        getattr(plain, f"{name}_backward")(dout, ("relu", None))
+    with pytest.raises(TypeError, match=f"cache is not from minstn.ops.fast.{name}_forward"):
+        getattr(fast, f"{name}_backward")(dout, ("relu", None))

@@ -75,8 +75,9 @@ def test_affine_grid_fast_is_the_plain_one_on_the_cpu():
 
 
 def test_fast_ops_without_a_cpu_version_are_the_plain_ops_on_numpy():
-    """avgpool2d, relu_backward, dropout_forward, the LSTM cell and the loss have a fast version on
-    the GPU only (CUDA kernels); on NumPy arrays they are the plain op itself: the same bits."""
+    """avgpool2d, relu_backward, dropout_forward, the LSTM cell, the loss and the recurrent thetas have
+    a fast version on the GPU only (CUDA kernels); on NumPy arrays they are the plain op itself: the
+    same bits."""
     rng = np.random.default_rng(6)
     x = rng.standard_normal((2, 3, 10, 11))
     (out_p, c_p), (out_f, c_f) = _both("avgpool2d_forward", x, 3)
@@ -100,6 +101,15 @@ def test_fast_ops_without_a_cpu_version_are_the_plain_ops_on_numpy():
     np.testing.assert_array_equal(dz_f, dz_p)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\)"):
         fast.softmax_cross_entropy(logits, np.full_like(labels, 10))
+    feats, theta0 = rng.standard_normal((3, 5)), np.array([0.5, 0.0, 0.0, 0.0, 0.5, 0.0])
+    cell = (rng.standard_normal((11, 16)), rng.standard_normal((4, 16)), rng.standard_normal(16))
+    reg = (rng.standard_normal((4, 6)), rng.standard_normal(6), rng.standard_normal((2, 6)))
+    (th_p, c_p), (th_f, c_f) = _both("recurrent_thetas_forward", feats, theta0, cell, *reg, steps=2)
+    np.testing.assert_array_equal(th_f, th_p)
+    dthetas = rng.standard_normal(th_p.shape)
+    g_p, g_f = plain.recurrent_thetas_backward(dthetas, c_p), fast.recurrent_thetas_backward(dthetas, c_f)
+    for gp, gf in zip([g_p[0], *g_p[1], *g_p[2:]], [g_f[0], *g_f[1], *g_f[2:]]):
+        np.testing.assert_array_equal(gf, gp)
 
 
 def test_switch_chooses_and_restores():

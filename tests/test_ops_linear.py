@@ -12,6 +12,8 @@ from minstn.ops import (
     dropout_forward,
     linear_backward,
     linear_forward,
+    linear_relu_backward,
+    linear_relu_forward,
     relu_backward,
     relu_forward,
 )
@@ -29,6 +31,31 @@ def test_linear_gradients(rng, N, D, M):
 def test_linear_value(rng):
     x, w, b = rng.standard_normal((3, 5)), rng.standard_normal((5, 4)), rng.standard_normal(4)
     np.testing.assert_allclose(linear_forward(x, w, b)[0], x @ w + b, rtol=1e-14)
+
+
+@pytest.mark.parametrize("N,D,M", [(3, 5, 4), (1, 7, 2)])
+def test_linear_relu_gradients_and_composition(rng, N, D, M):
+    """linear_relu is linear_forward then relu_forward (bit for bit, plain and fast on NumPy); its
+    pre-activations are random normal sums, far from the kink at 0 next to h = 1e-5."""
+    import minstn.ops.fast as fast
+
+    inputs = {"x": rng.standard_normal((N, D)), "w": rng.standard_normal((D, M)), "b": rng.standard_normal(M)}
+    errs = check_gradients(linear_relu_forward, linear_relu_backward, inputs, rng=rng)
+    assert max(errs.values()) <= TOL, errs
+    a, c_lin = linear_forward(**inputs)
+    ref, c_relu = relu_forward(a)
+    dout = rng.standard_normal(ref.shape)
+    ref_grads = linear_backward(relu_backward(dout, c_relu), c_lin)
+    for forward, backward in ((linear_relu_forward, linear_relu_backward),
+                              (fast.linear_relu_forward, fast.linear_relu_backward)):
+        out, cache = forward(**inputs)
+        np.testing.assert_array_equal(out, ref)
+        for g, g_ref in zip(backward(dout, cache), ref_grads):
+            np.testing.assert_array_equal(g, g_ref)
+    with pytest.raises(TypeError, match="cache is not from linear_relu_forward"):
+        linear_relu_backward(dout, c_lin)
+    with pytest.raises(ValueError, match="linear_relu_forward: x has 3 features"):
+        linear_relu_forward(inputs["x"][:, :3], inputs["w"], inputs["b"])   # D is 5 or 7
 
 
 def test_relu_gradients(rng):

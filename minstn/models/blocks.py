@@ -49,42 +49,37 @@ def conv_block_forward(params: dict, name: str, x, pool: bool = True):
 
     x (N, C, L, L) -> (out (N, F, L // 2, L // 2) with pool, else (N, F, L, L); cache).
     conv -> pool -> ReLU equals conv -> ReLU -> pool exactly (ReLU is monotonic; minstn.models.classifier)
-    and the conv and the pool run as one op, ops.conv2d_maxpool_forward.
+    and the three run as one op, ops.conv2d_maxpool_relu_forward (without the pool, ops.conv2d_relu_forward).
     """
     w, b = params[f"{name}.w"], params[f"{name}.b"]
     if pool:
-        a, c_conv = ops.conv2d_maxpool_forward(x, w, b, "same")     # (N, F, L/2, L/2)
+        out, c_block = ops.conv2d_maxpool_relu_forward(x, w, b, "same")     # (N, F, L/2, L/2)
     else:
-        a, c_conv = ops.conv2d_forward(x, w, b, "same")             # (N, F, L, L)
-    out, c_relu = ops.relu_forward(a)
-    return out, (name, pool, c_conv, c_relu)
+        out, c_block = ops.conv2d_relu_forward(x, w, b, "same")             # (N, F, L, L)
+    return out, (name, pool, c_block)
 
 
 def conv_block_backward(dout, cache, grads: dict, need_dx: bool = True):
     """Backward of conv_block_forward: writes grads[name.w], grads[name.b]; returns dx (None unless need_dx)."""
-    name, pool, c_conv, c_relu = cache
-    da = ops.relu_backward(dout, c_relu)
-    if pool:
-        dx, grads[f"{name}.w"], grads[f"{name}.b"] = ops.conv2d_maxpool_backward(da, c_conv, need_dx=need_dx)
-    else:
-        dx, grads[f"{name}.w"], grads[f"{name}.b"] = ops.conv2d_backward(da, c_conv, need_dx=need_dx)
+    name, pool, c_block = cache
+    backward = ops.conv2d_maxpool_relu_backward if pool else ops.conv2d_relu_backward
+    dx, grads[f"{name}.w"], grads[f"{name}.b"] = backward(dout, c_block, need_dx=need_dx)
     return dx
 
 
 def dense_forward(params: dict, name: str, x, relu: bool = True):
-    """Fully connected layer x (N, D) @ name.w (D, M) + name.b (M,), then ReLU when `relu` -> ((N, M), cache)."""
-    a, c_lin = ops.linear_forward(x, params[f"{name}.w"], params[f"{name}.b"])   # (N, M)
-    if not relu:
-        return a, (name, c_lin, None)
-    out, c_relu = ops.relu_forward(a)
-    return out, (name, c_lin, c_relu)
+    """Fully connected layer x (N, D) @ name.w (D, M) + name.b (M,), then ReLU when `relu` -> ((N, M), cache).
+    With the ReLU the two are one op, ops.linear_relu_forward."""
+    forward = ops.linear_relu_forward if relu else ops.linear_forward
+    out, c_lin = forward(x, params[f"{name}.w"], params[f"{name}.b"])           # (N, M)
+    return out, (name, relu, c_lin)
 
 
 def dense_backward(dout, cache, grads: dict):
     """Backward of dense_forward: writes grads[name.w], grads[name.b]; returns dx (N, D)."""
-    name, c_lin, c_relu = cache
-    da = ops.relu_backward(dout, c_relu) if c_relu is not None else dout
-    dx, grads[f"{name}.w"], grads[f"{name}.b"] = ops.linear_backward(da, c_lin)
+    name, relu, c_lin = cache
+    backward = ops.linear_relu_backward if relu else ops.linear_backward
+    dx, grads[f"{name}.w"], grads[f"{name}.b"] = backward(dout, c_lin)
     return dx
 
 

@@ -5,9 +5,12 @@
 
 Each block runs as conv -> maxpool -> ReLU: ReLU is monotonic, so max(relu(a), relu(b)) =
 relu(max(a, b)) exactly, in value and in gradient (the same winner, or a zero gradient either
-way), and the ReLU then touches a quarter of the pixels. The conv and the max-pool of a block
-are one op, ops.conv2d_maxpool_forward: the same numbers as the two ops in a row, computed in
-pooling-phase order, which turns the pool into four contiguous arrays (minstn/ops/fast/convpool.py).
+way), and the ReLU then touches a quarter of the pixels. The conv, the max-pool and the ReLU of
+a block are one op, ops.conv2d_maxpool_relu_forward: the same numbers as the ops in a row, the
+conv and the pool computed in pooling-phase order, which turns the pool into four contiguous
+arrays (minstn/ops/fast/convpool.py); the third conv and its ReLU are ops.conv2d_relu_forward,
+and the FC 400 layer and its ReLU ops.linear_relu_forward. On a GPU each ReLU is applied by the
+kernel that adds the layer's bias.
 
 Shape legend:
     B        images entering the classifier (N canvases, or N*T glimpses for the LSTM-STN)
@@ -68,12 +71,10 @@ def classifier_forward(params: dict, x, dropout: float, train: bool, rng):
     Dropout (inverted, probability `dropout`) acts after the third conv's ReLU when `train`
     is true; it then needs `rng`, a np.random.Generator.
     """
-    p1, c_block1 = ops.conv2d_maxpool_forward(x, params["cls.conv1.w"], params["cls.conv1.b"], "same")   # (B, 32, S/2, S/2)
-    r1, c_relu1 = ops.relu_forward(p1)
-    p2, c_block2 = ops.conv2d_maxpool_forward(r1, params["cls.conv2.w"], params["cls.conv2.b"], "same")  # (B, 32, S2, S2)
-    r2, c_relu2 = ops.relu_forward(p2)
-    a3, c_conv3 = ops.conv2d_forward(r2, params["cls.conv3.w"], params["cls.conv3.b"], "same")
-    r3, c_relu3 = ops.relu_forward(a3)
+    P = params
+    r1, c_block1 = ops.conv2d_maxpool_relu_forward(x, P["cls.conv1.w"], P["cls.conv1.b"], "same")    # (B, 32, S/2, S/2)
+    r2, c_block2 = ops.conv2d_maxpool_relu_forward(r1, P["cls.conv2.w"], P["cls.conv2.b"], "same")   # (B, 32, S2, S2)
+    r3, c_conv3 = ops.conv2d_relu_forward(r2, P["cls.conv3.w"], P["cls.conv3.b"], "same")            # (B, 32, S2, S2)
     use_dropout = train and dropout > 0
     if use_dropout:
         if rng is None:
@@ -86,10 +87,9 @@ def classifier_forward(params: dict, x, dropout: float, train: bool, rng):
         d3, c_drop = r3, None
     B = x.shape[0]
     flat = d3.reshape(B, -1)                                                                   # (B, 32*S2*S2)
-    f, c_fc = ops.linear_forward(flat, params["cls.fc.w"], params["cls.fc.b"])                 # (B, 400)
-    rf, c_relu4 = ops.relu_forward(f)
-    out, c_head = ops.linear_forward(rf, params["cls.head.w"], params["cls.head.b"])           # (B, K)
-    cache = (c_block1, c_relu1, c_block2, c_relu2, c_conv3, c_relu3, c_drop, d3.shape, c_fc, c_relu4, c_head)
+    rf, c_fc = ops.linear_relu_forward(flat, P["cls.fc.w"], P["cls.fc.b"])                     # (B, 400)
+    out, c_head = ops.linear_forward(rf, P["cls.head.w"], P["cls.head.b"])                     # (B, K)
+    cache = (c_block1, c_block2, c_conv3, c_drop, d3.shape, c_fc, c_head)
     return out, cache
 
 
@@ -99,16 +99,12 @@ def classifier_backward(dout, cache, grads: dict, need_dx: bool = True):
     dout (B, K). Returns dx (B, 1, S, S) when need_dx, else None (the CNN and the models'
     first layers have nothing upstream to feed). Mirrors the forward in reverse.
     """
-    (c_block1, c_relu1, c_block2, c_relu2, c_conv3, c_relu3, c_drop, d3_shape, c_fc, c_relu4, c_head) = cache
+    (c_block1, c_block2, c_conv3, c_drop, d3_shape, c_fc, c_head) = cache
     drf, grads["cls.head.w"], grads["cls.head.b"] = ops.linear_backward(dout, c_head)  # (B, 400)
-    df = ops.relu_backward(drf, c_relu4)
-    dflat, grads["cls.fc.w"], grads["cls.fc.b"] = ops.linear_backward(df, c_fc)         # (B, 32*S2*S2)
+    dflat, grads["cls.fc.w"], grads["cls.fc.b"] = ops.linear_relu_backward(drf, c_fc)  # (B, 32*S2*S2)
     dd3 = dflat.reshape(d3_shape)                                                      # (B, 32, S2, S2)
     dr3 = ops.dropout_backward(dd3, c_drop) if c_drop is not None else dd3
-    da3 = ops.relu_backward(dr3, c_relu3)
-    dr2, grads["cls.conv3.w"], grads["cls.conv3.b"] = ops.conv2d_backward(da3, c_conv3)
-    dp2 = ops.relu_backward(dr2, c_relu2)
-    dr1, grads["cls.conv2.w"], grads["cls.conv2.b"] = ops.conv2d_maxpool_backward(dp2, c_block2)
-    dp1 = ops.relu_backward(dr1, c_relu1)
-    dx, grads["cls.conv1.w"], grads["cls.conv1.b"] = ops.conv2d_maxpool_backward(dp1, c_block1, need_dx=need_dx)
+    dr2, grads["cls.conv3.w"], grads["cls.conv3.b"] = ops.conv2d_relu_backward(dr3, c_conv3)
+    dr1, grads["cls.conv2.w"], grads["cls.conv2.b"] = ops.conv2d_maxpool_relu_backward(dr2, c_block2)
+    dx, grads["cls.conv1.w"], grads["cls.conv1.b"] = ops.conv2d_maxpool_relu_backward(dr1, c_block1, need_dx=need_dx)
     return dx

@@ -75,27 +75,6 @@ def init_cell(rng: np.random.Generator, cell: str, d: int, h: int) -> dict:
     return p
 
 
-def cell_forward(params: dict, cell: str, x, h, c):
-    """One step of the cell: (h, c, cache); c is None for the GRU and the RNN (they have none)."""
-    from minstn.ops.switch import ops
-
-    if cell == "lstm":
-        return ops.lstm_cell_forward(x, h, c, *(params[k] for k in CELL_PARAMS["lstm"]))
-    h, cache = getattr(ops, f"{cell}_cell_forward")(x, h, *(params[k] for k in CELL_PARAMS[cell]))
-    return h, c, cache
-
-
-def cell_backward(cell: str, dh, dc, cache):
-    """(dx, dh_prev, dc_prev, {parameter name: gradient}) of one step of the cell."""
-    from minstn.ops.switch import ops
-
-    if cell == "lstm":
-        dx, dh_prev, dc_prev, *grads = ops.lstm_cell_backward(dh, dc, cache)
-        return dx, dh_prev, dc_prev, dict(zip(CELL_PARAMS["lstm"], grads))
-    dx, dh_prev, *grads = getattr(ops, f"{cell}_cell_backward")(dh, cache)
-    return dx, dh_prev, dc, dict(zip(CELL_PARAMS[cell], grads))
-
-
 def pooled_size(n: int, times: int) -> int:
     """Size after `times` 2x2 max-pools that floor odd sizes: 100 -> 50 -> 25 -> 12 -> 6."""
     for _ in range(times):

@@ -4,8 +4,8 @@
     flattened to 20 * 6 * 6 = 720 features.
 
 Each block runs as conv -> maxpool -> ReLU, which equals conv -> ReLU -> maxpool exactly
-(ReLU is monotonic; see classifier.py) with the ReLU on a quarter of the pixels, and the conv
-and the max-pool are one op, ops.conv2d_maxpool_forward (the same numbers, computed in
+(ReLU is monotonic; see classifier.py) with the ReLU on a quarter of the pixels, and the three
+are one op, ops.conv2d_maxpool_relu_forward (the same numbers, the conv and the pool computed in
 pooling-phase order: minstn/ops/fast/convpool.py).
 
 Shape legend:
@@ -58,9 +58,8 @@ def localisation_forward(params: dict, x, names=NAMES):
     h = x
     for k in range(1, LOC_BLOCKS + 1):
         w, b = params[f"{names[k - 1]}.w"], params[f"{names[k - 1]}.b"]
-        m, c_convpool = ops.conv2d_maxpool_forward(h, w, b, "same")                                   # (N, F, L_k, L_k)
-        h, c_relu = ops.relu_forward(m)
-        caches.append((c_convpool, c_relu))
+        h, c_block = ops.conv2d_maxpool_relu_forward(h, w, b, "same")                                 # (N, F, L_k, L_k)
+        caches.append(c_block)
     feats = h.reshape(x.shape[0], -1)                                                                # (N, 720)
     return feats, (caches, h.shape)
 
@@ -72,7 +71,6 @@ def localisation_backward(dfeats, cache, grads: dict, names=NAMES) -> None:
     caches, h_shape = cache
     dh = dfeats.reshape(h_shape)                                                                     # (N, F, L_4, L_4)
     for k in range(LOC_BLOCKS, 0, -1):
-        c_convpool, c_relu = caches[k - 1]
-        dm = ops.relu_backward(dh, c_relu)
         # the canvas is data: the first block needs no input gradient
-        dh, grads[f"{names[k - 1]}.w"], grads[f"{names[k - 1]}.b"] = ops.conv2d_maxpool_backward(dm, c_convpool, need_dx=k > 1)
+        dh, grads[f"{names[k - 1]}.w"], grads[f"{names[k - 1]}.b"] = ops.conv2d_maxpool_relu_backward(
+            dh, caches[k - 1], need_dx=k > 1)

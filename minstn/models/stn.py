@@ -32,7 +32,10 @@ LSTM-STN (per canvas, the same features every step):
 
 With feedback='theta' the gradient flows through the fed-back theta_{t-1} into the regressor
 and the LSTM of step t-1 (full BPTT, what the finite-difference check measures); theta_0 is a
-constant (it equals the initial bias, not the live parameter).
+constant (it equals the initial bias, not the live parameter). The loop over the steps, forward
+and backward, is the op pair ops.recurrent_thetas_forward / _backward (minstn/ops/thetas.py: the
+cell and linear ops, step by step; on a GPU, minstn/ops/fast/thetas.py runs an LSTM's T steps as
+a few kernels and matrix products).
 
 Back-propagation order (LSTM-STN): classifier -> avgpool -> sampler (dgrid only) -> affine grid
 -> for t = T..1: regressor, LSTM cell (BPTT, with dtheta_{t-1} from the fed-back input) ->
@@ -45,7 +48,7 @@ import numpy as np
 from minstn.backend import to_numpy
 from minstn.models.base import CANVAS, POSITIONS, Model
 from minstn.models.classifier import classifier_backward, classifier_forward, init_classifier
-from minstn.models.layers import ModelError, cell_backward, cell_forward, check_images, he_conv, init_cell
+from minstn.models.layers import CELL_PARAMS, ModelError, check_images, he_conv, init_cell
 from minstn.models.localisation import (
     NAMES,
     TIED_NAMES,
@@ -250,54 +253,19 @@ class LSTMSTN(_STN):
         return self._theta0_array
 
     def _thetas_forward(self, images):
-        P, xp = self.params, self.xp
-        N, T, H = images.shape[0], self.steps, self.options["hidden_size"]
-        feedback = self.options["feedback"] == "theta"
-        feats, c_loc = localisation_forward(P, images, self._loc_names)                 # (N, F)
-        h = xp.zeros((N, H), dtype=self.dtype)                                          # (N, H)
-        c = xp.zeros((N, H), dtype=self.dtype)                                          # (N, H)
-        theta = xp.broadcast_to(self._theta0(), (N, 6))                                # theta_0, a constant
-        c_cells, c_regs, thetas = [], [], []
-        for t in range(T):
-            x = xp.concatenate([feats, theta], axis=1) if feedback else feats          # (N, E)
-            h, c, c_cell = cell_forward(P, self.options["cell"], x, h, c)                # (N, H) each
-            theta, c_reg = ops.linear_forward(h, P["reg.w"], P["reg.b"])                 # (N, 6)
-            if "reg.step_b" in P:
-                theta = theta + P["reg.step_b"][t]                                       # this step's own bias
-            c_cells.append(c_cell)
-            c_regs.append(c_reg)
-            thetas.append(theta)
-        return xp.stack(thetas, axis=1), (c_loc, c_cells, c_regs, feats.shape[1])       # (N, T, 6)
+        P, cell = self.params, self.options["cell"]
+        feats, c_loc = localisation_forward(P, images, self._loc_names)                     # (N, F)
+        thetas, c_steps = ops.recurrent_thetas_forward(                                     # (N, T, 6)
+            feats, self._theta0(), tuple(P[k] for k in CELL_PARAMS[cell]), P["reg.w"], P["reg.b"],
+            P.get("reg.step_b"), steps=self.steps, cell=cell, feedback=self.options["feedback"] == "theta")
+        return thetas, (c_loc, c_steps)
 
     def _thetas_backward(self, dthetas, cache) -> None:
-        c_loc, c_cells, c_regs, F = cache
-        feedback = self.options["feedback"] == "theta"
-        N, T = dthetas.shape[0], self.steps
-        H = self.options["hidden_size"]
-        xp = self.xp
-        dh_next = xp.zeros((N, H), dtype=self.dtype)    # gradient into h_t from step t+1
-        dc_next = xp.zeros((N, H), dtype=self.dtype)    # gradient into c_t from step t+1
-        dfed = xp.zeros((N, 6), dtype=self.dtype)       # gradient into theta_t through the input of step t+1
-        dfeats = dWr = dbr = 0
-        dcell = {}                                      # the cell's weights' gradients, summed over the steps
-        step_bias = "reg.step_b" in self.params
-        dstep = [None] * T
-        for t in range(T - 1, -1, -1):
-            dtheta = dthetas[:, t] + dfed                                                    # (N, 6)
-            if step_bias:
-                dstep[t] = dtheta.sum(axis=0)                                                # (6,) for reg.step_b[t]
-            dh_reg, dWr_t, dbr_t = ops.linear_backward(dtheta, c_regs[t])                    # (N, H)
-            dh = dh_reg + dh_next
-            dx, dh_next, dc_next, dcell_t = cell_backward(self.options["cell"], dh, dc_next, c_cells[t])  # dx (N, E)
-            dfeats = dfeats + dx[:, :F]                                                      # (N, F)
-            dfed = dx[:, F:] if feedback else dfed                                           # (N, 6); theta_0 is a constant
-            for k, g in dcell_t.items():
-                dcell[k] = dcell.get(k, 0) + g
-            dWr, dbr = dWr + dWr_t, dbr + dbr_t
-        self.grads["reg.w"], self.grads["reg.b"] = dWr, dbr
-        if step_bias:
-            self.grads["reg.step_b"] = xp.stack(dstep)                                       # (T, 6)
-        self.grads.update(dcell)
+        c_loc, c_steps = cache
+        dfeats, dcell, self.grads["reg.w"], self.grads["reg.b"], dstep = ops.recurrent_thetas_backward(dthetas, c_steps)
+        self.grads.update(zip(CELL_PARAMS[self.options["cell"]], dcell))   # summed over the steps
+        if dstep is not None:
+            self.grads["reg.step_b"] = dstep                                                # (T, 6): row t is step t's
         if self.options.get("tied"):
             # the classifier's backward (run before this) assigned cls.conv1..3's gradients from the
             # glimpse path; the localisation path's part is added to them (the shared weights' total)

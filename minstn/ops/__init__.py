@@ -12,8 +12,12 @@ keeps the input dtype. See docs/ops.md for the table of shapes and formulas.
     maxpool2d_forward(x)                        maxpool2d_backward -> dx
     conv2d_maxpool_forward(x, w, b, padding)    conv2d_maxpool_backward -> (dx, dw, db)
                                                 (the two above, one after the other)
+    conv2d_relu_forward(x, w, b, padding)       conv2d_relu_backward -> (dx, dw, db)
+    conv2d_maxpool_relu_forward(x, w, b, padding)   conv2d_maxpool_relu_backward -> (dx, dw, db)
+                                                (the same, followed by relu_forward)
     avgpool2d_forward(x, d)                     avgpool2d_backward -> dx
     linear_forward(x, w, b)                     linear_backward -> (dx, dw, db)
+    linear_relu_forward(x, w, b)                linear_relu_backward -> (dx, dw, db)   (then relu_forward)
     relu_forward(x)                             relu_backward -> dx
     dropout_forward(x, p, rng)                  dropout_backward -> dx
     softmax_cross_entropy(logits, labels) -> (loss, dlogits)
@@ -25,6 +29,9 @@ keeps the input dtype. See docs/ops.md for the table of shapes and formulas.
     gru_forward(xs, h0, Wx, Wh, bx, bh) -> (hs, cache)           gru_backward(dhs, cache) -> (dxs, dh0, dWx, dWh, dbx, dbh)
     rnn_cell_forward(x, h_prev, Wx, Wh, b) -> (h, cache)         rnn_cell_backward(dh, cache) -> (dx, dh_prev, dWx, dWh, db)
     rnn_forward(xs, h0, Wx, Wh, b) -> (hs, cache)                rnn_backward(dhs, cache) -> (dxs, dh0, dWx, dWh, db)
+    recurrent_thetas_forward(feats, theta0, cell_params, Wr, br, step_b, steps, cell, feedback) -> (thetas, cache)
+    recurrent_thetas_backward(dthetas, cache) -> (dfeats, dcell_params, dWr, dbr, dstep_b)
+                                                the LSTM-STN's T steps: a cell, its theta regressed and fed back
     affine_grid_forward(theta, out_hw)                   affine_grid_backward -> dtheta
     bilinear_sample_forward(U, grid)                     bilinear_sample_backward -> (dU, dgrid)
     projective_grid_forward(theta8, out_hw)              projective_grid_backward -> dtheta8
@@ -34,12 +41,14 @@ These are the plain versions, the ones to read first. minstn.ops.fast has faster
 convolution, the fused conv + max-pool and the spatial-transformer ops (and the CUDA kernels),
 with the same arguments and numbers; the models call whichever minstn.ops.switch chooses.
 """
-from minstn.ops.conv import conv2d_backward, conv2d_forward
+from minstn.ops.conv import conv2d_backward, conv2d_forward, conv2d_relu_backward, conv2d_relu_forward
 from minstn.ops.linear import (
     dropout_backward,
     dropout_forward,
     linear_backward,
     linear_forward,
+    linear_relu_backward,
+    linear_relu_forward,
     relu_backward,
     relu_forward,
 )
@@ -60,6 +69,8 @@ from minstn.ops.pool import (
     avgpool2d_forward,
     conv2d_maxpool_backward,
     conv2d_maxpool_forward,
+    conv2d_maxpool_relu_backward,
+    conv2d_maxpool_relu_forward,
     maxpool2d_backward,
     maxpool2d_forward,
 )
@@ -85,6 +96,7 @@ from minstn.ops.stn import (
     bilinear_sample_backward,
     bilinear_sample_forward,
 )
+from minstn.ops.thetas import recurrent_thetas_backward, recurrent_thetas_forward
 
 __all__ = [
     "conv2d_forward",
@@ -93,10 +105,16 @@ __all__ = [
     "maxpool2d_backward",
     "conv2d_maxpool_forward",
     "conv2d_maxpool_backward",
+    "conv2d_relu_forward",
+    "conv2d_relu_backward",
+    "conv2d_maxpool_relu_forward",
+    "conv2d_maxpool_relu_backward",
     "avgpool2d_forward",
     "avgpool2d_backward",
     "linear_forward",
     "linear_backward",
+    "linear_relu_forward",
+    "linear_relu_backward",
     "relu_forward",
     "relu_backward",
     "dropout_forward",
@@ -115,6 +133,8 @@ __all__ = [
     "rnn_cell_backward",
     "rnn_forward",
     "rnn_backward",
+    "recurrent_thetas_forward",
+    "recurrent_thetas_backward",
     "projective_grid_forward",
     "projective_grid_backward",
     "projective_identity",

@@ -41,8 +41,10 @@ import numbers
 
 from minstn.backend import xp_of
 from minstn.ops._validate import check_cache, check_dout, check_float_array, check_same_dtype, check_same_module
+from minstn.ops.linear import relu_backward, relu_forward
 
-__all__ = ["conv2d_forward", "conv2d_backward", "resolve_padding", "check_conv_inputs"]
+__all__ = ["conv2d_forward", "conv2d_backward", "conv2d_relu_forward", "conv2d_relu_backward", "resolve_padding",
+           "check_conv_inputs"]
 
 
 def resolve_padding(padding, kh: int, kw: int, op: str = "conv2d_forward") -> int:
@@ -154,3 +156,22 @@ def conv2d_backward(dout, cache, need_dx: bool = True):
         return None, dw, db
     dcols = w.reshape(F, C * kh * kw).T @ dout2                               # (K, M)
     return col2im(dcols, x_shape, kh, kw, p), dw, db
+
+
+def conv2d_relu_forward(x, w, b, padding):
+    """A convolution followed by its ReLU: conv2d_forward then relu_forward.
+
+    x (N, C, H, W), w (F, C, kh, kw), b (F,) -> out (N, F, H_out, W_out) = max(conv, 0), cache.
+    The plain composition of the two ops; on a GPU, minstn.ops.fast.conv2d_relu_forward applies
+    the ReLU inside the kernel that adds the bias.
+    """
+    a, c_conv = conv2d_forward(x, w, b, padding)  # (N, F, H_out, W_out)
+    out, c_relu = relu_forward(a)
+    return out, ("conv2d_relu", c_conv, c_relu)
+
+
+def conv2d_relu_backward(dout, cache, need_dx: bool = True):
+    """dout (N, F, H_out, W_out) -> (dx (N, C, H, W) or None, dw (F, C, kh, kw), db (F,)): the two backwards in reverse."""
+    _, c_conv, c_relu = check_cache("conv2d_relu_backward", cache, "conv2d_relu", "conv2d_relu_forward")
+    da = relu_backward(dout, c_relu)
+    return conv2d_backward(da, c_conv, need_dx=need_dx)

@@ -1,4 +1,4 @@
-"""Fully connected layer, ReLU and (inverted) dropout.
+"""Fully connected layer, ReLU and (inverted) dropout; the layer followed by its ReLU as one op pair.
 
 Shape legend
     N   batch size (rows)
@@ -18,6 +18,9 @@ from minstn.ops._validate import check_cache, check_dout, check_float_array, che
 __all__ = [
     "linear_forward",
     "linear_backward",
+    "linear_relu_forward",
+    "linear_relu_backward",
+    "check_linear_inputs",
     "relu_forward",
     "relu_backward",
     "dropout_forward",
@@ -25,12 +28,8 @@ __all__ = [
 ]
 
 
-def linear_forward(x, w, b):
-    """out = x @ w + b.
-
-    x (N, D), w (D, M), b (M,) -> out (N, M), cache.
-    """
-    op = "linear_forward"
+def check_linear_inputs(x, w, b, op: str = "linear_forward") -> None:
+    """The checks of linear_forward (shared with linear_relu_forward and the fast versions)."""
     check_float_array(op, "x", x, 2, "(N, D)")
     check_float_array(op, "w", w, 2, "(D, M)")
     check_float_array(op, "b", b, 1, "(M,)")
@@ -43,6 +42,14 @@ def linear_forward(x, w, b):
         )
     if b.shape[0] != w.shape[1]:
         raise ValueError(f"{op}: b must have shape (M,) = ({w.shape[1]},) to match w, got {tuple(b.shape)}")
+
+
+def linear_forward(x, w, b):
+    """out = x @ w + b.
+
+    x (N, D), w (D, M), b (M,) -> out (N, M), cache.
+    """
+    check_linear_inputs(x, w, b)
     out = x @ w  # (N, M)
     out += b  # fresh array: in place is safe
     return out, ("linear", x, w)
@@ -56,6 +63,26 @@ def linear_backward(dout, cache):
     dw = x.T @ dout  # (D, M)
     db = dout.sum(axis=0)  # (M,)
     return dx, dw, db
+
+
+def linear_relu_forward(x, w, b):
+    """A fully connected layer followed by its ReLU: linear_forward then relu_forward.
+
+    x (N, D), w (D, M), b (M,) -> out (N, M) = max(x @ w + b, 0), cache. The plain composition of
+    the two ops; on a GPU, minstn.ops.fast.linear_relu_forward adds the bias and applies the ReLU
+    in one kernel.
+    """
+    check_linear_inputs(x, w, b, "linear_relu_forward")
+    a, c_lin = linear_forward(x, w, b)  # (N, M)
+    out, c_relu = relu_forward(a)
+    return out, ("linear_relu", c_lin, c_relu)
+
+
+def linear_relu_backward(dout, cache):
+    """dout (N, M) -> (dx (N, D), dw (D, M), db (M,)): the two backwards in reverse."""
+    _, c_lin, c_relu = check_cache("linear_relu_backward", cache, "linear_relu", "linear_relu_forward")
+    da = relu_backward(dout, c_relu)
+    return linear_backward(da, c_lin)
 
 
 def relu_forward(x):

@@ -23,9 +23,11 @@ from __future__ import annotations
 from minstn.backend import xp_of
 from minstn.ops._validate import check_cache, check_dout, check_float_array, check_positive_int
 from minstn.ops.conv import conv2d_backward, conv2d_forward
+from minstn.ops.linear import relu_backward, relu_forward
 
 __all__ = ["maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
-           "conv2d_maxpool_forward", "conv2d_maxpool_backward"]
+           "conv2d_maxpool_forward", "conv2d_maxpool_backward", "conv2d_maxpool_relu_forward",
+           "conv2d_maxpool_relu_backward"]
 
 
 def maxpool2d_forward(x):
@@ -172,3 +174,25 @@ def conv2d_maxpool_backward(dout, cache, need_dx: bool = True):
     _, c_conv, c_pool = check_cache("conv2d_maxpool_backward", cache, "conv2d_maxpool", "conv2d_maxpool_forward")
     da = maxpool2d_backward(dout, c_pool)
     return conv2d_backward(da, c_conv, need_dx=need_dx)
+
+
+def conv2d_maxpool_relu_forward(x, w, b, padding):
+    """A convolution, 2x2 max-pooling, then ReLU: conv2d_maxpool_forward then relu_forward.
+
+    x (N, C, H, W), w (F, C, kh, kw), b (F,) -> out (N, F, floor(H_out / 2), floor(W_out / 2)), cache.
+    The models' conv blocks: pooling before the ReLU equals pooling after it exactly (ReLU is
+    monotonic, so max(relu(a), relu(b)) = relu(max(a, b)), with the same winner) and the ReLU then
+    touches a quarter of the pixels. The plain composition of the ops; on a GPU,
+    minstn.ops.fast.conv2d_maxpool_relu_forward applies the ReLU inside the pooling kernel.
+    """
+    m, c_pool = conv2d_maxpool_forward(x, w, b, padding)  # (N, F, H_out // 2, W_out // 2)
+    out, c_relu = relu_forward(m)
+    return out, ("conv2d_maxpool_relu", c_pool, c_relu)
+
+
+def conv2d_maxpool_relu_backward(dout, cache, need_dx: bool = True):
+    """dout (N, F, H2, W2) -> (dx (N, C, H, W) or None, dw (F, C, kh, kw), db (F,)): the backwards in reverse."""
+    _, c_pool, c_relu = check_cache("conv2d_maxpool_relu_backward", cache, "conv2d_maxpool_relu",
+                                    "conv2d_maxpool_relu_forward")
+    dm = relu_backward(dout, c_relu)
+    return conv2d_maxpool_backward(dm, c_pool, need_dx=need_dx)

@@ -89,8 +89,8 @@ EMU_CONV_COLUMNS(col2im, f64, double)
 
 #define EMU_BIAS(NAME, SUFFIX, T)                                                                  \
     int emu_##NAME##_##SUFFIX(unsigned blocks, unsigned threads, const T* a, const T* b, T* out,      \
-                              long long N, long long F, long long Ho, long long Wo) {                \
-        launch_serial(blocks, threads, [&] { NAME<T>(a, b, out, N, F, Ho, Wo); });                   \
+                              long long N, long long F, long long Ho, long long Wo, long long relu) { \
+        launch_serial(blocks, threads, [&] { NAME<T>(a, b, out, N, F, Ho, Wo, relu); });             \
         return 0;                                                                                    \
     }
 EMU_BIAS(bias_forward, f32, float)
@@ -98,11 +98,20 @@ EMU_BIAS(bias_forward, f64, double)
 EMU_BIAS(maxpool_bias_forward, f32, float)
 EMU_BIAS(maxpool_bias_forward, f64, double)
 
+#define EMU_BIAS_RELU_BACKWARD(SUFFIX, T)                                                           \
+    int emu_bias_relu_backward_##SUFFIX(unsigned blocks, unsigned threads, const T* dout, const T* out, \
+                                        T* da, long long N, long long F, long long Ho, long long Wo) { \
+        launch_serial(blocks, threads, [&] { bias_relu_backward<T>(dout, out, da, N, F, Ho, Wo); });  \
+        return 0;                                                                                     \
+    }
+EMU_BIAS_RELU_BACKWARD(f32, float)
+EMU_BIAS_RELU_BACKWARD(f64, double)
+
 #define EMU_MAXPOOL_BIAS_BACKWARD(SUFFIX, T)                                                        \
     int emu_maxpool_bias_backward_##SUFFIX(unsigned blocks, unsigned threads, const T* dout,          \
                                            const T* a, const T* b, T* da, long long N, long long F,   \
-                                           long long Ho, long long Wo) {                              \
-        launch_serial(blocks, threads, [&] { maxpool_bias_backward<T>(dout, a, b, da, N, F, Ho, Wo); }); \
+                                           long long Ho, long long Wo, long long relu) {              \
+        launch_serial(blocks, threads, [&] { maxpool_bias_backward<T>(dout, a, b, da, N, F, Ho, Wo, relu); }); \
         return 0;                                                                                     \
     }
 EMU_MAXPOOL_BIAS_BACKWARD(f32, float)
@@ -140,6 +149,20 @@ int emu_relu_backward_f64(unsigned blocks, unsigned threads, const double* dout,
 EMU_DROPOUT_FORWARD(f32, float)
 EMU_DROPOUT_FORWARD(f64, double)
 
+#define EMU_LINEAR_RELU(SUFFIX, T)                                                                 \
+    int emu_linear_relu_forward_##SUFFIX(unsigned blocks, unsigned threads, T* a, const T* b,       \
+                                         long long N, long long M) {                                \
+        launch_serial(blocks, threads, [&] { linear_relu_forward<T>(a, b, N, M); });                \
+        return 0;                                                                                   \
+    }                                                                                               \
+    int emu_linear_relu_backward_##SUFFIX(unsigned blocks, unsigned threads, const T* dout,          \
+                                          const T* out, T* da, T* db, long long N, long long M) {   \
+        launch_serial(blocks, threads, [&] { linear_relu_backward<T>(dout, out, da, db, N, M); });  \
+        return 0;                                                                                   \
+    }
+EMU_LINEAR_RELU(f32, float)
+EMU_LINEAR_RELU(f64, double)
+
 // lstm.cu: elementwise (forward) and one thread per hidden unit (backward), no __syncthreads.
 #define EMU_LSTM_CELL_FORWARD(SUFFIX, T)                                                           \
     int emu_lstm_cell_forward_##SUFFIX(unsigned blocks, unsigned threads, const T* ax, const T* ah,  \
@@ -161,6 +184,46 @@ EMU_LSTM_CELL_FORWARD(f64, double)
     }
 EMU_LSTM_CELL_BACKWARD(f32, float)
 EMU_LSTM_CELL_BACKWARD(f64, double)
+
+// The recurrent transformer's steps: elementwise (forward, regressor) and one thread per hidden
+// unit (backward), no __syncthreads.
+#define EMU_THETAS_CELL_FORWARD(SUFFIX, T)                                                         \
+    int emu_thetas_cell_forward_##SUFFIX(unsigned blocks, unsigned threads, const T* ax, const T* ah, \
+                                         const T* b, T* state, T* S, long long N, long long H,      \
+                                         long long steps, long long t, long long K) {               \
+        launch_serial(blocks, threads,                                                              \
+                      [&] { thetas_cell_forward<T>(ax, ah, b, state, S, N, H, steps, t, K); });     \
+        return 0;                                                                                   \
+    }
+EMU_THETAS_CELL_FORWARD(f32, float)
+EMU_THETAS_CELL_FORWARD(f64, double)
+
+#define EMU_THETAS_REGRESS(SUFFIX, T)                                                              \
+    int emu_thetas_regress_##SUFFIX(unsigned blocks, unsigned threads, const T* state, const T* Wr,  \
+                                    const T* br, const T* step_b, T* thetas, T* S, long long N,     \
+                                    long long H, long long steps, long long t, long long K,         \
+                                    long long has_step) {                                           \
+        launch_serial(blocks, threads, [&] {                                                        \
+            thetas_regress<T>(state, Wr, br, step_b, thetas, S, N, H, steps, t, K, has_step);       \
+        });                                                                                         \
+        return 0;                                                                                   \
+    }
+EMU_THETAS_REGRESS(f32, float)
+EMU_THETAS_REGRESS(f64, double)
+
+#define EMU_THETAS_CELL_BACKWARD(SUFFIX, T)                                                        \
+    int emu_thetas_cell_backward_##SUFFIX(unsigned blocks, unsigned threads, const T* dthetas,       \
+                                          const T* g, const T* Wr, const T* state, T* dc, T* da,     \
+                                          T* dtheta, T* db, T* dbr, T* dstep, long long N,           \
+                                          long long H, long long steps, long long t, long long K) {  \
+        launch_serial(blocks, threads, [&] {                                                        \
+            thetas_cell_backward<T>(dthetas, g, Wr, state, dc, da, dtheta, db, dbr, dstep, N, H,    \
+                                    steps, t, K);                                                   \
+        });                                                                                         \
+        return 0;                                                                                   \
+    }
+EMU_THETAS_CELL_BACKWARD(f32, float)
+EMU_THETAS_CELL_BACKWARD(f64, double)
 
 // train.cu: the loss reduces in shared memory (__syncthreads): one std::thread per CUDA thread.
 int emu_train_reduce_block() { return TRAIN_REDUCE_BLOCK; }

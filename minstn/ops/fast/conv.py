@@ -59,18 +59,25 @@ Backward
     dout2 (F, M) = dout, channel-major (one transposing copy)
     db = dout2 summed over M;  dw = dout2 @ cols^T;  dcols = w^T @ dout2
     dx = col2im kernel (dcols): each input pixel gathers the columns that read it (no atomics)
-Five device operations forward (two allocations, two kernels, one product), six backward
-(four with need_dx=False).
+Four device operations forward (one allocation for cols and out, two kernels, one product), six
+backward (three with need_dx=False).
+conv2d_relu_forward / _backward (a conv then its ReLU, the classifier's third layer): on NumPy
+arrays this module's conv, then minstn.ops' ReLU; on a GPU the bias kernel applies the ReLU
+(four device operations forward, as the conv alone), and the backward's first kernel
+(bias_relu_backward) masks dout where the output was 0 while writing it channel-major, in place
+of the transposing copy, into an allocation shared with dx (six backward, four with need_dx=False).
 minstn.ops.fast.convpool shares im2col_gpu and conv_backward_gpu.
 """
 from __future__ import annotations
 
 from minstn.backend import is_cupy, xp_of
+from minstn.ops import linear as plain_linear
 from minstn.ops._validate import check_cache, check_dout
 from minstn.ops.conv import check_conv_inputs
 from minstn.ops.fast import cuda as _cuda
 
-__all__ = ["conv2d_forward", "conv2d_backward", "im2col_gpu", "col2im_gpu", "conv_backward_gpu"]
+__all__ = ["conv2d_forward", "conv2d_backward", "conv2d_relu_forward", "conv2d_relu_backward", "im2col_gpu",
+           "col2im_gpu", "conv_backward_gpu"]
 
 
 def _padded_flat(x, p: int, tail: int):
@@ -167,7 +174,7 @@ def conv2d_backward(dout, cache, need_dx: bool = True):
     """
     check_cache("conv2d_backward", cache, ("conv2d_fast", "conv2d_gpu"), "minstn.ops.fast.conv2d_forward")
     if cache[0] == "conv2d_gpu":
-        return _gpu_backward(dout, cache, need_dx)
+        return _gpu_backward("conv2d_backward", dout, cache, need_dx)
     _, x_shape, w, cols, p, H_out, W_out = cache
     xp = xp_of(dout)
     N, _, H, W = x_shape
@@ -187,60 +194,96 @@ def conv2d_backward(dout, cache, need_dx: bool = True):
     return dx, dw.reshape(F, C, kh, kw), db
 
 
+def conv2d_relu_forward(x, w, b, padding):
+    """minstn.ops.conv2d_relu_forward: conv2d_forward then the ReLU -> (out (N, F, H_out, W_out), cache).
+    On CuPy arrays the ReLU is applied by the bias kernel (no launch of its own)."""
+    p, H_out, W_out = check_conv_inputs(x, w, b, padding, op="conv2d_relu_forward")
+    if is_cupy(x):
+        return _gpu_forward(x, w, b, p, H_out, W_out, relu=True)
+    a, c_conv = conv2d_forward(x, w, b, padding)                       # (N, F, H_out, W_out)
+    out, c_relu = plain_linear.relu_forward(a)
+    return out, ("conv2d_relu_fast", c_conv, c_relu)
+
+
+def conv2d_relu_backward(dout, cache, need_dx: bool = True):
+    """dout (N, F, H_out, W_out) -> (dx (N, C, H, W) or None, dw (F, C, kh, kw), db (F,))."""
+    check_cache("conv2d_relu_backward", cache, ("conv2d_relu_fast", "conv2d_relu_gpu"),
+                "minstn.ops.fast.conv2d_relu_forward")
+    if cache[0] == "conv2d_relu_gpu":
+        return _gpu_backward("conv2d_relu_backward", dout, cache, need_dx)
+    _, c_conv, c_relu = cache
+    da = plain_linear.relu_backward(dout, c_relu)
+    return conv2d_backward(da, c_conv, need_dx=need_dx)
+
+
 # ----------------------------------------------------------------------------------------- GPU
 
 
-def im2col_gpu(x, kh: int, kw: int, p: int, H_out: int, W_out: int):
+def im2col_gpu(x, kh: int, kw: int, p: int, H_out: int, W_out: int, cols=None):
     """x (N, C, H, W) CuPy -> cols (K, M) by the im2col kernel: row (c, u, v), column (n, i, j)
-    = x[n, c, i + u - p, j + v - p], 0 in the padding (minstn.ops.conv.im2col's matrix)."""
+    = x[n, c, i + u - p, j + v - p], 0 in the padding (minstn.ops.conv.im2col's matrix).
+    cols: the (K, M) array to write (allocated here when None)."""
     xp = xp_of(x)
     N, C, H, W = x.shape
     x = xp.ascontiguousarray(x)                                       # a copy only for a strided view
-    cols = xp.empty((C * kh * kw, N * H_out * W_out), dtype=x.dtype)   # (K, M), every element written
+    if cols is None:
+        cols = xp.empty((C * kh * kw, N * H_out * W_out), dtype=x.dtype)   # (K, M), every element written
     _cuda.launch("im2col", x, cols.size, (x, cols, *_cuda.sizes(N, C, H, W, kh, kw, p, H_out, W_out)))
     return cols
 
 
-def col2im_gpu(dcols, x_shape, kh: int, kw: int, p: int, H_out: int, W_out: int):
-    """The adjoint of im2col_gpu: dcols (K, M) -> dx (N, C, H, W), C-contiguous, by the col2im kernel."""
+def col2im_gpu(dcols, x_shape, kh: int, kw: int, p: int, H_out: int, W_out: int, dx=None):
+    """The adjoint of im2col_gpu: dcols (K, M) -> dx (N, C, H, W), C-contiguous, by the col2im kernel.
+    dx: the array to write (allocated here when None)."""
     xp = xp_of(dcols)
     N, C, H, W = x_shape
     dcols = xp.ascontiguousarray(dcols)
-    dx = xp.empty((N, C, H, W), dtype=dcols.dtype)                    # every element written (=)
+    if dx is None:
+        dx = xp.empty((N, C, H, W), dtype=dcols.dtype)                # every element written (=)
     _cuda.launch("col2im", dcols, dx.size, (dcols, dx, *_cuda.sizes(N, C, H, W, kh, kw, p, H_out, W_out)))
     return dx
 
 
-def conv_backward_gpu(da, x_shape, w, cols, p: int, H_out: int, W_out: int, need_dx: bool):
+def conv_backward_gpu(da, x_shape, w, cols, p: int, H_out: int, W_out: int, need_dx: bool, dx=None):
     """The conv's gradients from da (F, M) = the gradient of the product w @ cols, channel-major:
-    (dx (N, C, H, W) or None, dw (F, C, kh, kw), db (F,)). Shared with conv2d_maxpool_backward."""
+    (dx (N, C, H, W) or None, dw (F, C, kh, kw), db (F,)); dx written into `dx` when given. Shared
+    with conv2d_maxpool_backward."""
     F, C, kh, kw = w.shape
     db = da.sum(axis=1)                                               # (F,)
     dw = (da @ cols.T).reshape(F, C, kh, kw)                          # (F, K): C-contiguous
     if not need_dx:
         return None, dw, db
     dcols = w.reshape(F, C * kh * kw).T @ da                          # (K, F) @ (F, M) -> (K, M)
-    return col2im_gpu(dcols, x_shape, kh, kw, p, H_out, W_out), dw, db
+    return col2im_gpu(dcols, x_shape, kh, kw, p, H_out, W_out, dx), dw, db
 
 
-def _gpu_forward(x, w, b, p: int, H_out: int, W_out: int):
-    """conv2d_forward on CuPy arrays: im2col kernel, one product, bias kernel (module docstring)."""
+def _gpu_forward(x, w, b, p: int, H_out: int, W_out: int, relu: bool = False):
+    """conv2d_forward (relu: conv2d_relu_forward) on CuPy arrays: im2col kernel, one product, bias
+    kernel (module docstring); the columns and the output share one allocation."""
     xp = xp_of(x)
     N = x.shape[0]
     F, C, kh, kw = w.shape
-    cols = im2col_gpu(x, kh, kw, p, H_out, W_out)                      # (K, M)
+    cols, out = _cuda.empty_parts(xp, x.dtype, (C * kh * kw, N * H_out * W_out), (N, F, H_out, W_out))
+    im2col_gpu(x, kh, kw, p, H_out, W_out, cols)                      # (K, M)
     a = w.reshape(F, C * kh * kw) @ cols                              # (F, M): the one product
-    out = xp.empty((N, F, H_out, W_out), dtype=x.dtype)               # C-contiguous
     b = xp.ascontiguousarray(b)
-    _cuda.launch("bias_forward", a, out.size, (a, b, out, *_cuda.sizes(N, F, H_out, W_out)))
-    return out, ("conv2d_gpu", x.shape, w, cols, p, H_out, W_out)
+    _cuda.launch("bias_forward", a, out.size, (a, b, out, *_cuda.sizes(N, F, H_out, W_out, relu)))
+    tag = "conv2d_relu_gpu" if relu else "conv2d_gpu"
+    return out, (tag, x.shape, w, cols, p, H_out, W_out, out if relu else None)
 
 
-def _gpu_backward(dout, cache, need_dx: bool):
-    _, x_shape, w, cols, p, H_out, W_out = cache
+def _gpu_backward(op: str, dout, cache, need_dx: bool):
+    """The backward of _gpu_forward: dout in channel-major order (through the ReLU's mask when the
+    forward had one), then the conv's gradients."""
+    _, x_shape, w, cols, p, H_out, W_out, out = cache
     xp = xp_of(dout)
     N = x_shape[0]
     F = w.shape[0]
-    check_dout("conv2d_backward", "dout", dout, (N, F, H_out, W_out))
-    da = xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(F, N * H_out * W_out)   # (F, M)
-    return conv_backward_gpu(da, x_shape, w, cols, p, H_out, W_out, need_dx)
+    check_dout(op, "dout", dout, (N, F, H_out, W_out))
+    if out is None:
+        da = xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(F, N * H_out * W_out)   # (F, M)
+        return conv_backward_gpu(da, x_shape, w, cols, p, H_out, W_out, need_dx)
+    dout = xp.ascontiguousarray(dout)                                 # where out > 0, channel-major: one kernel
+    da, dx = _cuda.empty_parts(xp, dout.dtype, (F, N * H_out * W_out), x_shape if need_dx else (0,))
+    _cuda.launch("bias_relu_backward", dout, da.size, (dout, out, da, *_cuda.sizes(N, F, H_out, W_out)))
+    return conv_backward_gpu(da, x_shape, w, cols, p, H_out, W_out, need_dx, dx)

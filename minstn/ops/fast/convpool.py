@@ -27,7 +27,13 @@ Backward
     da   (F, M)          maxpool_bias_backward kernel: each conv output pixel recomputes its
                          window, and takes dout where it won (the same '>' masks), else 0
     db, dw, dx           as the conv alone (minstn.ops.fast.conv.conv_backward_gpu)
-Five device operations forward, seven backward (four with need_dx=False).
+Four device operations forward (one allocation for cols and out, two kernels, the product), six
+backward (the pool's kernel writes da into an allocation shared with dx; four with need_dx=False).
+
+conv2d_maxpool_relu_forward / _backward: the same op followed by the ReLU, the models' conv
+blocks. On NumPy arrays this module's op, then minstn.ops' ReLU; on a GPU the pooling kernel
+applies the ReLU to the window's maximum, and its backward passes dout only where that maximum
+was > 0: the same four and six device operations as without the ReLU.
 
 The idea: split the conv output by pooling phase. Output pixel (2i + a, 2j + b) is phase (a, b)
 of pooled pixel (i, j), a, b in {0, 1}. The pool is then the element-wise maximum of four arrays,
@@ -65,12 +71,14 @@ Backward (dout (N, F, H2, W2))
 from __future__ import annotations
 
 from minstn.backend import is_cupy, xp_of
+from minstn.ops import linear as plain_linear
 from minstn.ops._validate import check_cache, check_dout
 from minstn.ops.conv import check_conv_inputs
 from minstn.ops.fast import cuda as _cuda
 from minstn.ops.fast.conv import conv_backward_gpu, im2col_gpu
 
-__all__ = ["conv2d_maxpool_forward", "conv2d_maxpool_backward"]
+__all__ = ["conv2d_maxpool_forward", "conv2d_maxpool_backward", "conv2d_maxpool_relu_forward",
+           "conv2d_maxpool_relu_backward"]
 
 
 def _geometry(H: int, W: int, kh: int, kw: int, p: int):
@@ -126,6 +134,15 @@ def _polyphase(x, p: int, Hs: int, Ws: int, tail: int):
     return xs
 
 
+def _check_inputs(x, w, b, padding, op: str):
+    """check_conv_inputs, and a conv output of at least 2x2: (p, Ho, Wo)."""
+    p, Ho, Wo = check_conv_inputs(x, w, b, padding, op=op)
+    if Ho < 2 or Wo < 2:
+        raise ValueError(f"{op}: the conv output {Ho}x{Wo} is smaller than the 2x2 pooling "
+                         "window; use a larger input or more padding")
+    return p, Ho, Wo
+
+
 def conv2d_maxpool_forward(x, w, b, padding):
     """maxpool2d_forward(conv2d_forward(x, w, b, padding)) in one op.
 
@@ -134,10 +151,7 @@ def conv2d_maxpool_forward(x, w, b, padding):
     conv2d_maxpool_backward. The conv output must be at least 2x2.
     out is a view of a channel-major (F, N, Hs, Ws) buffer (like conv2d_forward's output).
     """
-    p, Ho, Wo = check_conv_inputs(x, w, b, padding)
-    if Ho < 2 or Wo < 2:
-        raise ValueError(f"conv2d_maxpool_forward: the conv output {Ho}x{Wo} is smaller than the 2x2 pooling "
-                         "window; use a larger input or more padding")
+    p, Ho, Wo = _check_inputs(x, w, b, padding, "conv2d_maxpool_forward")
     if is_cupy(x):   # on a GPU the four-phase gather is dozens of small copies: the kernels instead
         return _gpu_forward(x, w, b, p, Ho, Wo)
     xp = xp_of(x)
@@ -172,7 +186,7 @@ def conv2d_maxpool_backward(dout, cache, need_dx: bool = True):
     check_cache("conv2d_maxpool_backward", cache, ("conv2d_maxpool_fast", "conv2d_maxpool_gpu"),
                 "minstn.ops.fast.conv2d_maxpool_forward")
     if cache[0] == "conv2d_maxpool_gpu":
-        return _gpu_backward(dout, cache, need_dx)
+        return _gpu_backward("conv2d_maxpool_backward", dout, cache, need_dx)
     _, x_shape, w, cols, p, right0, right1, lower = cache
     xp = xp_of(dout)
     N, C, H, W = x_shape
@@ -205,30 +219,55 @@ def conv2d_maxpool_backward(dout, cache, need_dx: bool = True):
     return dx.transpose(1, 0, 2, 3), dw, db                         # (N, C, H, W) view
 
 
+def conv2d_maxpool_relu_forward(x, w, b, padding):
+    """minstn.ops.conv2d_maxpool_relu_forward: conv2d_maxpool_forward then the ReLU ->
+    (out (N, F, H2, W2), cache). On CuPy arrays the pooling kernel applies the ReLU."""
+    p, Ho, Wo = _check_inputs(x, w, b, padding, "conv2d_maxpool_relu_forward")
+    if is_cupy(x):
+        return _gpu_forward(x, w, b, p, Ho, Wo, relu=True)
+    m, c_pool = conv2d_maxpool_forward(x, w, b, padding)             # (N, F, H2, W2)
+    out, c_relu = plain_linear.relu_forward(m)
+    return out, ("conv2d_maxpool_relu_fast", c_pool, c_relu)
+
+
+def conv2d_maxpool_relu_backward(dout, cache, need_dx: bool = True):
+    """dout (N, F, H2, W2) -> (dx (N, C, H, W) or None, dw (F, C, kh, kw), db (F,))."""
+    check_cache("conv2d_maxpool_relu_backward", cache, ("conv2d_maxpool_relu_fast", "conv2d_maxpool_relu_gpu"),
+                "minstn.ops.fast.conv2d_maxpool_relu_forward")
+    if cache[0] == "conv2d_maxpool_relu_gpu":
+        return _gpu_backward("conv2d_maxpool_relu_backward", dout, cache, need_dx)
+    _, c_pool, c_relu = cache
+    dm = plain_linear.relu_backward(dout, c_relu)
+    return conv2d_maxpool_backward(dm, c_pool, need_dx=need_dx)
+
+
 # ----------------------------------------------------------------------------------------- GPU
 
 
-def _gpu_forward(x, w, b, p: int, Ho: int, Wo: int):
-    """conv2d_maxpool_forward on CuPy arrays: im2col, the product, the bias + max-pool kernel."""
+def _gpu_forward(x, w, b, p: int, Ho: int, Wo: int, relu: bool = False):
+    """conv2d_maxpool_forward (relu: conv2d_maxpool_relu_forward) on CuPy arrays: im2col, the
+    product, the bias + max-pool (+ ReLU) kernel; the columns and the output share one allocation."""
     xp = xp_of(x)
     N = x.shape[0]
     F, C, kh, kw = w.shape
-    cols = im2col_gpu(x, kh, kw, p, Ho, Wo)                            # (K, M)
+    cols, out = _cuda.empty_parts(xp, x.dtype, (C * kh * kw, N * Ho * Wo), (N, F, Ho // 2, Wo // 2))
+    im2col_gpu(x, kh, kw, p, Ho, Wo, cols)                            # (K, M)
     a = w.reshape(F, C * kh * kw) @ cols                              # (F, M): the product, no bias yet
-    out = xp.empty((N, F, Ho // 2, Wo // 2), dtype=x.dtype)           # C-contiguous
     b = xp.ascontiguousarray(b)
-    _cuda.launch("maxpool_bias_forward", a, out.size, (a, b, out, *_cuda.sizes(N, F, Ho, Wo)))
-    return out, ("conv2d_maxpool_gpu", x.shape, w, b, cols, a, p, Ho, Wo)
+    _cuda.launch("maxpool_bias_forward", a, out.size, (a, b, out, *_cuda.sizes(N, F, Ho, Wo, relu)))
+    tag = "conv2d_maxpool_relu_gpu" if relu else "conv2d_maxpool_gpu"
+    return out, (tag, x.shape, w, b, cols, a, p, Ho, Wo)
 
 
-def _gpu_backward(dout, cache, need_dx: bool):
-    """conv2d_maxpool_backward on CuPy arrays: the pool's backward kernel, then the conv's."""
-    _, x_shape, w, b, cols, a, p, Ho, Wo = cache
+def _gpu_backward(op: str, dout, cache, need_dx: bool):
+    """The backward of _gpu_forward: the pool's (and the ReLU's) backward kernel, then the conv's."""
+    tag, x_shape, w, b, cols, a, p, Ho, Wo = cache
     xp = xp_of(dout)
     N = x_shape[0]
     F = w.shape[0]
-    check_dout("conv2d_maxpool_backward", "dout", dout, (N, F, Ho // 2, Wo // 2))
+    check_dout(op, "dout", dout, (N, F, Ho // 2, Wo // 2))
     dout = xp.ascontiguousarray(dout)                                 # (N, F, H2, W2)
-    da = xp.empty((F, N * Ho * Wo), dtype=dout.dtype)                 # (F, M), every element written
-    _cuda.launch("maxpool_bias_backward", a, da.size, (dout, a, b, da, *_cuda.sizes(N, F, Ho, Wo)))
-    return conv_backward_gpu(da, x_shape, w, cols, p, Ho, Wo, need_dx)
+    da, dx = _cuda.empty_parts(xp, dout.dtype, (F, N * Ho * Wo), x_shape if need_dx else (0,))   # every element written
+    relu = tag == "conv2d_maxpool_relu_gpu"
+    _cuda.launch("maxpool_bias_backward", a, da.size, (dout, a, b, da, *_cuda.sizes(N, F, Ho, Wo, relu)))
+    return conv_backward_gpu(da, x_shape, w, cols, p, Ho, Wo, need_dx, dx)

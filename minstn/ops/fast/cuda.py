@@ -5,15 +5,18 @@ The source is the five files of kernels/, compiled together as ONE module (one N
 one disk cache entry):
 
     stn.cu     affine grid and bilinear sampler, forward and backward    (launched here)
-    conv.cu    im2col, col2im, the bias (+ 2x2 max-pool) after a conv,    (minstn/ops/fast/conv.py,
-               d x d average pool                                         convpool.py, pool.py)
-    linear.cu  ReLU backward, dropout forward                             (minstn/ops/fast/linear.py)
-    lstm.cu    an LSTM cell's gate math, forward and backward             (minstn/ops/fast/lstm.py)
+    conv.cu    im2col, col2im, the bias (+ 2x2 max-pool, + ReLU) after a  (minstn/ops/fast/conv.py,
+               conv, d x d average pool                                   convpool.py, pool.py)
+    linear.cu  ReLU backward, dropout forward, a fully connected          (minstn/ops/fast/linear.py)
+               layer's bias + ReLU and their backward
+    lstm.cu    an LSTM cell's gate math, forward and backward; the        (minstn/ops/fast/lstm.py,
+               recurrent transformer's T steps                            thetas.py)
     train.cu   softmax cross-entropy, the step's numbers for the host     (minstn/ops/fast/loss.py,
                (loss, gradient norm, wrong digits), Adam's update         minstn/training/optim.py)
 
-The other launch code calls `kernel(name, like)` (the kernel for like's dtype and device) and
-`launch(name, like, total, args)` (one thread per element over `total` elements) from here.
+The other launch code calls `kernel(name, like)` (the kernel for like's dtype and device),
+`launch(name, like, total, args)` (one thread per element over `total` elements) and
+`empty_parts(xp, dtype, *shapes)` (several arrays from one allocation) from here.
 
 minstn.ops.fast.sampler validates its inputs and, for CuPy arrays with impl='kernel' (the
 default 'auto' on the GPU), calls the four functions here:
@@ -69,6 +72,7 @@ __all__ = [
     "kernel",
     "launch",
     "sizes",
+    "empty_parts",
     "KERNEL_DIR",
     "KERNEL_PATH",
     "KERNEL_FILES",
@@ -84,15 +88,17 @@ KERNEL_PATH = KERNEL_DIR / "stn.cu"  # the spatial transformer's kernels, the fi
 #: the kernels of each source file, in the order the files are joined into the one module
 KERNEL_FILES = {
     "stn.cu": ("affine_grid_forward", "affine_grid_backward", "bilinear_sample_forward", "bilinear_sample_backward"),
-    "conv.cu": ("im2col", "col2im", "bias_forward", "maxpool_bias_forward", "maxpool_bias_backward",
-                "avgpool_forward", "avgpool_backward"),
-    "linear.cu": ("relu_backward", "dropout_forward"),
-    "lstm.cu": ("lstm_cell_forward", "lstm_cell_backward"),
+    "conv.cu": ("im2col", "col2im", "bias_forward", "bias_relu_backward", "maxpool_bias_forward",
+                "maxpool_bias_backward", "avgpool_forward", "avgpool_backward"),
+    "linear.cu": ("relu_backward", "dropout_forward", "linear_relu_forward", "linear_relu_backward"),
+    "lstm.cu": ("lstm_cell_forward", "lstm_cell_backward", "thetas_cell_forward", "thetas_regress",
+                "thetas_cell_backward"),
     "train.cu": ("softmax_cross_entropy", "sum_squares", "step_report", "adam_step"),
 }
 BLOCK = 256  # threads per block of the point kernels
 REDUCE_BLOCK = 256  # threads per block of affine_grid_backward; equals STN_REDUCE_BLOCK in stn.cu
 MAX_BLOCKS = 65535  # cap on blocks per launch; the grid-stride loops cover any P
+ALIGN = 64  # elements: each array of empty_parts starts at a multiple (256 or 512 bytes) in its allocation
 #: --fmad=false: no fused multiply-add, so the kernels round the sample coordinates exactly as the
 #: array code does (a point on a pixel centre picks the same corners on the GPU and the CPU)
 COMPILE_OPTIONS = ("--std=c++14", "--fmad=false")
@@ -166,6 +172,19 @@ def kernel(name: str, like):
 def sizes(*values) -> tuple:
     """Integers as np.int64, the kernels' `long long` arguments."""
     return tuple(np.int64(v) for v in values)
+
+
+def empty_parts(xp, dtype, *shapes) -> list:
+    """Uninitialised C-contiguous arrays of the given shapes, cut from ONE allocation (one device
+    operation instead of one per array), each starting ALIGN-aligned in it. The arrays share the
+    allocation's lifetime: it is freed when none of them is referenced any more."""
+    sizes = [int(np.prod(shape, dtype=np.int64)) for shape in shapes]
+    starts, total = [], 0
+    for n in sizes:
+        starts.append(total)
+        total += -(-n // ALIGN) * ALIGN
+    buf = xp.empty(total, dtype=dtype)
+    return [buf[s:s + n].reshape(shape) for s, n, shape in zip(starts, sizes, shapes)]
 
 
 def launch(name: str, like, total: int, args: tuple) -> None:

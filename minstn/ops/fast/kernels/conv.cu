@@ -1,7 +1,8 @@
 // minstn/ops/fast/kernels/conv.cu -- CUDA kernels of the convolution and pooling layers:
 // im2col and its adjoint col2im (the convolution itself is then one cuBLAS matrix product),
-// the bias-add that follows a convolution, alone or with the 2x2 max-pool (and that one's
-// backward), and the d x d average pool and its backward.
+// the bias-add that follows a convolution, alone or with the 2x2 max-pool, either with the
+// ReLU that follows it or without (and their backwards), and the d x d average pool and its
+// backward.
 //
 // Each kernel is a port of the plain array code in minstn/ops/conv.py and minstn/ops/pool.py
 // (the loops of minstn/ops/naive.py say the same thing element by element): the same
@@ -23,7 +24,8 @@
 //   x      (N, C, H, W)       a layer's input
 //   cols   (K, Q)             im2col of x: row (c, u, v), column (n, i, j)
 //   a      (F, N, Ho, Wo)     the product w (F, K) @ cols (K, Q): channel-major, without the bias
-//   out    (N, F, H2, W2)     max-pooled a + b (or (N, F, Ho, Wo), a + b, without the pool)
+//   out    (N, F, H2, W2)     max-pooled a + b (or (N, F, Ho, Wo), a + b, without the pool),
+//                             then max(out, 0) where the kernel's relu flag is 1
 //
 // Gradient rule ("=" versus "+="): every kernel here writes each output element once, with
 // "=", from the one thread that owns it.  col2im is written as a gather (each input pixel
@@ -38,6 +40,12 @@
 template <typename T>
 __device__ __forceinline__ T conv_max(T first, T second) {
     return (second > first || second != second) ? second : first;
+}
+
+// The ReLU that may follow a layer (relu_forward: np.maximum(v, 0)) when relu is 1, else v.
+template <typename T>
+__device__ __forceinline__ T conv_relu(T v, long long relu) {
+    return relu ? conv_max(v, T(0)) : v;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -109,38 +117,62 @@ __global__ void col2im(const T* __restrict__ dcols,  // (K, Q)
 
 // ---------------------------------------------------------------------------------------
 // Bias after a convolution without pooling.  One thread per output (n, f, i, j):
-//   a (F, N, Ho, Wo), b (F,) -> out (N, F, Ho, Wo) = a + b[f]
-// Array code: out = w @ cols; out += b[:, None].  The output is written in (N, F) order, C-contiguous,
-// as every activation on the GPU path is, so that what reads it next never needs a copy.
+//   a (F, N, Ho, Wo), b (F,) -> out (N, F, Ho, Wo) = a + b[f], then its ReLU when relu = 1
+// Array code: out = w @ cols; out += b[:, None] (then relu_forward).  The output is written in
+// (N, F) order, C-contiguous, as every activation on the GPU path is, so that what reads it next
+// never needs a copy.
 // ---------------------------------------------------------------------------------------
 template <typename T>
 __global__ void bias_forward(const T* __restrict__ a,  // (F, N, Ho, Wo)
                              const T* __restrict__ b,  // (F,)
                              T* __restrict__ out,      // (N, F, Ho, Wo)
-                             long long N, long long F, long long Ho, long long Wo) {
+                             long long N, long long F, long long Ho, long long Wo, long long relu) {
     const long long total = N * F * Ho * Wo;
     const long long step = (long long)blockDim.x * gridDim.x;
     for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += step) {
         const long long n = e / (F * Ho * Wo);
         const long long f = (e - n * F * Ho * Wo) / (Ho * Wo);
         const long long r = e - (n * F + f) * Ho * Wo;  // i * Wo + j
-        out[e] = a[(f * N + n) * Ho * Wo + r] + b[f];
+        out[e] = conv_relu(a[(f * N + n) * Ho * Wo + r] + b[f], relu);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Backward of bias_forward with its ReLU.  One thread per element (f, n, i, j) of da:
+//   dout (N, F, Ho, Wo), out (N, F, Ho, Wo) the forward's output -> da (F, N, Ho, Wo) =
+//   dout where out > 0, else 0 (relu_backward), written channel-major, the layout the
+// convolution's backward products read (the array code: relu_backward, then a transposing copy).
+// ---------------------------------------------------------------------------------------
+template <typename T>
+__global__ void bias_relu_backward(const T* __restrict__ dout,  // (N, F, Ho, Wo)
+                                   const T* __restrict__ out,   // (N, F, Ho, Wo)
+                                   T* __restrict__ da,          // (F, N, Ho, Wo)
+                                   long long N, long long F, long long Ho, long long Wo) {
+    const long long total = F * N * Ho * Wo;
+    const long long step = (long long)blockDim.x * gridDim.x;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += step) {
+        const long long f = e / (N * Ho * Wo);
+        const long long n = (e - f * N * Ho * Wo) / (Ho * Wo);
+        const long long r = e - (f * N + n) * Ho * Wo;  // i * Wo + j
+        const long long src = (n * F + f) * Ho * Wo + r;
+        da[e] = out[src] > T(0) ? dout[src] : T(0);
     }
 }
 
 // ---------------------------------------------------------------------------------------
 // Bias and 2x2 max-pool after a convolution.  One thread per pooled output (n, f, i, j):
-//   a (F, N, Ho, Wo), b (F,) -> out (N, F, H2, W2) = max over the 2x2 window of a + b[f]
-// Array code (conv2d_forward then maxpool2d_forward): a + b, then the maximum of each column
-// pair, then of the two rows: max(max(v00, v01), max(v10, v11)).  An odd last row or column
-// is dropped (floor).  The channel-major product is read and the output written in (N, F)
-// order, so the next layer's im2col reads it directly.
+//   a (F, N, Ho, Wo), b (F,) -> out (N, F, H2, W2) = max over the 2x2 window of a + b[f],
+//   then its ReLU when relu = 1
+// Array code (conv2d_forward then maxpool2d_forward, then relu_forward): a + b, then the maximum
+// of each column pair, then of the two rows: max(max(v00, v01), max(v10, v11)).  An odd last row
+// or column is dropped (floor).  The channel-major product is read and the output written in
+// (N, F) order, so the next layer's im2col reads it directly.
 // ---------------------------------------------------------------------------------------
 template <typename T>
 __global__ void maxpool_bias_forward(const T* __restrict__ a,  // (F, N, Ho, Wo)
                                      const T* __restrict__ b,  // (F,)
                                      T* __restrict__ out,      // (N, F, H2, W2)
-                                     long long N, long long F, long long Ho, long long Wo) {
+                                     long long N, long long F, long long Ho, long long Wo, long long relu) {
     const long long H2 = Ho / 2, W2 = Wo / 2;
     const long long total = N * F * H2 * W2;
     const long long step = (long long)blockDim.x * gridDim.x;
@@ -152,7 +184,7 @@ __global__ void maxpool_bias_forward(const T* __restrict__ a,  // (F, N, Ho, Wo)
         const T* win = a + ((f * N + n) * Ho + 2 * i) * Wo + 2 * j;  // top-left pixel of the window
         const T v00 = win[0] + b[f], v01 = win[1] + b[f];            // upper row
         const T v10 = win[Wo] + b[f], v11 = win[Wo + 1] + b[f];      // lower row
-        out[e] = conv_max(conv_max(v00, v01), conv_max(v10, v11));
+        out[e] = conv_relu(conv_max(conv_max(v00, v01), conv_max(v10, v11)), relu);
     }
 }
 
@@ -163,14 +195,16 @@ __global__ void maxpool_bias_forward(const T* __restrict__ a,  // (F, N, Ho, Wo)
 // array code's masks: lower = max(v10, v11) > max(v00, v01) (the lower row won), then
 // right = v_r1 > v_r0 in the winning row (strict '>': the first maximum in the order (0,0),
 // (0,1), (1,0), (1,1) wins a tie and alone gets the gradient).  Pixels of a dropped odd row or
-// column get 0.  da is written channel-major, the layout the weight-gradient product reads.
+// column get 0.  With relu = 1 the winner passes dout only where the window's maximum, the
+// ReLU's input, is > 0 (relu_backward's out > 0).  da is written channel-major, the layout the
+// weight-gradient product reads.
 // ---------------------------------------------------------------------------------------
 template <typename T>
 __global__ void maxpool_bias_backward(const T* __restrict__ dout,  // (N, F, H2, W2)
                                       const T* __restrict__ a,     // (F, N, Ho, Wo)
                                       const T* __restrict__ b,     // (F,)
                                       T* __restrict__ da,          // (F, N, Ho, Wo)
-                                      long long N, long long F, long long Ho, long long Wo) {
+                                      long long N, long long F, long long Ho, long long Wo, long long relu) {
     const long long H2 = Ho / 2, W2 = Wo / 2;
     const long long total = F * N * Ho * Wo;
     const long long step = (long long)blockDim.x * gridDim.x;
@@ -187,10 +221,12 @@ __global__ void maxpool_bias_backward(const T* __restrict__ dout,  // (N, F, H2,
         const T* win = a + ((f * N + n) * Ho + 2 * i) * Wo + 2 * j;
         const T v00 = win[0] + b[f], v01 = win[1] + b[f];
         const T v10 = win[Wo] + b[f], v11 = win[Wo + 1] + b[f];
-        const long long row = conv_max(v10, v11) > conv_max(v00, v01) ? 1 : 0;    // the lower row won
+        const T upper = conv_max(v00, v01), lower = conv_max(v10, v11);
+        const long long row = lower > upper ? 1 : 0;                              // the lower row won
         const long long col = row ? (v11 > v10 ? 1 : 0) : (v01 > v00 ? 1 : 0);    // its right pixel won
         const bool won = (y == 2 * i + row) && (x == 2 * j + col);
-        da[e] = won ? dout[((n * F + f) * H2 + i) * W2 + j] : T(0);
+        const bool passes = !relu || conv_max(upper, lower) > T(0);               // the ReLU's gradient
+        da[e] = won && passes ? dout[((n * F + f) * H2 + i) * W2 + j] : T(0);
     }
 }
 
@@ -259,17 +295,21 @@ template __global__ void col2im<float>(const float*, float*, long long, long lon
 template __global__ void col2im<double>(const double*, double*, long long, long long, long long, long long, long long,
                                         long long, long long, long long, long long);
 template __global__ void bias_forward<float>(const float*, const float*, float*, long long, long long, long long,
-                                             long long);
+                                             long long, long long);
 template __global__ void bias_forward<double>(const double*, const double*, double*, long long, long long, long long,
-                                              long long);
+                                              long long, long long);
+template __global__ void bias_relu_backward<float>(const float*, const float*, float*, long long, long long, long long,
+                                                   long long);
+template __global__ void bias_relu_backward<double>(const double*, const double*, double*, long long, long long,
+                                                    long long, long long);
 template __global__ void maxpool_bias_forward<float>(const float*, const float*, float*, long long, long long,
-                                                     long long, long long);
+                                                     long long, long long, long long);
 template __global__ void maxpool_bias_forward<double>(const double*, const double*, double*, long long, long long,
-                                                      long long, long long);
-template __global__ void maxpool_bias_backward<float>(const float*, const float*, const float*, float*, long long,
                                                       long long, long long, long long);
+template __global__ void maxpool_bias_backward<float>(const float*, const float*, const float*, float*, long long,
+                                                      long long, long long, long long, long long);
 template __global__ void maxpool_bias_backward<double>(const double*, const double*, const double*, double*, long long,
-                                                       long long, long long, long long);
+                                                       long long, long long, long long, long long);
 template __global__ void avgpool_forward<float>(const float*, float*, long long, long long, long long, long long);
 template __global__ void avgpool_forward<double>(const double*, double*, long long, long long, long long, long long);
 template __global__ void avgpool_backward<float>(const float*, float*, long long, long long, long long, long long);
