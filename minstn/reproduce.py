@@ -455,14 +455,14 @@ def table_markdown(cells: dict, preset: str) -> str:
     if published == "paper":
         lines += ["Test per-digit error (%) on 2,000 test canvases: the mean ± standard deviation over seeds (one seed "
                   "where no ± is shown), beside the paper's Table I. A dash: not run.", "",
-                  "| model | d=1 | d=2 | d=3 | d=4 |", "| --- | --- | --- | --- | --- |"]
+                  "| model | no transformer | d=1 | d=2 | d=3 | d=4 |", "| --- | --- | --- | --- | --- | --- |"]
         for model in ("lstm-stn", "ffn-stn", "cnn"):
             row = []
-            for d in (1, 2, 3, 4):
-                paper = PAPER_TABLE.get((model, d))
-                if paper is None:
+            for d in (None, 1, 2, 3, 4):        # the CNN has no transformer, so no d: a column of its own
+                if (model == "cnn") != (d is None):
                     row.append("")
                     continue
+                paper = PAPER_TABLE[(model, d or 1)]
                 group = "cnn" if model == "cnn" else f"{model}-d{d}"
                 errors = [c["result"]["test_digit_error"] for _, c in groups.get(group, [])]
                 row.append(f"{_fmt(errors)} (paper {paper})")
