@@ -35,6 +35,26 @@ __device__ __forceinline__ T lstm_sigmoid(T a) {
     return T(0.5) * (T(1) + lstm_tanh(T(0.5) * a));
 }
 
+// The gate math of one unit's backward, minstn.ops.lstm.lstm_cell_backward operation for
+// operation: from dh, the gradient dc_next that reaches c from the next step (used if has_dc)
+// and the forward's c_prev, i, f, g, o, tanh(c), the gates' pre-activation gradients
+// da4 = (da_i, da_f, da_g, da_o); returns dc_prev.  Both backward kernels below call it.
+template <typename T>
+__device__ __forceinline__ T lstm_gates_backward(T dh, T dc_next, bool has_dc, T c_prev, T i, T f, T g, T o,
+                                                 T tc, T* da4) {
+    T dc_total = dh * o * (T(1) - tc * tc);  // through h = o * tanh(c)
+    if (has_dc) dc_total = dc_total + dc_next;
+    const T d_o = dh * tc;
+    const T d_i = dc_total * g;
+    const T d_f = dc_total * c_prev;
+    const T d_g = dc_total * i;
+    da4[0] = d_i * i * (T(1) - i);
+    da4[1] = d_f * f * (T(1) - f);
+    da4[2] = d_g * (T(1) - g * g);
+    da4[3] = d_o * o * (T(1) - o);
+    return dc_total * f;
+}
+
 // ---------------------------------------------------------------------------------------
 // Forward.  One thread per (n, j), n < N, j < H:
 //   a_gate = (ax + ah) + b       (a = x @ Wx;  a += h_prev @ Wh;  a += b)
@@ -102,26 +122,18 @@ __global__ void lstm_cell_backward(const T* __restrict__ dh,      // (N, H)
             const long long e = n * H + j;
             const T i = state[2 * NH + e], f = state[3 * NH + e], g = state[4 * NH + e];
             const T o = state[5 * NH + e], tc = state[6 * NH + e];
-            T dc_total = dh[e] * o * (T(1) - tc * tc);  // through h = o * tanh(c)
-            if (has_dc) dc_total = dc_total + dc[e];
-            const T d_o = dh[e] * tc;
-            const T d_i = dc_total * g;
-            const T d_f = dc_total * c_prev[e];
-            const T d_g = dc_total * i;
-            dc_prev[e] = dc_total * f;
+            T da4[4];
+            dc_prev[e] = lstm_gates_backward(dh[e], has_dc ? dc[e] : T(0), has_dc != 0, c_prev[e], i, f, g, o,
+                                             tc, da4);
             const long long r = n * 4 * H + j;
-            const T da_i = d_i * i * (T(1) - i);
-            const T da_f = d_f * f * (T(1) - f);
-            const T da_g = d_g * (T(1) - g * g);
-            const T da_o = d_o * o * (T(1) - o);
-            da[r] = da_i;
-            da[r + H] = da_f;
-            da[r + 2 * H] = da_g;
-            da[r + 3 * H] = da_o;
-            sum_i += da_i;
-            sum_f += da_f;
-            sum_g += da_g;
-            sum_o += da_o;
+            da[r] = da4[0];
+            da[r + H] = da4[1];
+            da[r + 2 * H] = da4[2];
+            da[r + 3 * H] = da4[3];
+            sum_i += da4[0];
+            sum_f += da4[1];
+            sum_g += da4[2];
+            sum_o += da4[3];
         }
         db[j] = sum_i;
         db[H + j] = sum_f;
@@ -254,26 +266,17 @@ __global__ void thetas_cell_backward(const T* __restrict__ dthetas,  // (N, T, 6
             const T c_prev = t > 0 ? state[TNH + (t - 1) * NH + e] : T(0);
             const T i = state[2 * TNH + s], f = state[3 * TNH + s], gg = state[4 * TNH + s];
             const T o = state[5 * TNH + s], tc = state[6 * TNH + s];
-            T dc_total = dh * o * (T(1) - tc * tc);  // through h = o * tanh(c)
-            if (!last) dc_total = dc_total + dc[e];
-            const T d_o = dh * tc;
-            const T d_i = dc_total * gg;
-            const T d_f = dc_total * c_prev;
-            const T d_g = dc_total * i;
-            dc[e] = dc_total * f;
+            T da4[4];
+            dc[e] = lstm_gates_backward(dh, last ? T(0) : dc[e], !last, c_prev, i, f, gg, o, tc, da4);
             const long long r = (t * N + n) * 4 * H + j;
-            const T da_i = d_i * i * (T(1) - i);
-            const T da_f = d_f * f * (T(1) - f);
-            const T da_g = d_g * (T(1) - gg * gg);
-            const T da_o = d_o * o * (T(1) - o);
-            da[r] = da_i;
-            da[r + H] = da_f;
-            da[r + 2 * H] = da_g;
-            da[r + 3 * H] = da_o;
-            sum_i += da_i;
-            sum_f += da_f;
-            sum_g += da_g;
-            sum_o += da_o;
+            da[r] = da4[0];
+            da[r + H] = da4[1];
+            da[r + 2 * H] = da4[2];
+            da[r + 3 * H] = da4[3];
+            sum_i += da4[0];
+            sum_f += da4[1];
+            sum_g += da4[2];
+            sum_o += da4[3];
             if (j == 0) {
                 for (long long k = 0; k < 6; ++k) {
                     dtheta[(t * N + n) * 6 + k] = d[k];
