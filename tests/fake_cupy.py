@@ -27,7 +27,7 @@ copies.
 Where the operations go: `with trace() as t: ...` records each with its call site in minstn
 (t.table('function' | 'line' | 'op' | 'caller')), and
 
-    python -m tests.fake_cupy [--by function|line|op|caller] [--model lstm-stn] [--batch-size 8]
+    python -m tests.fake_cupy [--by function|line|op|caller] [--model lstm-stn] [--batch-size 8] [--plain]
 
 prints the breakdown of one trainer step (trace_trainer_step). As a pytest plugin,
 `pytest -p tests.fake_cupy -m gpu tests/test_gpu.py` runs the real-GPU tests on the stand-in.
@@ -586,7 +586,7 @@ def trace_trainer_step(model: str = "lstm-stn", downsample: int = 2, batch_size:
 
 
 def main(argv=None) -> int:
-    """python -m tests.fake_cupy [--model M] [--batch-size B] [--by function|line|op|caller] [--depth N]:
+    """python -m tests.fake_cupy [--model M] [--batch-size B] [--by function|line|op|caller] [--depth N] [--plain]:
     one trainer step on the stand-in, and where its device operations go."""
     import argparse
     import tempfile
@@ -600,10 +600,15 @@ def main(argv=None) -> int:
                    help="group the operations by minstn function (default), source line, operation or call chain")
     p.add_argument("--depth", type=int, default=2, help="frames of the call chain for --by caller (default 2)")
     p.add_argument("--top", type=int, default=None, help="show only the largest groups")
+    p.add_argument("--plain", action="store_true",
+                   help="the model on the plain ops (minstn.ops, array code) instead of the fast ones")
     args = p.parse_args(argv)
-    with installed(build_emu_lib(tempfile.mkdtemp(prefix="minstn-emu-"))):
+    from minstn.ops.switch import use_fast
+
+    with installed(build_emu_lib(tempfile.mkdtemp(prefix="minstn-emu-"))), use_fast(not args.plain):
         counts, t, _ = trace_trainer_step(args.model, 2, args.batch_size)
-    print(f"{args.model} d=2, batch {args.batch_size}: one trainer step on the CuPy stand-in: {counts}")
+    kind = "plain" if args.plain else "fast"
+    print(f"{args.model} d=2, batch {args.batch_size}, {kind} ops: one trainer step on the CuPy stand-in: {counts}")
     print(t.table(args.by, depth=args.depth, top=args.top))
     return 0
 

@@ -31,8 +31,9 @@ pytestmark = pytest.mark.gpu_emulated
 
 #: what one LSTM-STN d=2 training step (batch 8, forward, backward, clip, Adam) may cost on a GPU:
 #: host syncs (the one transfer of loss, norm and wrong digits) and device operations (kernel
-#: launches, cuBLAS calls and allocations), as measured on the stand-in: 134 (735 with the array
-#: code alone), plus a margin of 4; a change that adds launches or syncs fails here.
+#: launches, cuBLAS calls and allocations), as measured on the stand-in: 134 (764 on the plain
+#: ops, `python -m tests.fake_cupy --plain`), plus a margin of 4; a change that adds launches or
+#: syncs fails here.
 #: fake_cupy.trace() says where they go (docs/gpu.md, "Device operations per step").
 STEP_SYNCS = 1
 STEP_OPS = 138
@@ -154,6 +155,26 @@ def test_the_plain_ops_run_on_the_gpu_too_and_agree_with_the_fast_ones(cp):
         np.testing.assert_allclose(results[False][1][k], g, rtol=1e-9, atol=1e-12, err_msg=k)
     assert ops[False] > 2.5 * ops[True]
 
+
+
+def test_the_stand_in_tool_counts_a_step_on_the_fast_and_on_the_plain_ops(emu_lib, capsys, monkeypatch):  # noqa: F811
+    """`python -m tests.fake_cupy [--plain]`, the numbers docs/gpu.md's table comes from."""
+    import re
+
+    import tests.test_cuda_source as cuda_source
+
+    monkeypatch.setattr(cuda_source, "build_emu_lib", lambda folder: emu_lib)
+    backend._PROBED.clear()
+    try:
+        counts = {}
+        for flag in ("--plain", None):
+            assert fake_cupy.main(["--top", "3"] + ([flag] if flag else [])) == 0
+            out = capsys.readouterr().out
+            assert ("plain ops" if flag else "fast ops") in out and "total" in out
+            counts[flag] = int(re.search(r"'ops': (\d+)", out).group(1))
+    finally:
+        backend._PROBED.clear()
+    assert counts[None] <= STEP_OPS and counts["--plain"] > 4 * counts[None]
 
 def _trainer(name, device, batch, **cfg):
     from minstn.models import build_model
