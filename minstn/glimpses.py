@@ -29,54 +29,14 @@ import sys
 
 import numpy as np
 
+from minstn.plots import draw_model_glimpses
+
 PROG = "python -m minstn.glimpses"
 #: how the command names a model that has no spatial transformer
 NO_TRANSFORMER = {"cnn": "a CNN", "mnist-cnn": "a CNN (mnist-cnn)", "tstn-cnn": "a CNN (tstn-cnn)", "fcn": "an FCN"}
 STN_MODELS = "ffn-stn, lstm-stn, st-fcn, st-cnn or tstn"
 
-__all__ = ["draw", "projective_corners", "main"]
-
-
-def projective_corners(thetas, perspective, height: int, width: int) -> tuple:
-    """Image-pixel corners of projective glimpses, and whether they outline them.
-
-    thetas (N, T, 2, 3): the homography's first two rows [a, b, c], [d, e, f]; perspective
-    (N, T, 2): its g, h. Returns (corners (N, T, 4, 2) as (x, y) pixels in the order top-left,
-    top-right, bottom-right, bottom-left of the glimpse, ok (N, T) bool): ok where the denominator
-    w is positive at the four corners, so that the quadrilateral through them is the glimpse's
-    outline (module docstring); where not ok the corners are meaningless (w near or below 0).
-    """
-    th = np.asarray(thetas, dtype=np.float64)                                            # (N, T, 2, 3)
-    gh = np.asarray(perspective, dtype=np.float64)                                       # (N, T, 2)
-    target = np.array([[-1.0, -1.0, 1.0], [1.0, -1.0, 1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]])  # (4, 3)
-    uv = np.einsum("ntij,kj->ntki", th, target)                                          # (N, T, 4, 2) numerators
-    w = np.einsum("nti,ki->ntk", gh, target[:, :2]) + 1.0                                # (N, T, 4) denominators
-    ok = (w > 0).all(axis=-1)                                                            # (N, T)
-    src = uv / np.where(w > 0, w, 1.0)[..., None]                                        # (N, T, 4, 2) normalised
-    size = np.array([width, height], dtype=np.float64)
-    return ((src + 1.0) * size - 1.0) / 2.0, ok                                         # pixels, as glimpse_corners
-
-
-def draw(model, images, labels, path: str, title: str = "") -> str:
-    """The glimpse picture of `model` (a model with a spatial transformer) on host images
-    (N, 1, L, L) and labels (N, P); written atomically to `path`. Returns the path. For a
-    projective transformer the glimpses' quadrilaterals are outlined (module docstring)."""
-    from minstn.plots import glimpse_corners, plot_glimpses
-
-    images = images.astype(model.dtype, copy=False)
-    att = model.attend(images)
-    predictions = model.predict(images).argmax(axis=-1)                      # (N, P)
-    H, W = images.shape[2], images.shape[3]
-    corners = glimpse_corners(att["thetas"], H, W)                           # (N, T, 4, 2): the affine part
-    if "perspective" in att:
-        quads, ok = projective_corners(att["thetas"], att["perspective"], H, W)
-        corners = np.where(ok[..., None, None], quads, corners)
-        note = ("projective glimpses outlined" if ok.all() else
-                f"outlines: the affine part only for {int((~ok).sum())} of {ok.size} glimpses (their grid crosses "
-                "the projective horizon)")
-        title = f"{title}; {note}" if title else note
-    return plot_glimpses(images, att["thetas"], att["glimpses"], path, labels=labels, predictions=predictions,
-                         title=title, corners=corners)
+__all__ = ["main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,7 +112,7 @@ def main(argv=None) -> int:
             what = f"{model.name} d={model.downsample}"
         else:
             what = " ".join(x for x in (model.name, model.options.get("transform"), cfg.get("distortion")) if x)
-        draw(model, d["images"], d["labels"], args.out, f"{what}, {os.path.basename(args.checkpoint)}")
+        draw_model_glimpses(model, d["images"], d["labels"], args.out, f"{what}, {os.path.basename(args.checkpoint)}")
     except (DeviceError, DataError, ModelError, CheckpointError, OSError, ValueError) as e:
         return fail(e)
     wrong = int((model.predict(d["images"].astype(model.dtype)).argmax(-1) != d["labels"]).sum())

@@ -1,4 +1,5 @@
-"""Figures of training runs: validation curves, glimpse outlines on canvases, theta statistics.
+"""Figures of training runs: validation curves, glimpse outlines on canvases (also of a trained
+model: draw_model_glimpses), theta statistics.
 
 Every function draws onto its own matplotlib Figure (no pyplot, no global state) and saves a
 PNG; it returns the path. Records are the dicts of a run's metrics.jsonl (minstn.train).
@@ -20,7 +21,8 @@ from matplotlib.figure import Figure
 
 from minstn.fileio import atomic_open
 
-__all__ = ["plot_curves", "glimpse_corners", "plot_glimpses", "plot_theta_stats", "STEP_COLOURS"]
+__all__ = ["plot_curves", "glimpse_corners", "projective_corners", "plot_glimpses", "draw_model_glimpses",
+           "plot_theta_stats", "STEP_COLOURS"]
 
 #: one colour per glimpse step
 STEP_COLOURS = ("tab:red", "tab:orange", "tab:green", "tab:blue", "tab:purple", "tab:brown")
@@ -75,7 +77,7 @@ def plot_glimpses(canvases, thetas, glimpses, path: str, labels=None, prediction
 
     canvases (N, 1, H, W), thetas (N, T, 2, 3), glimpses (N, T, 1, h, w); labels / predictions
     (N, P) optional, written above each canvas; corners (N, T, 4, 2) optional, the outlines' pixel
-    corners when they are not glimpse_corners(thetas) (a projective glimpse: minstn.glimpses).
+    corners when they are not glimpse_corners(thetas) (a projective glimpse: projective_corners).
     """
     canvases, glimpses = np.asarray(canvases), np.asarray(glimpses)
     n, t = glimpses.shape[:2]
@@ -113,6 +115,51 @@ def plot_glimpses(canvases, thetas, glimpses, path: str, labels=None, prediction
         fig.suptitle(title)
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.92 if n > 2 else 0.85, wspace=0.08, hspace=0.25)
     return _save(fig, path)
+
+
+def projective_corners(thetas, perspective, height: int, width: int) -> tuple:
+    """Image-pixel corners of projective glimpses, and whether they outline them.
+
+    thetas (N, T, 2, 3): the homography's first two rows [a, b, c], [d, e, f]; perspective
+    (N, T, 2): its g, h. Returns (corners (N, T, 4, 2) as (x, y) pixels in the order top-left,
+    top-right, bottom-right, bottom-left of the glimpse, ok (N, T) bool): ok where the denominator
+    w is positive at the four corners, so that the quadrilateral through them is the glimpse's
+    outline; where not ok the corners are meaningless (w near or below 0).
+
+    Why: the denominator w = g x + h y + 1 is affine, so where it is positive at the four corners
+    it is positive on the whole square, whose image is then the convex quadrilateral through the
+    four mapped corners. Otherwise the grid crosses the horizon (w = 0) and the region has no
+    finite outline (draw_model_glimpses then outlines the affine part alone).
+    """
+    th = np.asarray(thetas, dtype=np.float64)                                            # (N, T, 2, 3)
+    gh = np.asarray(perspective, dtype=np.float64)                                       # (N, T, 2)
+    target = np.array([[-1.0, -1.0, 1.0], [1.0, -1.0, 1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]])  # (4, 3)
+    uv = np.einsum("ntij,kj->ntki", th, target)                                          # (N, T, 4, 2) numerators
+    w = np.einsum("nti,ki->ntk", gh, target[:, :2]) + 1.0                                # (N, T, 4) denominators
+    ok = (w > 0).all(axis=-1)                                                            # (N, T)
+    src = uv / np.where(w > 0, w, 1.0)[..., None]                                        # (N, T, 4, 2) normalised
+    size = np.array([width, height], dtype=np.float64)
+    return ((src + 1.0) * size - 1.0) / 2.0, ok                                         # pixels, as glimpse_corners
+
+
+def draw_model_glimpses(model, images, labels, path: str, title: str = "") -> str:
+    """The glimpse picture of `model` (a model with a spatial transformer) on host images
+    (N, 1, L, L) and labels (N, P); written atomically to `path`. Returns the path. For a
+    projective transformer the glimpses' quadrilaterals are outlined (projective_corners)."""
+    images = images.astype(model.dtype, copy=False)
+    att = model.attend(images)
+    predictions = model.predict(images).argmax(axis=-1)                      # (N, P)
+    H, W = images.shape[2], images.shape[3]
+    corners = glimpse_corners(att["thetas"], H, W)                           # (N, T, 4, 2): the affine part
+    if "perspective" in att:
+        quads, ok = projective_corners(att["thetas"], att["perspective"], H, W)
+        corners = np.where(ok[..., None, None], quads, corners)
+        note = ("projective glimpses outlined" if ok.all() else
+                f"outlines: the affine part only for {int((~ok).sum())} of {ok.size} glimpses (their grid crosses "
+                "the projective horizon)")
+        title = f"{title}; {note}" if title else note
+    return plot_glimpses(images, att["thetas"], att["glimpses"], path, labels=labels, predictions=predictions,
+                         title=title, corners=corners)
 
 
 def plot_theta_stats(records: list, path: str, title: str = "") -> str:

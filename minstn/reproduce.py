@@ -593,7 +593,7 @@ def make_figures(out: str, runs: list, splits_of, device, n_canvases: int = 4) -
     """curves.png for all finished cells; glimpses-<cell>.png and theta-<cell>.png for the cells
     with a spatial transformer, drawn on the first test images of the cell's data (splits_of(cfg)
     -> the cell's {'train', 'val', 'test', ...} splits)."""
-    from minstn.glimpses import draw
+    from minstn.plots import draw_model_glimpses
     from minstn.training.metrics import load_model
     from minstn.plots import plot_curves, plot_theta_stats
 
@@ -615,8 +615,8 @@ def make_figures(out: str, runs: list, splits_of, device, n_canvases: int = 4) -
         test = splits_of(cfg)["test"]
         n = min(n_canvases, test["images"].shape[0])
         title = f"{cell.name}: best epoch {meta.get('best_epoch')}"
-        written.append(draw(model, test["images"][:n], test["labels"][:n], os.path.join(out, f"glimpses-{cell.name}.png"),
-                            title=title))
+        written.append(draw_model_glimpses(model, test["images"][:n], test["labels"][:n],
+                                           os.path.join(out, f"glimpses-{cell.name}.png"), title=title))
         written.append(plot_theta_stats(curves.get(cell.name, []), os.path.join(out, f"theta-{cell.name}.png"), title=cell.name))
     return written
 

@@ -133,21 +133,22 @@ def _digit_checkpoint(tmp_path, name, side, distortion, **options):
 
 
 def test_projective_corners_are_the_homography_of_the_glimpse_square():
+    from minstn import plots
     from minstn.ops import projective_grid_forward
     from minstn.plots import glimpse_corners
 
     rng = np.random.default_rng(3)
     theta = np.array([[0.6, 0.1, 0.1], [-0.1, 0.7, 0.0]]) + 0.05 * rng.standard_normal((2, 3, 2, 3))    # (2, 3, 2, 3)
     gh = 0.4 * rng.uniform(-1, 1, size=(2, 3, 2))                                                      # (2, 3, 2)
-    corners, ok = glimpses.projective_corners(theta, gh, 28, 42)
+    corners, ok = plots.projective_corners(theta, gh, 28, 42)
     assert ok.all() and corners.shape == (2, 3, 4, 2)
-    np.testing.assert_allclose(glimpses.projective_corners(theta, 0 * gh, 28, 42)[0], glimpse_corners(theta, 28, 42))
+    np.testing.assert_allclose(plots.projective_corners(theta, 0 * gh, 28, 42)[0], glimpse_corners(theta, 28, 42))
     # the corner sample points of a fine grid lie next to the outline's corners (1/500 of the square inside)
     theta8 = np.concatenate([theta.reshape(6, 6), gh.reshape(6, 2)], axis=1)                           # (6, 8)
     grid, _ = projective_grid_forward(theta8, (500, 500))                                              # (6, 500, 500, 2)
     at = grid[:, [0, 0, -1, -1], [0, -1, -1, 0]]                                                        # (6, 4, 2): TL, TR, BR, BL
     np.testing.assert_allclose(((at + 1) * [42, 28] - 1) / 2, corners.reshape(6, 4, 2), atol=0.15)
-    _, ok = glimpses.projective_corners(theta[:1, :1], np.array([[[1.5, 0.0]]]), 28, 28)   # w = 1 - 1.5 < 0 at x = -1
+    _, ok = plots.projective_corners(theta[:1, :1], np.array([[[1.5, 0.0]]]), 28, 28)   # w = 1 - 1.5 < 0 at x = -1
     assert not ok.any()
 
 
@@ -167,7 +168,7 @@ def test_draw_says_when_only_the_affine_part_is_outlined(tmp_path, monkeypatch):
 
     seen = {}
     monkeypatch.setattr(plots, "plot_glimpses", lambda *a, **k: seen.update(k) or a[3])
-    glimpses.draw(Fake(), np.zeros((2, 1, 28, 28)), np.zeros((2, 1), int), str(tmp_path / "g.png"), "st-cnn")
+    plots.draw_model_glimpses(Fake(), np.zeros((2, 1, 28, 28)), np.zeros((2, 1), int), str(tmp_path / "g.png"), "st-cnn")
     assert seen["title"] == "st-cnn; outlines: the affine part only for 1 of 2 glimpses (their grid crosses the projective horizon)"
     np.testing.assert_allclose(seen["corners"][1], plots.glimpse_corners(np.eye(2, 3)[None, None], 28, 28)[0])
     assert not np.allclose(seen["corners"][0], seen["corners"][1])

@@ -494,11 +494,11 @@ def finish(run: Run, splits: dict) -> dict:
                        "shifted_n": s["n"]})
     run.folder.write_result(result)
     if run.stn:                                 # where the trained model looks, on the first test canvases
-        from minstn.glimpses import draw
+        from minstn.plots import draw_model_glimpses
 
         n = min(4, splits["test"]["images"].shape[0])
-        draw(model, splits["test"]["images"][:n], splits["test"]["labels"][:n], run.folder.glimpses,
-             title=f"{model.name} d={model.downsample}: best epoch {meta['best_epoch']}, test canvases")
+        draw_model_glimpses(model, splits["test"]["images"][:n], splits["test"]["labels"][:n], run.folder.glimpses,
+                            title=f"{model.name} d={model.downsample}: best epoch {meta['best_epoch']}, test canvases")
         run.console.info(f"wrote {run.folder.glimpses}")
     run.console.result(f"test per-digit error {test['digit_error']:.2f} %, sequence error {test['seq_error']:.2f} % "
                        f"(best epoch {meta['best_epoch']}); wrote {run.folder.result}")
