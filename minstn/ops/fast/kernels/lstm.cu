@@ -35,6 +35,28 @@ __device__ __forceinline__ T lstm_sigmoid(T a) {
     return T(0.5) * (T(1) + lstm_tanh(T(0.5) * a));
 }
 
+// The gate math of one unit's forward, minstn.ops.lstm.lstm_cell_forward operation for operation:
+// from row r = n * 4H + j of the two products ax and ah, the bias b and c_prev, the seven
+// quantities q = (h, c, i, f, g, o, tanh(c)).  Both forward kernels below call it.
+template <typename T>
+__device__ __forceinline__ void lstm_gates_forward(const T* __restrict__ ax, const T* __restrict__ ah,
+                                                   const T* __restrict__ b, long long r, long long j, long long H,
+                                                   T c_prev, T* q) {
+    const T i = lstm_sigmoid((ax[r] + ah[r]) + b[j]);
+    const T f = lstm_sigmoid((ax[r + H] + ah[r + H]) + b[H + j]);
+    const T g = lstm_tanh((ax[r + 2 * H] + ah[r + 2 * H]) + b[2 * H + j]);
+    const T o = lstm_sigmoid((ax[r + 3 * H] + ah[r + 3 * H]) + b[3 * H + j]);
+    const T c = f * c_prev + i * g;
+    const T tc = lstm_tanh(c);
+    q[0] = o * tc;  // h
+    q[1] = c;
+    q[2] = i;
+    q[3] = f;
+    q[4] = g;
+    q[5] = o;
+    q[6] = tc;
+}
+
 // The gate math of one unit's backward, minstn.ops.lstm.lstm_cell_backward operation for
 // operation: from dh, the gradient dc_next that reaches c from the next step (used if has_dc)
 // and the forward's c_prev, i, f, g, o, tanh(c), the gates' pre-activation gradients
@@ -75,19 +97,9 @@ __global__ void lstm_cell_forward(const T* __restrict__ ax,      // (N, 4H)
         const long long n = e / H;
         const long long j = e - n * H;
         const long long r = n * 4 * H + j;  // column j of gate 0 in row n of ax and ah
-        const T i = lstm_sigmoid((ax[r] + ah[r]) + b[j]);
-        const T f = lstm_sigmoid((ax[r + H] + ah[r + H]) + b[H + j]);
-        const T g = lstm_tanh((ax[r + 2 * H] + ah[r + 2 * H]) + b[2 * H + j]);
-        const T o = lstm_sigmoid((ax[r + 3 * H] + ah[r + 3 * H]) + b[3 * H + j]);
-        const T c = f * c_prev[e] + i * g;
-        const T tc = lstm_tanh(c);
-        state[e] = o * tc;       // h
-        state[NH + e] = c;
-        state[2 * NH + e] = i;
-        state[3 * NH + e] = f;
-        state[4 * NH + e] = g;
-        state[5 * NH + e] = o;
-        state[6 * NH + e] = tc;
+        T q[7];
+        lstm_gates_forward(ax, ah, b, r, j, H, c_prev[e], q);
+        for (int k = 0; k < 7; ++k) state[k * NH + e] = q[k];
     }
 }
 
@@ -175,23 +187,12 @@ __global__ void thetas_cell_forward(const T* __restrict__ ax,  // (N, 4H)
         const long long n = e / H;
         const long long j = e - n * H;
         const long long r = n * 4 * H + j;  // column j of gate 0 in row n of ax and ah
-        const T i = lstm_sigmoid((ax[r] + ah[r]) + b[j]);
-        const T f = lstm_sigmoid((ax[r + H] + ah[r + H]) + b[H + j]);
-        const T g = lstm_tanh((ax[r + 2 * H] + ah[r + 2 * H]) + b[2 * H + j]);
-        const T o = lstm_sigmoid((ax[r + 3 * H] + ah[r + 3 * H]) + b[3 * H + j]);
         const T c_prev = t > 0 ? state[TNH + (t - 1) * NH + e] : T(0);
-        const T c = f * c_prev + i * g;
-        const T tc = lstm_tanh(c);
-        const T h = o * tc;
+        T q[7];
+        lstm_gates_forward(ax, ah, b, r, j, H, c_prev, q);
         const long long s = t * NH + e;  // (t, n, j) in one quantity of state
-        state[s] = h;
-        state[TNH + s] = c;
-        state[2 * TNH + s] = i;
-        state[3 * TNH + s] = f;
-        state[4 * TNH + s] = g;
-        state[5 * TNH + s] = o;
-        state[6 * TNH + s] = tc;
-        if (t + 1 < steps) S[((t + 1) * N + n) * (K + H) + K + j] = h;
+        for (int k = 0; k < 7; ++k) state[k * TNH + s] = q[k];
+        if (t + 1 < steps) S[((t + 1) * N + n) * (K + H) + K + j] = q[0];  // h
     }
 }
 
