@@ -129,7 +129,7 @@ __global__ void lstm_cell_backward(const T* __restrict__ dh,      // (N, H)
     const long long NH = N * H;
     const long long step = (long long)blockDim.x * gridDim.x;
     for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < H; j += step) {
-        T sum_i = T(0), sum_f = T(0), sum_g = T(0), sum_o = T(0);
+        T sum4[4] = {T(0), T(0), T(0), T(0)};  // db of the thread's four gate columns
         for (long long n = 0; n < N; ++n) {
             const long long e = n * H + j;
             const T i = state[2 * NH + e], f = state[3 * NH + e], g = state[4 * NH + e];
@@ -138,19 +138,12 @@ __global__ void lstm_cell_backward(const T* __restrict__ dh,      // (N, H)
             dc_prev[e] = lstm_gates_backward(dh[e], has_dc ? dc[e] : T(0), has_dc != 0, c_prev[e], i, f, g, o,
                                              tc, da4);
             const long long r = n * 4 * H + j;
-            da[r] = da4[0];
-            da[r + H] = da4[1];
-            da[r + 2 * H] = da4[2];
-            da[r + 3 * H] = da4[3];
-            sum_i += da4[0];
-            sum_f += da4[1];
-            sum_g += da4[2];
-            sum_o += da4[3];
+            for (int k = 0; k < 4; ++k) {
+                da[r + k * H] = da4[k];
+                sum4[k] += da4[k];
+            }
         }
-        db[j] = sum_i;
-        db[H + j] = sum_f;
-        db[2 * H + j] = sum_g;
-        db[3 * H + j] = sum_o;
+        for (int k = 0; k < 4; ++k) db[k * H + j] = sum4[k];
     }
 }
 
@@ -251,7 +244,7 @@ __global__ void thetas_cell_backward(const T* __restrict__ dthetas,  // (N, T, 6
     const bool last = t == steps - 1;
     const long long stride = (long long)blockDim.x * gridDim.x;
     for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < H; j += stride) {
-        T sum_i = T(0), sum_f = T(0), sum_g = T(0), sum_o = T(0);
+        T sum4[4] = {T(0), T(0), T(0), T(0)};  // db of the thread's four gate columns
         T sum_theta[6] = {T(0), T(0), T(0), T(0), T(0), T(0)};
         for (long long n = 0; n < N; ++n) {
             T d[6];  // dtheta_t[n, :]
@@ -270,14 +263,10 @@ __global__ void thetas_cell_backward(const T* __restrict__ dthetas,  // (N, T, 6
             T da4[4];
             dc[e] = lstm_gates_backward(dh, last ? T(0) : dc[e], !last, c_prev, i, f, gg, o, tc, da4);
             const long long r = (t * N + n) * 4 * H + j;
-            da[r] = da4[0];
-            da[r + H] = da4[1];
-            da[r + 2 * H] = da4[2];
-            da[r + 3 * H] = da4[3];
-            sum_i += da4[0];
-            sum_f += da4[1];
-            sum_g += da4[2];
-            sum_o += da4[3];
+            for (int k = 0; k < 4; ++k) {
+                da[r + k * H] = da4[k];
+                sum4[k] += da4[k];
+            }
             if (j == 0) {
                 for (long long k = 0; k < 6; ++k) {
                     dtheta[(t * N + n) * 6 + k] = d[k];
@@ -285,10 +274,7 @@ __global__ void thetas_cell_backward(const T* __restrict__ dthetas,  // (N, T, 6
                 }
             }
         }
-        db[j] = last ? sum_i : db[j] + sum_i;
-        db[H + j] = last ? sum_f : db[H + j] + sum_f;
-        db[2 * H + j] = last ? sum_g : db[2 * H + j] + sum_g;
-        db[3 * H + j] = last ? sum_o : db[3 * H + j] + sum_o;
+        for (int k = 0; k < 4; ++k) db[k * H + j] = last ? sum4[k] : db[k * H + j] + sum4[k];
         if (j == 0) {
             for (long long k = 0; k < 6; ++k) {
                 dstep[t * 6 + k] = sum_theta[k];
