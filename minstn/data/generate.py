@@ -156,22 +156,34 @@ def _generate_digits(args, sizes, say, fail) -> int:
         return fail(e)
     name = f"{args.task}" + (f" {args.distortion}" if args.distortion else "")
     say(f"{name}: options {json.dumps(options.to_dict())}, seed {args.seed}, sizes {sizes}")
+
+    def make_split(split, n):
+        pool = distorted.digit_pool(split, options, args.data_dir) if n > 0 else None
+        d = make(split, n, seed=args.seed, data_dir=args.data_dir, options=options, pool=pool, workers=args.workers)
+        arrays = {"images": d["images"], "labels": d["labels"]}
+        return arrays, tasks.digit_record(key, split, n, args.seed, options, mnist), tasks.save_digit_file
+
+    return _write_splits(args.out, sizes, "images", make_split, say, fail)
+
+
+def _write_splits(out, sizes, noun, make_split, say, fail) -> int:
+    """Every split of `sizes`, in order: make_split(split, n) -> (arrays, record, save), then
+    save(out/<split>.npz, arrays, params=record); then out/params.json holds the records. One split
+    is in memory at a time. Returns the exit code."""
     records, t_all = {}, time.perf_counter()
     try:
         for split, n in sizes.items():
             t0 = time.perf_counter()
-            pool = distorted.digit_pool(split, options, args.data_dir) if n > 0 else None
-            d = make(split, n, seed=args.seed, data_dir=args.data_dir, options=options, pool=pool, workers=args.workers)
+            arrays, records[split], save = make_split(split, n)
             t_gen = time.perf_counter() - t0
-            records[split] = tasks.digit_record(key, split, n, args.seed, options, mnist)
-            path = os.path.join(args.out, f"{split}.npz")
-            tasks.save_digit_file(path, {"images": d["images"], "labels": d["labels"]}, params=records[split])
-            say(f"{split}: {n} images generated in {t_gen:.1f} s, written to {path} in "
+            path = os.path.join(out, f"{split}.npz")
+            save(path, arrays, params=records[split])
+            say(f"{split}: {n} {noun} generated in {t_gen:.1f} s, written to {path} in "
                 f"{time.perf_counter() - t0 - t_gen:.1f} s")
-            del d
+            del arrays
     except (DataError, OSError) as e:
         return fail(e)
-    atomic_write_bytes(os.path.join(args.out, "params.json"), json.dumps(records, indent=2, sort_keys=True).encode())
+    atomic_write_bytes(os.path.join(out, "params.json"), json.dumps(records, indent=2, sort_keys=True).encode())
     say(f"done in {time.perf_counter() - t_all:.1f} s")
     return 0
 
@@ -218,27 +230,15 @@ def main(argv=None):
     except (DataError, ValueError) as e:
         return fail(e)
     say(f"options: {json.dumps(options.to_dict())}, seed {args.seed}, sizes {sizes}")
-    records, t_all = {}, time.perf_counter()
-    try:
-        for split, n in sizes.items():
-            if split == "shifted" and n == 0:
-                continue
-            t0 = time.perf_counter()
-            pool = split_pool(split, split_options[split], args.data_dir) if n > 0 else None
-            d = generate_split(split, n, seed=args.seed, data_dir=args.data_dir, options=split_options[split],
-                               pool=pool, workers=args.workers)
-            t_gen = time.perf_counter() - t0
-            records[split] = split_record(split, n, args.seed, split_options[split], mnist)
-            path = os.path.join(args.out, f"{split}.npz")
-            save_sequence_file(path, d, params=records[split])
-            say(f"{split}: {n} canvases generated in {t_gen:.1f} s, written to {path} in "
-                f"{time.perf_counter() - t0 - t_gen:.1f} s")
-            del d
-    except (DataError, OSError) as e:
-        return fail(e)
-    atomic_write_bytes(os.path.join(args.out, "params.json"), json.dumps(records, indent=2, sort_keys=True).encode())
-    say(f"done in {time.perf_counter() - t_all:.1f} s")
-    return 0
+
+    def make_split(split, n):
+        pool = split_pool(split, split_options[split], args.data_dir) if n > 0 else None
+        d = generate_split(split, n, seed=args.seed, data_dir=args.data_dir, options=split_options[split],
+                           pool=pool, workers=args.workers)
+        return d, split_record(split, n, args.seed, split_options[split], mnist), save_sequence_file
+
+    written = {split: n for split, n in sizes.items() if split != "shifted" or n > 0}   # no empty shifted file
+    return _write_splits(args.out, written, "canvases", make_split, say, fail)
 
 
 if __name__ == "__main__":
