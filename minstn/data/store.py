@@ -245,27 +245,38 @@ def load_splits(train_size=70000, val_size=20000, test_size=2000, seed=0, data_d
     for split, n in sizes.items():
         record = split_record(split, n, seed, split_options[split], mnist)
         path = os.path.join(cache_dir, f"{split}-{n}-seed{seed}-{_record_hash(record)[:16]}.npz")
-        if os.path.exists(path):
-            try:
-                d = load_sequence_file(path)
-                stored = read_sequence_params(path)
-                if stored != record:
-                    raise DataError(f"{path}: its parameter record does not match the requested one")
-                if len(d["labels"]) != n:
-                    raise DataError(f"{path}: holds {len(d['labels'])} canvases, expected {n}")
-                out[split] = d
-                continue
-            except DataError as e:
-                warnings.warn(f"ignoring damaged cache file ({e}); generating split {split!r} again",
-                              RuntimeWarning, stacklevel=2)
-        if n > 0:
-            print(f"minstn.data: generating {n} {split} canvases (seed {seed}) into the cache {path}",
-                  file=sys.stderr, flush=True)
-        with _progress(n, f"generating {split}") as tick:
-            d = generate_split(split, n, seed=seed, data_dir=data_dir, options=split_options[split], progress=tick)
-        save_sequence_file(path, d, params=record)
-        out[split] = d
+        out[split] = cached_split(
+            path, record, split, n, f"{n} {split} canvases (seed {seed})", "canvases",
+            read=lambda p: (load_sequence_file(p), read_sequence_params(p)),
+            make=lambda tick, split=split, n=n: generate_split(split, n, seed=seed, data_dir=data_dir,
+                                                               options=split_options[split], progress=tick),
+            save=save_sequence_file)
     return out
+
+
+def cached_split(path, record, split, n, what, noun, read, make, save) -> dict:
+    """One split through the cache: the arrays of `path` if it holds `record` and n items (its
+    "labels" count them), else make(progress callback) -> arrays, saved to `path` as
+    save(path, arrays, params=record) and returned. read(path) -> (arrays, stored record) raises
+    DataError for a damaged file, which is then warned about and made again. `what` names the
+    split in the line said while it is made, `noun` its items."""
+    if os.path.exists(path):
+        try:
+            arrays, stored = read(path)
+            if stored != record:
+                raise DataError(f"{path}: its parameter record does not match the requested one")
+            if len(arrays["labels"]) != n:
+                raise DataError(f"{path}: holds {len(arrays['labels'])} {noun}, expected {n}")
+            return arrays
+        except DataError as e:
+            warnings.warn(f"ignoring damaged cache file ({e}); generating split {split!r} again",
+                          RuntimeWarning, stacklevel=3)
+    if n > 0:
+        print(f"minstn.data: generating {what} into the cache {path}", file=sys.stderr, flush=True)
+    with _progress(n, f"generating {split}") as tick:
+        arrays = make(tick)
+    save(path, arrays, params=record)
+    return arrays
 
 
 @contextlib.contextmanager

@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import warnings
 import zipfile
 
 import numpy as np
@@ -45,7 +43,7 @@ from minstn.fileio import atomic_open
 from . import distorted
 from .mnist import DataError
 from .sequences import SPLIT_IDS
-from .store import _open, _progress, _record_hash, default_sequence_cache_dir, mnist_record
+from .store import _open, _record_hash, cached_split, default_sequence_cache_dir, mnist_record
 
 __all__ = [
     "TASKS",
@@ -191,32 +189,24 @@ def load_digit_splits(task, distortion=None, train_size=70000, val_size=20000, t
     mnist = mnist_record(data_dir)
     name = f"distorted-{key}" if task == "distorted-mnist" else task
     out = {}
+
+    def read(path):
+        arrays, stored = _read(path)
+        _check_digit_split(arrays, path, options.size)
+        return {k: arrays[k] for k in DIGIT_KEYS}, stored
+
+    def make(split, n, tick):
+        if key == distorted.CLUTTERED:
+            made = distorted.generate_cluttered(split, n, seed=seed, data_dir=data_dir, options=options, progress=tick)
+        else:
+            made = distorted.generate_distorted(split, n, key, seed=seed, data_dir=data_dir, options=options,
+                                                progress=tick)
+        return {"images": made["images"], "labels": made["labels"]}
+
     for split, n in sizes.items():
         record = digit_record(key, split, n, seed, options, mnist)
         path = os.path.join(cache_dir, f"{name}-{split}-{n}-seed{seed}-{_record_hash(record)[:16]}.npz")
-        if os.path.exists(path):
-            try:
-                arrays, stored = _read(path)
-                _check_digit_split(arrays, path, options.size)
-                if stored != record:
-                    raise DataError(f"{path}: its parameter record does not match the requested one")
-                if len(arrays["labels"]) != n:
-                    raise DataError(f"{path}: holds {len(arrays['labels'])} images, expected {n}")
-                out[split] = {k: arrays[k] for k in DIGIT_KEYS}
-                continue
-            except DataError as e:
-                warnings.warn(f"ignoring damaged cache file ({e}); generating split {split!r} again",
-                              RuntimeWarning, stacklevel=2)
-        if n > 0:
-            print(f"minstn.data: generating {n} {split} {name} images (seed {seed}) into the cache {path}",
-                  file=sys.stderr, flush=True)
-        with _progress(n, f"generating {split}") as tick:
-            if key == distorted.CLUTTERED:
-                made = distorted.generate_cluttered(split, n, seed=seed, data_dir=data_dir, options=options, progress=tick)
-            else:
-                made = distorted.generate_distorted(split, n, key, seed=seed, data_dir=data_dir, options=options,
-                                                    progress=tick)
-        d = {"images": made["images"], "labels": made["labels"]}
-        save_digit_file(path, d, params=record)
-        out[split] = d
+        out[split] = cached_split(path, record, split, n, f"{n} {split} {name} images (seed {seed})", "images",
+                                  read=read, make=lambda tick, split=split, n=n: make(split, n, tick),
+                                  save=save_digit_file)
     return out
