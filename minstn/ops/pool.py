@@ -112,18 +112,24 @@ def maxpool2d_backward(dout, cache):
     return dx
 
 
-def avgpool2d_forward(x, d):
-    """d x d average pool with stride d (d = 1 is the identity).
-
-    x (N, C, H, W), d int with 1 <= d <= min(H, W)
-    -> out (N, C, floor(H/d), floor(W/d)), cache.  For d = 1, out is x itself (no copy).
-    """
+def check_avgpool_inputs(x, d) -> tuple:
+    """The checks of avgpool2d_forward (shared with the fast version): returns (N, C, H, W, d)."""
     op = "avgpool2d_forward"
     check_float_array(op, "x", x, 4, "(N, C, H, W)")
     d = check_positive_int(op, "d", d)
     N, C, H, W = x.shape
     if d > H or d > W:
         raise ValueError(f"{op}: d={d} is larger than the input {H}x{W}; the output would be empty")
+    return N, C, H, W, d
+
+
+def avgpool2d_forward(x, d):
+    """d x d average pool with stride d (d = 1 is the identity).
+
+    x (N, C, H, W), d int with 1 <= d <= min(H, W)
+    -> out (N, C, floor(H/d), floor(W/d)), cache.  For d = 1, out is x itself (no copy).
+    """
+    N, C, H, W, d = check_avgpool_inputs(x, d)
     if d == 1:
         return x, ("avgpool2d", x.shape, 1)
     Hd, Wd = H // d, W // d

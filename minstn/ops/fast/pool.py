@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from minstn.backend import is_cupy, xp_of
 from minstn.ops import pool as plain
-from minstn.ops._validate import check_cache, check_dout, check_float_array, check_positive_int
+from minstn.ops._validate import check_cache, check_dout
 from minstn.ops.fast import cuda as _cuda
 
 __all__ = ["avgpool2d_forward", "avgpool2d_backward"]
@@ -30,12 +30,7 @@ def avgpool2d_forward(x, d):
     """minstn.ops.avgpool2d_forward; on CuPy arrays one kernel launch."""
     if not is_cupy(x):
         return plain.avgpool2d_forward(x, d)
-    op = "avgpool2d_forward"                       # the plain op's checks, then the kernel
-    check_float_array(op, "x", x, 4, "(N, C, H, W)")
-    d = check_positive_int(op, "d", d)
-    N, C, H, W = x.shape
-    if d > H or d > W:
-        raise ValueError(f"{op}: d={d} is larger than the input {H}x{W}; the output would be empty")
+    N, C, H, W, d = plain.check_avgpool_inputs(x, d)                   # the plain op's checks, then the kernel
     if d == 1:
         return plain.avgpool2d_forward(x, d)
     xp = xp_of(x)
