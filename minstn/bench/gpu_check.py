@@ -101,7 +101,7 @@ def main(argv=None) -> int:
         device = device_lines()
     except Exception as e:                                   # noqa: BLE001 - reported, not raised
         device = [f"- no usable GPU: {type(e).__name__}: {e}"]
-    summary, body = [], []
+    summary, body, passed = [], [], []
     for title, cmd, limit in _parts(args, sys.executable):
         limit = int(min(limit, deadline - time.perf_counter()))
         if limit < 10:
@@ -110,6 +110,7 @@ def main(argv=None) -> int:
             code, seconds, out = _run(cmd, limit, env)
         status = "passed" if code == 0 else ("timed out" if code == "timeout" else f"FAILED (exit {code})"
                                              if isinstance(code, int) else code)
+        passed.append(code == 0)
         summary.append(f"- {title}: {status} after {seconds:.0f} s (limit {limit} s)")
         body += ["", f"## {title}", "", f"`{' '.join(cmd[1:])}`: exit {code} after {seconds:.0f} s (limit {limit} s)", "",
                  "```", out.strip()[-6000:], "```"]
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
     path = os.path.join(args.out, "gpu-check.md")
     atomic_write_bytes(path, ("\n".join(report) + "\n").encode())
     print(f"wrote {path}")
-    return 0 if all(" passed " in line for line in summary) else 1
+    return 0 if all(passed) else 1
 
 
 if __name__ == "__main__":
