@@ -107,12 +107,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from .sequences import SPLIT_IDS, SequenceOptions, run_blocks, split_pool
+from .sequences import SPLIT_IDS, SequenceOptions, fill_blocks, split_pool
 
 __all__ = [
     "DISTORTIONS",
@@ -611,20 +610,12 @@ def _generate(task, split, n, seed, data_dir, options, workers, debug, pool, pro
         return out
     if pool is None:
         pool = digit_pool(split, options, data_dir)
-    if workers is None:
-        workers = min(2, os.cpu_count() or 1)
-    block = BLOCK                                                    # read once (tests may change BLOCK)
 
-    def make_block(b):
-        # Block b: its own random stream, its own slice of the result (threads never share one).
-        start, stop = b * block, min((b + 1) * block, n)
+    def make_part(b, count):
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), TASK_IDS[task], SPLIT_IDS[split], b]))
-        part = distort_block(pool, stop - start, rng, options)
-        for key in out:
-            out[key][start:stop] = part[key]
-        return stop
+        return distort_block(pool, count, rng, options)
 
-    run_blocks(n, block, make_block, workers, progress)
+    fill_blocks(out, n, BLOCK, make_part, workers, progress)
     return out
 
 

@@ -435,34 +435,39 @@ def generate_split(split, n, seed=0, data_dir=None, options=None, pool=None, deb
         return out
     if pool is None:
         pool = split_pool(split, options, data_dir)
+
+    def make_part(b, count):
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), STREAM_IDS[split], b]))
+        return generate_canvases(pool, count, rng, options, return_masks=debug and return_masks)
+
+    fill_blocks(out, n, BLOCK, make_part, workers, progress)
+    return out
+
+
+def fill_blocks(out: dict, n: int, block: int, make_part, workers=None, progress=None) -> None:
+    """Fill the arrays of ``out`` (n rows each) block by block: make_part(b, count) returns the
+    rows of block b = 0 .. ceil(n / block) - 1 (count of them, a dict with the keys of out), made
+    on ``workers`` threads (default min(2, CPUs)); progress(stop, n) is called after each block
+    with the end of the block just made. A block's random stream and its slice of the result
+    depend on b only, so the data do not depend on the number of workers."""
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
-    block = BLOCK                                                # read once (tests may change BLOCK)
 
-    def make_block(b):
-        # Block b: its own random stream, its own slice of the result (threads never share one).
+    def fill(b):
+        # Each thread writes only its own block's rows of out.
         start, stop = b * block, min((b + 1) * block, n)
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed), STREAM_IDS[split], b]))
-        part = generate_canvases(pool, stop - start, rng, options, return_masks=debug and return_masks)
+        part = make_part(b, stop - start)
         for key in out:
             out[key][start:stop] = part[key]
         return stop
 
-    run_blocks(n, block, make_block, workers, progress)
-    return out
-
-
-def run_blocks(n: int, block: int, make_block, workers: int, progress=None) -> None:
-    """Call make_block(b) for the blocks b = 0 .. ceil(n / block) - 1, on `workers` threads, calling
-    progress(stop, n) after each with the end of the block just made. A block's random stream and
-    its slice of the result depend on b only, so the data do not depend on the number of workers."""
     blocks = range((n + block - 1) // block)
     if workers <= 1:
-        done = map(make_block, blocks)
+        done = map(fill, blocks)
     else:
         # NumPy releases the GIL inside its array loops, so threads overlap most of the work.
         executor = ThreadPoolExecutor(max_workers=workers)
-        done = executor.map(make_block, blocks)
+        done = executor.map(fill, blocks)
     try:
         for stop in done:
             if progress is not None:

@@ -20,6 +20,12 @@ minstn.training.train for 2 epochs on 8 seeded random canvases (batch 4 in chunk
 on, Adam, clipping, the plateau schedule): the training and validation losses of both epochs and
 a few entries of every parameter at the end. It changes only when the loop's arithmetic or its
 random streams (data order, dropout) change.
+
+tests/golden/data.npz pins the data generators: from seeded synthetic MNIST files, a few images of
+every MNIST-sequence layout (and its shifted test set) and of every single-digit task, stored as
+labels, angles and boxes where the generator makes them, and each image's row and column sums (a
+compact fingerprint of where every pixel's ink is). The generators' seeds define the data sets that
+results/ were trained on, so a change here changes every data set; it must be intended.
 """
 from __future__ import annotations
 
@@ -123,12 +129,57 @@ def compute_trainer_golden(folder: str) -> dict:
             "val_loss": np.array([r["val_loss"] for r in recs]), "param_names": np.array(names), "param_entries": entries}
 
 
+DATA = {"mnist_seed": 11, "n_train": 300, "n_test": 100, "val_start": 200, "n": 6, "seed": 4}
+DATA_SETS = (["sequence-" + layout for layout in ("varied", "fixed", "cells", "sonderby")] + ["sequence-shifted"]
+             + ["digits-" + task for task in ("R", "RTS", "P", "E", "TC", "cluttered")])
+
+
+def data_path() -> str:
+    return os.path.join(HERE, "data.npz")
+
+
+def compute_data_golden(folder: str) -> dict:
+    """Generate every data set of DATA_SETS from synthetic MNIST written into `folder`; their fingerprints."""
+    from minstn.data.distorted import DistortionOptions, generate_cluttered, generate_distorted
+    from minstn.data.sequences import LAYOUTS, SequenceOptions, generate_split
+    from minstn.data.synthetic import write_synthetic_mnist
+
+    mnist = write_synthetic_mnist(folder, n_train=DATA["n_train"], n_test=DATA["n_test"], seed=DATA["mnist_seed"])
+    n, seed = DATA["n"], DATA["seed"]
+    out = {"config": np.array(json.dumps({"data": DATA, "sets": DATA_SETS}, sort_keys=True))}
+    for name in DATA_SETS:
+        kind, what = name.split("-", 1)
+        if kind == "sequence":
+            split, layout = ("shifted", "cells") if what == "shifted" else ("train", what)
+            options = SequenceOptions(val_start=DATA["val_start"], **LAYOUTS[layout])
+            d = generate_split(split, n, seed=seed, data_dir=mnist, options=options, workers=1)
+        elif what == "cluttered":
+            options = DistortionOptions.for_task(what, val_start=DATA["val_start"])
+            d = generate_cluttered("train", n, seed=seed, data_dir=mnist, options=options, workers=1)
+        else:
+            options = DistortionOptions.for_task(what, val_start=DATA["val_start"])
+            d = generate_distorted("train", n, what, seed=seed, data_dir=mnist, options=options, workers=1)
+        images = d["images"].astype(np.float64)
+        out[f"{name}/labels"] = d["labels"]
+        out[f"{name}/rows"] = images.sum(axis=-1)                   # (n, 1, S)
+        out[f"{name}/cols"] = images.sum(axis=-2)                   # (n, 1, S)
+        for key in ("angles", "boxes"):
+            if key in d:
+                out[f"{name}/{key}"] = d[key]
+    return out
+
+
 def main(argv=None) -> int:
-    """Remake every golden file, or only those named: `python -m tests.golden.make_golden lstm-stn-gru`."""
+    """Remake every golden file, or only those named: `python -m tests.golden.make_golden lstm-stn-gru data`."""
     import sys
     import tempfile
 
-    names = list(sys.argv[1:] if argv is None else argv) or list(CONFIGS) + ["trainer"]
+    names = list(sys.argv[1:] if argv is None else argv) or list(CONFIGS) + ["trainer", "data"]
+    if "data" in names:
+        with tempfile.TemporaryDirectory() as tmp:
+            g = compute_data_golden(tmp)
+        np.savez(data_path(), **g)
+        print(f"wrote {data_path()}: {len(DATA_SETS)} data sets of {DATA['n']} images")
     if "trainer" in names:
         with tempfile.TemporaryDirectory() as tmp:
             g = compute_trainer_golden(tmp)
