@@ -350,6 +350,30 @@ def _still_improving(metrics: list) -> bool:
     return done[-1]["val_digit_error"] <= best
 
 
+STUCK_ERROR = 80.0   # a cell whose validation per-digit error never fell below this did not learn (chance: 90%)
+
+
+def _stuck_lines(groups: dict) -> list:
+    """A note naming the cells that did not learn (validation error never below STUCK_ERROR), with
+    their mean theta at the last epoch (where the transformer looked), or no lines."""
+    stuck = []
+    for members in groups.values():
+        for name, cell in members:
+            done = [m for m in cell["metrics"] if not m.get("partial")]
+            if not done or min(m["val_digit_error"] for m in done) < STUCK_ERROR:
+                continue
+            steps = done[-1].get("theta_steps") or []
+            where = "; ".join(" ".join(f"{k} {s[k]:+.2f}" for k in ("tx", "ty", "sx", "sy") if k in s) for s in steps)
+            stuck.append(f"{name} (best validation error {min(m['val_digit_error'] for m in done):.1f}%"
+                         + (f"; mean theta at the last epoch: {where}" if where else "") + ")")
+    if not stuck:
+        return []
+    return ["", f"Cells that did not learn (validation per-digit error never below {STUCK_ERROR:.0f}%; chance is 90%), "
+            "counted in the means above: " + ", ".join(stuck) + ". A glimpse that lies wholly beside the canvas "
+            "(its centre tx, ty beyond ±1 by more than its half-size sx, sy) samples only the zero padding, so no "
+            "gradient reaches the transformer to bring it back."]
+
+
 def preset_cells(folder: str, preset: str) -> dict:
     """The finished cells of a preset's table: those in `folder`, and those its preset borrows
     from sibling folders (e.g. the recurrent family's LSTM rows from ../table1-cpu)."""
@@ -438,7 +462,7 @@ def _digit_table(groups: dict, preset: str) -> list:
             f"| {', '.join(f'{i:,}' for i in sorted({r['images_seen'] for r in results}))} "
             f"| {sum(_still_improving(c['metrics']) for _, c in members)} of {len(members)} "
             f"| {number if number is not None else ''} |")
-    return lines
+    return lines + _stuck_lines(groups)
 
 
 def table_markdown(cells: dict, preset: str) -> str:
@@ -498,7 +522,7 @@ def table_markdown(cells: dict, preset: str) -> str:
             f"| {group} | {', '.join(name.rsplit('-s', 1)[1] for name, _ in members)} | {_fmt(test, 2)} | {_fmt(shifted, 2)} "
             f"| {ratio} | {_fmt([r['test_seq_error'] for r in results])} | {' / '.join(f'{p:.1f}' for p in positions)} "
             f"| {_fmt(train)} | {', '.join(f'{i:,}' for i in images)} | {improving} of {len(members)} | {number if number is not None else ''} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _stuck_lines(groups)) + "\n"
 
 
 def _group_order(preset: str) -> list:

@@ -221,6 +221,22 @@ def test_tables_without_shifted_sets_or_positions():
     assert "| lstm-stn-d2 | 0 | 4.00 | - | - | 4.0 | 4.0 | - | 160,000 | 0 of 1 | 1.6 |" in text
 
 
+def test_cells_that_did_not_learn_are_named_below_the_table():
+    """A seed whose validation error never left chance is counted in the mean and named, with where it looked."""
+    stuck_metrics = [{"epoch": e, "val_digit_error": 89.1, "theta_steps": [{"tx": -1.8, "ty": -0.18, "sx": -0.14, "sy": 1.91}]}
+                     for e in (1, 2)]
+    cells = {"ffn-stn-d2-s0": {"result": _fake_result("ffn-stn", 9.0), "metrics": [{"epoch": 1, "val_digit_error": 9.5}]},
+             "ffn-stn-d2-s1": {"result": _fake_result("ffn-stn", 89.0), "metrics": stuck_metrics}}
+    text = reproduce.table_markdown(cells, "cpu")
+    assert "| ffn-stn-d2 | 0, 1 | 49.00 ± 56.57 |" in text
+    assert ("counted in the means above: ffn-stn-d2-s1 (best validation error 89.1%; mean theta at the last epoch: "
+            "tx -1.80 ty -0.18 sx -0.14 sy +1.91)") in text
+    assert "did not learn" not in reproduce.table_markdown({"ffn-stn-d2-s0": cells["ffn-stn-d2-s0"]}, "cpu")
+    digit = {"st-cnn-R-s0": {"result": _fake_result("st-cnn", 90.0, task="distorted-mnist", distortion="R", positions=1,
+                                                    shifted=False), "metrics": [{"epoch": 1, "val_digit_error": 88.0}]}}
+    assert "st-cnn-R-s0 (best validation error 88.0%)" in reproduce.table_markdown(digit, "stn-paper")
+
+
 def test_cells_patterns_select_and_unknown_pattern_is_an_error():
     picked = [c.name for c, _ in reproduce.plan_cells("cpu", "g", ["lstm-stn-d2-s*", "cnn-s0"])]
     assert picked == ["lstm-stn-d2-s0", "cnn-s0", "lstm-stn-d2-s1", "lstm-stn-d2-s2"]
