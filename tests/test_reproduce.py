@@ -7,8 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from minstn import plots, reproduce
+from minstn import grid, plots, reproduce, tables
 from minstn.data import save_digit_file, save_sequence_file
+from minstn.training.config import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +48,13 @@ PINNED_COMMANDS = {"cpu": (19, "83a6993886bf28c9"), "paper": (10, "648a05d49a5fe
 def test_the_running_presets_keep_their_commands(preset):
     import hashlib
 
-    commands = [reproduce.cell_command(cfg) for _, cfg in reproduce.plan_cells(preset, "X")]
+    commands = [grid.cell_command(cfg) for _, cfg in grid.plan_cells(preset, "X")]
     digest = hashlib.sha256("\n".join(commands).encode()).hexdigest()[:16]
     assert (len(commands), digest) == PINNED_COMMANDS[preset]
 
 
 def test_presets_and_cells():
-    cpu = reproduce.plan_cells("cpu", "grid")
+    cpu = grid.plan_cells("cpu", "grid")
     names = [c.name for c, _ in cpu]
     assert len(names) == len(set(names)) == 19
     for seed in (0, 1, 2):
@@ -68,13 +69,13 @@ def test_presets_and_cells():
     assert cfgs["lstm-stn-d2-s2"].step_spread is None and cfgs["lstm-stn-d2-s2"].layout == "varied"
     assert cfgs["lstm-stn-d2-fixed-s0"].layout == "fixed"
     assert cfgs["cnn-s2"].model == "cnn" and cfgs["cnn-s2"].run_dir() == os.path.join("grid", "cnn-s2")
-    paper = reproduce.plan_cells("paper", "grid")
+    paper = grid.plan_cells("paper", "grid")
     assert all(cfg.train_size == 70000 and cfg.val_size == 20000 and cfg.max_images == 0 for _, cfg in paper)
-    assert set(reproduce.PAPER_TABLE) >= {(m, d) for m in ("lstm-stn", "ffn-stn") for d in (1, 2, 3, 4)}
+    assert set(tables.PAPER_TABLE) >= {(m, d) for m in ("lstm-stn", "ffn-stn") for d in (1, 2, 3, 4)}
 
 
 def test_single_digit_presets_and_the_tied_lstm_stn():
-    stn = dict((c.name, cfg) for c, cfg in reproduce.plan_cells("stn-paper", "grid"))
+    stn = dict((c.name, cfg) for c, cfg in grid.plan_cells("stn-paper", "grid"))
     assert len(stn) == 5 * 8 + 1
     for t in ("R", "RTS", "P", "E", "TC"):
         assert f"fcn-{t}-s0" in stn and f"st-fcn-{t}-s0" in stn and f"fcn-{t}-s1" not in stn
@@ -85,17 +86,17 @@ def test_single_digit_presets_and_the_tied_lstm_stn():
     proj = stn["st-cnn-P-proj-s0"]
     assert proj.transform == "projective" and proj.distortion == "P" and proj.run_dir() == os.path.join("grid", "st-cnn-P-proj-s0")
     assert list(stn)[:4] == ["fcn-R-s0", "st-fcn-R-s0", "mnist-cnn-R-s0", "st-cnn-R-s0"]    # seed 0 of every row first
-    tstn = dict((c.name, cfg) for c, cfg in reproduce.plan_cells("tstn", "grid"))
+    tstn = dict((c.name, cfg) for c, cfg in grid.plan_cells("tstn", "grid"))
     assert sorted(tstn) == sorted(f"{g}-s{s}" for g in ("tstn-cnn", "tstn-untied", "tstn") for s in (0, 1, 2))
     assert tstn["tstn-untied-s1"].tied is False and tstn["tstn-s2"].tied is None and tstn["tstn-s0"].task == "cluttered-mnist"
     for cfg in list(stn.values()) + list(tstn.values()):
         assert (cfg.train_size, cfg.val_size, cfg.test_size, cfg.max_images, cfg.batch_size, cfg.chunk) == (
             20000, 2000, 2000, 160_000, 64, 32)
-    ((cell, cfg),) = reproduce.plan_cells("tied", "grid")
+    ((cell, cfg),) = grid.plan_cells("tied", "grid")
     assert cell.name == "lstm-stn-d2-tied-s0" and cfg.tied is True and cfg.max_images == 160_000 and cfg.train_size == 20000
-    assert reproduce.PRESETS["tied"]["borrow"] == {"lstm-stn-d2": "table1-cpu"}
-    assert reproduce.is_digit_preset("stn-paper") and reproduce.is_digit_preset("tstn")
-    assert not reproduce.is_digit_preset("tied") and not reproduce.is_digit_preset("cpu")
+    assert grid.PRESETS["tied"]["borrow"] == {"lstm-stn-d2": "table1-cpu"}
+    assert grid.is_digit_preset("stn-paper") and grid.is_digit_preset("tstn")
+    assert not grid.is_digit_preset("tied") and not grid.is_digit_preset("cpu")
 
 
 def test_single_digit_commands_give_no_canvas_options_and_parse_back(capsys):
@@ -145,12 +146,12 @@ def test_tiny_single_digit_grid_resumes_collects_and_tabulates(digit_data_dir, t
     assert "| fcn-R | 0 |" in table and "| 2.1 |" in table and "shifted" not in table and "per position" not in table
     assert "`-proj`: a projective transformer" in table and "`-plain`" not in table and "`-untied`" not in table
     readme = tmp_path / "README.md"
-    begin, end = reproduce.readme_markers("stn-paper")
+    begin, end = tables.readme_markers("stn-paper")
     assert begin.startswith("<!-- results:stn-paper:begin ")
     readme.write_text(f"{begin}\n{end}\n")
     assert reproduce.main(["--table", str(results), "--preset", "stn-paper", "--readme", str(readme)]) == 0
-    assert reproduce.readme_block(str(readme), "stn-paper") == reproduce.table_markdown(
-        reproduce.read_cells(str(results)), "stn-paper")
+    assert tables.readme_block(str(readme), "stn-paper") == tables.table_markdown(
+        tables.read_cells(str(results)), "stn-paper")
 
 
 def test_a_sequence_cell_resumes_too(data_dir, tmp_path, capsys):
@@ -188,7 +189,7 @@ def test_tstn_table_beside_the_papers_numbers(tmp_path):
     kw = {"task": "cluttered-mnist", "positions": 1, "shifted": False}
     _write_cells(folder, {"tstn-cnn-s0": _fake_result("tstn-cnn", 5.0, **kw), "tstn-cnn-s1": _fake_result("tstn-cnn", 7.0, **kw),
                           "tstn-s0": _fake_result("tstn", 3.5, tied=True, **kw)})
-    text = reproduce.table_markdown(reproduce.read_cells(str(folder)), "tstn")
+    text = tables.table_markdown(tables.read_cells(str(folder)), "tstn")
     assert "| classification CNN only (`tstn-cnn`) | 6.00 ± 1.41 | 4.44 |" in text
     assert "| untied STN (`tstn-untied`) | - | 4.33 |" in text and "| TSTN (`tstn`) | 3.50 | 3.14 |" in text
     assert "| tstn-cnn | 0, 1 | 6.00 ± 1.41 | 1,000 | 160,000 | 2 of 2 | 4.44 |" in text
@@ -202,9 +203,9 @@ def test_the_tied_table_borrows_the_untied_cells_from_table1_cpu(tmp_path, capsy
                                            "lstm-stn-d2-s1": _fake_result("lstm-stn", 6.0),
                                            "ffn-stn-d2-s0": _fake_result("ffn-stn", 9.0)})
     _write_cells(tmp_path / "tied", {"lstm-stn-d2-tied-s0": _fake_result("lstm-stn", 3.0, tied=True)})
-    cells = reproduce.preset_cells(str(tmp_path / "tied"), "tied")
+    cells = tables.preset_cells(str(tmp_path / "tied"), "tied")
     assert sorted(cells) == ["lstm-stn-d2-s0", "lstm-stn-d2-s1", "lstm-stn-d2-tied-s0"]
-    text = reproduce.table_markdown(cells, "tied")
+    text = tables.table_markdown(cells, "tied")
     tied, untied = [line for line in text.splitlines() if line.startswith("| lstm-stn-d2")]
     assert tied.startswith("| lstm-stn-d2-tied | 0 | 3.00 | 6.00 | 2.00 |")
     assert untied.startswith("| lstm-stn-d2 | 0, 1 | 5.00 ± 1.41 | 10.00 ± 2.83 | 2.00 |")
@@ -217,7 +218,7 @@ def test_the_tied_table_borrows_the_untied_cells_from_table1_cpu(tmp_path, capsy
 def test_tables_without_shifted_sets_or_positions():
     """A sequence preset's table copes with result files that have no shifted_* keys and one position."""
     cells = {"lstm-stn-d2-s0": {"result": _fake_result("lstm-stn", 4.0, positions=1, shifted=False), "metrics": []}}
-    text = reproduce.table_markdown(cells, "cpu")
+    text = tables.table_markdown(cells, "cpu")
     assert "| lstm-stn-d2 | 0 | 4.00 | - | - | 4.0 | 4.0 | - | 160,000 | 0 of 1 | 1.6 |" in text
 
 
@@ -227,21 +228,21 @@ def test_cells_that_did_not_learn_are_named_below_the_table():
                      for e in (1, 2)]
     cells = {"ffn-stn-d2-s0": {"result": _fake_result("ffn-stn", 9.0), "metrics": [{"epoch": 1, "val_digit_error": 9.5}]},
              "ffn-stn-d2-s1": {"result": _fake_result("ffn-stn", 89.0), "metrics": stuck_metrics}}
-    text = reproduce.table_markdown(cells, "cpu")
+    text = tables.table_markdown(cells, "cpu")
     assert "| ffn-stn-d2 | 0, 1 | 49.00 ± 56.57 |" in text
     assert ("counted in the means above: ffn-stn-d2-s1 (best validation error 89.1%; mean theta at the last epoch: "
             "tx -1.80 ty -0.18 sx -0.14 sy +1.91)") in text
-    assert "did not learn" not in reproduce.table_markdown({"ffn-stn-d2-s0": cells["ffn-stn-d2-s0"]}, "cpu")
+    assert "did not learn" not in tables.table_markdown({"ffn-stn-d2-s0": cells["ffn-stn-d2-s0"]}, "cpu")
     digit = {"st-cnn-R-s0": {"result": _fake_result("st-cnn", 90.0, task="distorted-mnist", distortion="R", positions=1,
                                                     shifted=False), "metrics": [{"epoch": 1, "val_digit_error": 88.0}]}}
-    assert "st-cnn-R-s0 (best validation error 88.0%)" in reproduce.table_markdown(digit, "stn-paper")
+    assert "st-cnn-R-s0 (best validation error 88.0%)" in tables.table_markdown(digit, "stn-paper")
 
 
 def test_cells_patterns_select_and_unknown_pattern_is_an_error():
-    picked = [c.name for c, _ in reproduce.plan_cells("cpu", "g", ["lstm-stn-d2-s*", "cnn-s0"])]
+    picked = [c.name for c, _ in grid.plan_cells("cpu", "g", ["lstm-stn-d2-s*", "cnn-s0"])]
     assert picked == ["lstm-stn-d2-s0", "cnn-s0", "lstm-stn-d2-s1", "lstm-stn-d2-s2"]
-    with pytest.raises(reproduce.ConfigError, match=r"--cells 'gru-\*' matches no cell of preset 'cpu'; its cells: "):
-        reproduce.plan_cells("cpu", "g", ["gru-*"])
+    with pytest.raises(ConfigError, match=r"--cells 'gru-\*' matches no cell of preset 'cpu'; its cells: "):
+        grid.plan_cells("cpu", "g", ["gru-*"])
 
 
 def test_list_and_print_commands_train_nothing(tmp_path, capsys):
@@ -294,10 +295,10 @@ def test_tiny_grid_skips_finished_cells_collects_and_tabulates(data_dir, tmp_pat
     assert "| ffn-stn-d4-s0 |" in table and "| cnn | 1 |" in table
     # the table again from the collected files alone, and a README block kept in step with it
     readme = tmp_path / "README.md"
-    begin, end = reproduce.readme_markers("cpu")
+    begin, end = tables.readme_markers("cpu")
     readme.write_text(f"intro\n{begin}\nstale\n{end}\nafter\n")
     assert reproduce.main(["--table", str(results), "--preset", "cpu", "--readme", str(readme)]) == 0
-    assert reproduce.readme_block(str(readme), "cpu") == reproduce.table_markdown(reproduce.read_cells(str(results)), "cpu")
+    assert tables.readme_block(str(readme), "cpu") == tables.table_markdown(tables.read_cells(str(results)), "cpu")
     assert readme.read_text().endswith(f"{end}\nafter\n")
 
 
@@ -317,9 +318,9 @@ def test_a_cell_held_by_another_process_is_left_to_it(data_dir, tmp_path, capsys
 
 def test_still_improving_and_mean_sd():
     recs = [{"epoch": 1, "val_digit_error": 50.0}, {"epoch": 2, "val_digit_error": 40.0}]
-    assert reproduce._still_improving(recs)
-    assert not reproduce._still_improving(recs + [{"epoch": 3, "val_digit_error": 41.0}])
-    assert reproduce._fmt([1.0, 2.0, 3.0]) == "2.0 ± 1.0" and reproduce._fmt([4.25], 2) == "4.25" and reproduce._fmt([]) == "-"
+    assert tables._still_improving(recs)
+    assert not tables._still_improving(recs + [{"epoch": 3, "val_digit_error": 41.0}])
+    assert tables._fmt([1.0, 2.0, 3.0]) == "2.0 ± 1.0" and tables._fmt([4.25], 2) == "4.25" and tables._fmt([]) == "-"
 
 
 def test_glimpse_corners_of_identity_and_zoom():
@@ -352,17 +353,17 @@ def test_the_readme_and_the_committed_tables_match_the_committed_results(preset,
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     results = os.path.join(root, "results", folder)
     readme = os.path.join(root, "README.md")
-    begin, _ = reproduce.readme_markers(preset)
+    begin, _ = tables.readme_markers(preset)
     with open(readme) as f:
         has_block = begin in f.read()
     if preset == "cpu":
         assert has_block, "README.md lost its Table I block"
     if has_block:
-        assert reproduce.readme_block(readme, preset) == reproduce.table_markdown(reproduce.preset_cells(results, preset), preset)
-    table = os.path.join(results, reproduce.PRESETS[preset]["table"])
+        assert tables.readme_block(readme, preset) == tables.table_markdown(tables.preset_cells(results, preset), preset)
+    table = os.path.join(results, grid.PRESETS[preset]["table"])
     if os.path.exists(table):
         with open(table) as f:
             committed = f.read()
         regenerated = committed.split("\n\n", 2)[2]   # past the title and the line naming the command
-        cells = reproduce.preset_cells(results, preset)
-        assert reproduce.table_markdown(cells, preset) in regenerated
+        cells = tables.preset_cells(results, preset)
+        assert tables.table_markdown(cells, preset) in regenerated
