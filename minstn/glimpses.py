@@ -27,7 +27,6 @@ import argparse
 import os
 import sys
 
-import numpy as np
 
 from minstn.plots import draw_model_glimpses
 

@@ -278,8 +278,8 @@ def main(argv=None) -> int:
         return 0
     print("| model | sampler_impl | images/s | device operations per step | host syncs per step |")
     print("| --- | --- | ---: | ---: | ---: |")
-    for model, impl, ips, ops, syncs in train:
-        counted = ("-", "-") if ops is None else (f"{ops:.0f}", f"{syncs:.0f}")
+    for model, impl, ips, n_ops, syncs in train:
+        counted = ("-", "-") if n_ops is None else (f"{n_ops:.0f}", f"{syncs:.0f}")
         print(f"| {model} | {impl} | {ips:.0f} | {counted[0]} | {counted[1]} |")
     return 0
 

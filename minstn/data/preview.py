@@ -19,7 +19,6 @@ import math
 import os
 import sys
 
-import numpy as np
 
 from minstn.fileio import atomic_open
 

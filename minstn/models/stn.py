@@ -46,7 +46,7 @@ from __future__ import annotations
 import numpy as np
 
 from minstn.backend import to_numpy
-from minstn.models.base import CANVAS, POSITIONS, Model
+from minstn.models.base import CANVAS, Model
 from minstn.models.classifier import classifier_backward, classifier_forward, init_classifier
 from minstn.models.layers import CELL_PARAMS, ModelError, check_images, he_conv, init_cell
 from minstn.models.localisation import (

@@ -37,7 +37,7 @@ import numpy as np
 from minstn.backend import resolve_device
 from minstn.training.config import ConfigError, TrainConfig, config_from_dict, resolve_model_options
 from minstn.training.console import Console, DeferSignals, RunInterrupted, stop_signals
-from minstn.training.metrics import error_stats, evaluate_model, model_arrays, model_meta, theta_stats
+from minstn.training.metrics import evaluate_model, model_arrays, model_meta, theta_stats
 from minstn.training.optim import (
     EarlyStopping,
     FlatAdam,
