@@ -54,6 +54,38 @@ def test_theta_stats_by_hand():
     json.dumps(s)
     with pytest.raises(ValueError, match=r"thetas must be \(N, T, 2, 3\)"):
         evaluate.theta_stats(np.zeros((2, 6)))
+    assert "theta_off_canvas" not in s
+    assert evaluate.theta_stats(th, side=100)["theta_off_canvas"] == [0.0] * 4
+
+
+def test_off_canvas_by_hand_and_against_the_sampler():
+    """A glimpse is off the canvas when all four grid corners lie beyond one edge by more than half a
+    pixel (1/side); such a glimpse is exactly zero and gives theta a zero gradient. Checked against
+    the sampler itself on glimpses just inside and just outside that line."""
+    from minstn import ops
+
+    side = 10
+    th = np.zeros((3, 2, 2, 3))
+    th[:, :, 0, 0] = th[:, :, 1, 1] = 0.2                  # a glimpse 0.4 wide (corners at centre +- 0.2)
+    th[0, 0, 0, 2] = -1.0 - 1.0 / side - 0.2 - 1e-9        # step 0, canvas 0: right corners half a pixel left of the edge
+    th[1, 0, 0, 2] = -1.0 - 1.0 / side - 0.2 + 1e-3        # canvas 1: its right corners just reach pixel 0's support
+    th[2, 0, 1, 2] = 1.5                                    # canvas 2: below the canvas
+    th[:, 1, 0, 2] = 0.0                                    # step 1: every glimpse in the middle
+    off = evaluate.off_canvas(th, side)
+    assert off.tolist() == pytest.approx([2 / 3, 0.0])
+    images = np.random.default_rng(0).random((3, 1, side, side)) + 0.5
+    grid, _ = ops.affine_grid_forward(th[:, 0], (side, side))   # corners of an align_corners=False grid lie inside +-1
+    out, cache = ops.bilinear_sample_forward(images, grid)
+    assert np.abs(out[0]).max() == 0.0 and np.abs(out[2]).max() == 0.0
+    _, dgrid = ops.bilinear_sample_backward(np.ones_like(out), cache)
+    assert np.abs(dgrid[0]).max() == 0.0 and np.abs(dgrid[2]).max() == 0.0
+    # a homography: x = (u + 2.5) / (g u + 1) at the corners u = -1, 1
+    h = np.zeros((1, 1, 2, 3))
+    h[0, 0, 0, 0] = h[0, 0, 1, 1] = 1.0
+    h[0, 0, 0, 2] = 2.5                                     # affine (g = 0): x from 1.5 to 3.5, right of the canvas
+    assert evaluate.off_canvas(h, side).tolist() == [1.0]
+    assert evaluate.off_canvas(h, side, perspective=np.array([[[0.5, 0.0]]])).tolist() == [1.0]    # x = 3 and 2.33
+    assert evaluate.off_canvas(h, side, perspective=np.array([[[-0.5, 0.0]]])).tolist() == [0.0]   # x = 1.0 and 7
 
 
 def test_load_model_rejects_checkpoints_without_a_model(tmp_path):

@@ -184,7 +184,7 @@ def test_a_single_digit_run_end_to_end(digit_dir, tmp_path, model, extra):
     assert result["model"] == model and result["test_n"] == 4 and len(result["test_position_error"]) == 1
     assert (out / "glimpses.png").exists() == (model != "tstn-cnn")
     rec = train.read_metrics(str(out))[-1]
-    assert ("theta_spread" in rec) == (model != "tstn-cnn")
+    assert ("theta_spread" in rec) == (model != "tstn-cnn") == ("theta_off_canvas" in rec)
     assert train.main(["--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0     # resumes
     assert json.loads((out / "result.json").read_text())["epochs_completed"] == 2
 

@@ -91,6 +91,7 @@ def test_cli_end_to_end_writes_every_file(model, data_dir, tmp_path, capsys):
         assert len(rec["theta_steps"]) == steps
         assert set(rec["theta_steps"][0]) == {"tx", "ty", "sx", "sy"}
         assert rec["theta_spread"] >= 0.0
+        assert len(rec["theta_off_canvas"]) == steps and all(0.0 <= o <= 1.0 for o in rec["theta_off_canvas"])
     result = json.loads((out / "result.json").read_text())
     assert result["model"] == model and result["test_n"] == 4 and result["best_epoch"] == 1
     assert result["stop_reason"] == "epoch limit (1) reached"
@@ -404,3 +405,17 @@ def test_modules_run_as_commands(module):
     assert done.returncode == 2
     assert "unrecognized arguments: --no-such-option" in done.stderr or "required" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_epoch_line_shows_glimpses_off_the_canvas_and_warns_when_all_are():
+    rec = {"epoch": 2, "train_loss": 2.3, "train_digit_error": 88.7, "val_digit_error": 89.1, "val_seq_error": 100.0,
+           "val_position_error": [89.0] * 4, "lr": 1e-3, "images_per_s": 50.0, "theta_spread": 0.0,
+           "theta_steps": [{"tx": -1.8, "ty": 0.0, "sx": 0.1, "sy": 1.0}], "theta_off_canvas": [0.0]}
+    assert "off canvas" not in loop._epoch_line(rec, stn=True) and loop.off_canvas_warning(rec) is None
+    rec["theta_off_canvas"] = [0.25]
+    assert loop._epoch_line(rec, stn=True).endswith("tx -1.80  off canvas 25%") and loop.off_canvas_warning(rec) is None
+    rec["theta_off_canvas"] = [0.984375]
+    assert "off canvas 98%" in loop._epoch_line(rec, stn=True)
+    assert loop.off_canvas_warning(rec).startswith("warning: 98% or more of the glimpses of the theta batch lie beside the canvas")
+    assert loop.off_canvas_warning({**rec, "theta_off_canvas": [1.0, 0.9]}) is None    # one step still reads the canvas
+    assert loop.off_canvas_warning({"theta_steps": []}) is None      # a record without the measure (older runs)

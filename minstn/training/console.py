@@ -38,6 +38,10 @@ class Console:
         """Always shown: what the run measured."""
         print(msg, file=self.out, flush=True)
 
+    def warn(self, msg: str) -> None:
+        """Always shown, on stderr: something to act on that does not stop the run."""
+        print(msg, file=self.err, flush=True)
+
     def info(self, msg: str) -> None:
         if self.verbosity >= 1:
             print(msg, file=self.out, flush=True)

@@ -265,7 +265,9 @@ class Run:
             "images_per_s": epoch_images / epoch_time if epoch_time > 0 else 0.0, "elapsed": pos["elapsed"],
         }
         if self.stn:
-            rec.update(theta_stats(self.model.attend(self.theta_x, batch_size=self.cfg.eval_batch_size)["thetas"]))
+            seen = self.model.attend(self.theta_x, batch_size=self.cfg.eval_batch_size)
+            grid = getattr(self.model, "grid_side", self.model.image_side)      # the sample grid's side
+            rec.update(theta_stats(seen["thetas"], self.model.image_side, seen.get("perspective"), grid))
         rec["best"] = pos["best_val"] is None or rec["val_digit_error"] < pos["best_val"]
         if rec["best"]:
             pos["best_val"], pos["best_epoch"] = rec["val_digit_error"], pos["epoch"]
@@ -415,6 +417,8 @@ def fit(run: Run, splits: dict) -> None:
                 break
             run.end_epoch(rec)
             console.info(_epoch_line(rec, run.stn))
+            if off_canvas_warning(rec):
+                console.warn(off_canvas_warning(rec))
             pos["stop_reason"] = pos["stop_reason"] or run.budget_reached()
         pos["stop_reason"] = pos["stop_reason"] or f"epoch limit ({cfg.epochs}) reached"
     except KeyboardInterrupt as e:
@@ -515,4 +519,21 @@ def _epoch_line(rec: dict, stn: bool) -> str:
             f"  lr {rec['lr']:.2e}  {rec['images_per_s']:.0f} img/s")
     if stn:
         line += f"  theta spread {rec['theta_spread']:.3f} tx " + " ".join(f"{s['tx']:+.2f}" for s in rec["theta_steps"])
+        off = rec.get("theta_off_canvas") or []
+        if any(off):
+            line += "  off canvas " + "/".join(f"{100 * o:.0f}%" for o in off)
     return line + ("  *" if rec.get("best") else "")
+
+
+OFF_CANVAS_WARNING = 0.95   # the share of glimpses beside the canvas, at every step, that makes off_canvas_warning speak
+
+
+def off_canvas_warning(rec: dict) -> str | None:
+    """The warning for an epoch in which nearly all glimpses of the theta batch, at every step, lie
+    beside the canvas (theta_off_canvas >= OFF_CANVAS_WARNING), else None."""
+    off = rec.get("theta_off_canvas") or []
+    if not off or min(off) < OFF_CANVAS_WARNING:
+        return None
+    return (f"warning: {100 * min(off):.0f}% or more of the glimpses of the theta batch lie beside the canvas, where the "
+            "sampler reads only its zero padding: the transformer gets next to no gradient and is unlikely to come "
+            "back, so this run is unlikely to learn (stop it; try another --seed or a smaller --loc-lr-mult)")

@@ -66,15 +66,49 @@ def evaluate_model(model, images, labels, batch_size: int = 256, bar=None) -> di
     return error_stats(logits, labels)
 
 
-def theta_stats(thetas) -> dict:
-    """thetas (N, T, 2, 3) -> theta_spread, theta_spread_elem (2x3), theta_steps [{tx, ty, sx, sy}] * T."""
+def theta_stats(thetas, side: int | None = None, perspective=None, grid: int | None = None) -> dict:
+    """thetas (N, T, 2, 3) -> theta_spread, theta_spread_elem (2x3), theta_steps [{tx, ty, sx, sy}] * T;
+    with the image's side also theta_off_canvas, off_canvas(thetas, side, perspective, grid) as a list."""
     th = np.asarray(to_numpy(thetas), dtype=np.float64)
     if th.ndim != 4 or th.shape[2:] != (2, 3):
         raise ValueError(f"thetas must be (N, T, 2, 3), got {th.shape}")
     spread_elem = th.std(axis=1).mean(axis=0)                                 # (2, 3)
     means = th.mean(axis=0)                                                   # (T, 2, 3)
     steps = [{"tx": float(m[0, 2]), "ty": float(m[1, 2]), "sx": float(m[0, 0]), "sy": float(m[1, 1])} for m in means]
-    return {"theta_spread": float(spread_elem.mean()), "theta_spread_elem": spread_elem.tolist(), "theta_steps": steps}
+    stats = {"theta_spread": float(spread_elem.mean()), "theta_spread_elem": spread_elem.tolist(), "theta_steps": steps}
+    if side is not None:
+        stats["theta_off_canvas"] = off_canvas(th, side, perspective, grid).tolist()
+    return stats
+
+
+def off_canvas(thetas, side: int, perspective=None, grid: int | None = None) -> np.ndarray:
+    """The share of glimpses, per step, that read nothing of a side x side image: thetas (N, T, 2, 3)
+    (with `perspective` (N, T, 2), the g, h of a homography) -> (T,) in [0, 1].
+
+    The bilinear sampler gives a pixel weight only to sample points strictly inside the square
+    (-e, e)^2, e = 1 + 1/side (half a pixel beyond the edge pixels' centres; a pixel is 2/side wide).
+    A glimpse's sample points lie in the quadrilateral spanned by the grid's corner points (u, v) =
+    (+-c, +-c), c = 1 - 1/grid for a grid x grid sample grid (align_corners=False; c = 1 without
+    `grid`, which can only count fewer glimpses), mapped to (x, y) = theta [u, v, 1] (divided by
+    g u + h v + 1 for a homography). Where that quadrilateral and the square are apart (a line
+    separates them: one of the square's two axes or one of the quadrilateral's four edge normals,
+    the separating axis test for convex polygons), the glimpse samples only the zero padding: its
+    output is zero and no gradient reaches theta, so a transformer that has moved every glimpse there
+    cannot come back."""
+    th = np.asarray(to_numpy(thetas), dtype=np.float64)                       # (N, T, 2, 3)
+    c = 1.0 - 1.0 / grid if grid else 1.0
+    corners = c * np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])   # (4, 2) (u, v), in order round the grid
+    xy = np.einsum("ntij,kj->ntki", th, np.concatenate([corners, np.ones((4, 1))], axis=1))   # (N, T, 4, 2)
+    if perspective is not None:
+        g = np.asarray(to_numpy(perspective), dtype=np.float64)               # (N, T, 2)
+        xy = xy / (np.einsum("ntj,kj->ntk", g, corners) + 1.0)[..., None]
+    edges = np.roll(xy, -1, axis=2) - xy                                      # (N, T, 4, 2)
+    normals = np.stack([-edges[..., 1], edges[..., 0]], axis=-1)              # (N, T, 4, 2)
+    axes = np.concatenate([np.broadcast_to(np.eye(2), xy.shape[:2] + (2, 2)), normals], axis=2)   # (N, T, 6, 2)
+    quad = np.einsum("ntad,ntkd->ntak", axes, xy)                             # (N, T, 6, 4) the corners projected
+    reach = (1.0 + 1.0 / side) * np.abs(axes).sum(axis=-1)                    # (N, T, 6) the square projected: [-reach, reach]
+    apart = (quad.min(axis=-1) >= reach) | (quad.max(axis=-1) <= -reach)      # (N, T, 6)
+    return apart.any(axis=-1).mean(axis=0)
 
 
 def json_dumps(obj) -> str:
