@@ -117,7 +117,22 @@ def main(argv=None) -> int:
     wrong = int((model.predict(d["images"].astype(model.dtype)).argmax(-1) != d["labels"]).sum())
     noun = "canvases" if model.name in ("ffn-stn", "lstm-stn") else "images"
     print(f"wrote {args.out}: {args.n} {noun}, {wrong} of {d['labels'].size} digits wrong")
+    print(where_it_looks(model, d["images"]))
     return 0
+
+
+def where_it_looks(model, images) -> str:
+    """One line per step: the mean glimpse centre and size over `images`, and how many glimpses lie
+    wholly beside the image (minstn.training.metrics.off_canvas: they read only zero padding)."""
+    from minstn.training.metrics import theta_stats
+
+    seen = model.attend(images.astype(model.dtype))
+    grid = getattr(model, "grid_side", model.image_side)
+    stats = theta_stats(seen["thetas"], model.image_side, seen.get("perspective"), grid)
+    n = images.shape[0]
+    return "\n".join(f"step {t + 1}: mean glimpse centre tx {s['tx']:+.2f} ty {s['ty']:+.2f}, size sx {s['sx']:+.2f} "
+                     f"sy {s['sy']:+.2f}; off the image: {round(off * n)} of {n}"
+                     for t, (s, off) in enumerate(zip(stats["theta_steps"], stats["theta_off_canvas"])))
 
 
 if __name__ == "__main__":

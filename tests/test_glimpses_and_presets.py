@@ -66,7 +66,10 @@ def test_glimpses_cli_draws_from_a_checkpoint(data_dir, tmp_path, capsys):  # no
     capsys.readouterr()
     assert glimpses.main(["--checkpoint", str(out / "checkpoint.npz"), "--data", os.path.join(data_dir, "test.npz"),
                           "--out", str(png), "--n", "3", "--first", "1"]) == 0
-    assert png.stat().st_size > 1000 and "3 canvases" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert png.stat().st_size > 1000 and "3 canvases" in text
+    assert [line.split(":")[0] for line in text.splitlines()[1:]] == ["step 1", "step 2", "step 3", "step 4"]
+    assert "mean glimpse centre tx " in text and text.rstrip().endswith("of 3")
 
 
 @pytest.mark.parametrize("extra, message", [
