@@ -535,5 +535,6 @@ def off_canvas_warning(rec: dict) -> str | None:
     if not off or min(off) < OFF_CANVAS_WARNING:
         return None
     return (f"warning: {100 * min(off):.0f}% or more of the glimpses of the theta batch lie beside the canvas, where the "
-            "sampler reads only its zero padding: the transformer gets next to no gradient and is unlikely to come "
-            "back, so this run is unlikely to learn (stop it; try another --seed or a smaller --loc-lr-mult)")
+            "sampler reads only its zero padding: only the few glimpses that still touch the canvas give the "
+            "transformer a gradient, so it comes back slowly or not at all (watch 'off canvas'; another --seed or a "
+            "smaller --loc-lr-mult avoids it)")
