@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from minstn.fileio import atomic_open
 
-__all__ = ["plot_curves", "glimpse_corners", "projective_corners", "plot_glimpses", "draw_model_glimpses",
+__all__ = ["plot_curves", "plot_grid_curves", "glimpse_corners", "projective_corners", "plot_glimpses", "draw_model_glimpses",
            "plot_theta_stats", "STEP_COLOURS"]
 
 #: one colour per glimpse step
@@ -57,6 +57,38 @@ def plot_curves(runs: dict, path: str) -> str:
         ax.grid(alpha=0.3)
     ax_val.legend(fontsize=8)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.25)
+    return _save(fig, path)
+
+
+def plot_grid_curves(groups: dict, path: str, title: str = "") -> str:
+    """The learning curves of a grid's cells: groups {group: [records of each seed's metrics.jsonl]}.
+
+    Two panels against the training images seen: the validation per-digit error (log scale, so
+    that 90% and 2% both read) and the training per-digit error (dropout on). One colour per group,
+    one line per seed, so the seeds' spread shows; the group is named once in the legend.
+    """
+    fig = Figure(figsize=(11, 4.2))
+    ax_val, ax_train = fig.subplots(1, 2)
+    for i, (group, runs) in enumerate(groups.items()):
+        colour = f"C{i % 10}"
+        for j, recs in enumerate(r for r in runs if r):
+            done = [r for r in recs if "images_seen" in r]
+            x = [r["images_seen"] / 1000 for r in done]
+            label = group if j == 0 else None
+            ax_val.plot(x, [max(r["val_digit_error"], 0.1) for r in done], "o-", color=colour, label=label, ms=2.5, lw=1)
+            train = [(xi, r["train_digit_error"]) for xi, r in zip(x, done) if "train_digit_error" in r]
+            if train:
+                ax_train.plot(*zip(*train), "o-", color=colour, ms=2.5, lw=1)
+    ax_val.set_yscale("log")
+    for ax, what in ((ax_val, "validation per-digit error (%)"), (ax_train, "training per-digit error (%), dropout on")):
+        ax.set_xlabel("training images seen (thousands)")
+        ax.set_title(what, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    ax_train.set_ylim(bottom=0)
+    ax_val.legend(fontsize=7, ncol=2)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.86 if title else 0.9, wspace=0.2)
     return _save(fig, path)
 
 

@@ -196,6 +196,7 @@ def test_tstn_table_beside_the_papers_numbers(tmp_path):
     assert "| TSTN paper % |" in text and "shifted" not in text
     assert reproduce.main(["--table", str(folder), "--preset", "tstn"]) == 0
     assert "The TSTN paper's Table 3" in (folder / "tstn.md").read_text()
+    assert (folder / "tstn-curves.png").stat().st_size > 10_000      # the fake cells' one-epoch curves
 
 
 def test_the_tied_table_borrows_the_untied_cells_from_table1_cpu(tmp_path, capsys):
@@ -293,6 +294,8 @@ def test_tiny_grid_skips_finished_cells_collects_and_tabulates(data_dir, tmp_pat
     table = (results / "table1.md").read_text()
     assert f"| {result['test_digit_error']:.1f} (paper 5.6) |" in table
     assert "| ffn-stn-d4-s0 |" in table and "| cnn | 1 |" in table
+    assert "![The learning curves of every cell](table1-curves.png)" in table
+    assert (results / "table1-curves.png").stat().st_size > 10_000
     # the table again from the collected files alone, and a README block kept in step with it
     readme = tmp_path / "README.md"
     begin, end = tables.readme_markers("cpu")
