@@ -131,6 +131,12 @@ def read_cells(folder: str) -> dict:
     return cells
 
 
+def _in_order(groups: dict, preset: str) -> list:
+    """[(group, members)] of {group: members}, in the preset's order (groups it does not list last, by name)."""
+    order = {g: i for i, g in enumerate(group_order(preset))}
+    return sorted(groups.items(), key=lambda item: (order.get(item[0], len(order)), item[0]))
+
+
 def _group_of(name: str) -> str:
     return name.rsplit("-s", 1)[0]
 
@@ -178,9 +184,7 @@ def _digit_table(groups: dict, preset: str) -> list:
               "epoch had the best validation error.", "",
               f"| cells | seeds | test % | parameters | images seen | still improving | {column} |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
-    order = {g: i for i, g in enumerate(group_order(preset))}
-    for group in sorted(groups, key=lambda g: (order.get(g, len(order)), g)):
-        members = groups[group]
+    for group, members in _in_order(groups, preset):
         results = [c["result"] for _, c in members]
         variant = group.rsplit("-", 1)[-1] if group.rsplit("-", 1)[-1] in VARIANTS else ""
         number = _published_digit(results[0], variant, published)
@@ -230,9 +234,7 @@ def table_markdown(cells: dict, preset: str) -> str:
               "| cells | seeds | test % | shifted % | shifted / test | test sequence % | per position % "
               f"| train % (last epoch) | images seen | still improving | {column} |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    order = {g: i for i, g in enumerate(group_order(preset))}
-    for group in sorted(groups, key=lambda g: (order.get(g, len(order)), g)):
-        members = groups[group]
+    for group, members in _in_order(groups, preset):
         results = [c["result"] for _, c in members]
         test = [r["test_digit_error"] for r in results]
         shifted = [r["shifted_digit_error"] for r in results if "shifted_digit_error" in r]
@@ -307,12 +309,11 @@ def write_curves(folder: str, preset: str, cells: dict) -> str:
     """folder/<the table's name>-curves.png: plots.plot_grid_curves of the cells, grouped in the preset's order."""
     from minstn.plots import plot_grid_curves
 
-    order = {g: i for i, g in enumerate(group_order(preset))}
     groups = {}
-    for name in sorted(cells, key=lambda n: (order.get(_group_of(n), len(order)), n)):
+    for name in sorted(cells):
         groups.setdefault(_group_of(name), []).append(cells[name]["metrics"])
     stem = os.path.splitext(PRESETS[preset]["table"])[0]
-    return plot_grid_curves(groups, os.path.join(folder, f"{stem}-curves.png"), f"{TITLES[preset]}, preset {preset}")
+    return plot_grid_curves(dict(_in_order(groups, preset)), os.path.join(folder, f"{stem}-curves.png"), f"{TITLES[preset]}, preset {preset}")
 
 
 def update_readme(readme: str, folder: str, preset: str) -> bool:
