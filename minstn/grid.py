@@ -5,8 +5,8 @@ lstm-stn-d2-s0, lstm-stn-d2-plain-s1, cnn-s2), or for a single-digit task
 <model>[-<distortion>][-<variant>]-s<seed> (st-cnn-RTS-s0, st-cnn-P-proj-s0, tstn-untied-s1). A
 preset is a list of cells and the training settings they share: every cell of a preset has the
 same image budget, so its result does not depend on the machine's speed. `plan_cells` turns a
-preset into one TrainConfig per cell; `cell_command` into the `python -m minstn.train` command that
-runs a cell on its own. The tables of finished cells are minstn.tables.
+preset into one TrainConfig per cell, and `cell_command` a cell's TrainConfig into the `python -m
+minstn.train` command that runs that cell on its own. The tables of finished cells are minstn.tables.
 """
 from __future__ import annotations
 
