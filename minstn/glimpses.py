@@ -27,7 +27,6 @@ import argparse
 import os
 import sys
 
-
 from minstn.plots import draw_model_glimpses
 
 PROG = "python -m minstn.glimpses"

@@ -86,7 +86,7 @@ def off_canvas(thetas, side: int, perspective=None, grid: int | None = None) -> 
     (with `perspective` (N, T, 2), the g, h of a homography) -> (T,) in [0, 1].
 
     The bilinear sampler gives a pixel weight only to sample points strictly inside the square
-    (-e, e)^2, e = 1 + 1/side (half a pixel beyond the edge pixels' centres; a pixel is 2/side wide).
+    (-e, e)^2, e = 1 + 1/side (half a pixel beyond the image's edge; a pixel is 2/side wide).
     A glimpse's sample points lie in the quadrilateral spanned by the grid's corner points (u, v) =
     (+-c, +-c), c = 1 - 1/grid for a grid x grid sample grid (align_corners=False; c = 1 without
     `grid`, which can only count fewer glimpses), mapped to (x, y) = theta [u, v, 1] (divided by
