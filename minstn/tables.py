@@ -258,6 +258,16 @@ def table_markdown(cells: dict, preset: str) -> str:
 
 
 
+CODE_NOTE = ("Every cell ('code': the commit of minstn that trained and tested it, from its result.json; + where "
+             "the package had changes not committed; - where the result file does not record it):")
+
+
+def _code(result: dict) -> str:
+    """A cell's code column: the short commit that tested it, '+' for local changes, '-' when unrecorded."""
+    code = result.get("code") or {}
+    return f"{code['commit'][:7]}{'+' if code.get('modified') else ''}" if code.get("commit") else "-"
+
+
 def write_table(folder: str, preset: str, cells: dict | None = None) -> str:
     """folder/<the preset's table file> from its finished cells (preset_cells, or `cells`), and beside
     it their learning curves (write_curves); returns the table's path."""
@@ -269,24 +279,25 @@ def write_table(folder: str, preset: str, cells: dict | None = None) -> str:
                 if v and ((v in used) if digit else v not in DIGIT_VARIANTS)]
     if digit:
         names = "Cell names: <model>[-<distortion>][-variant]-s<seed>" + ("; " if variants else "")
-        per_cell = ["", "Every cell:", "",
-                    "| cell | test % | best epoch | epochs | images seen | parameters | stopped because |",
-                    "| --- | --- | --- | --- | --- | --- | --- |"]
+        per_cell = ["", CODE_NOTE, "",
+                    "| cell | test % | best epoch | epochs | images seen | parameters | stopped because | code |",
+                    "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, c in cells.items():
             r = c["result"]
             per_cell.append(f"| {name} | {r['test_digit_error']:.2f} | {r['best_epoch']} | {r['epochs_completed']} "
-                            f"| {r['images_seen']:,} | {r.get('num_params', 0):,} | {r['stop_reason']} |")
+                            f"| {r['images_seen']:,} | {r.get('num_params', 0):,} | {r['stop_reason']} | {_code(r)} |")
     else:
         names = "Cell names: <model>-d<d>[-variant]-s<seed>; "
-        per_cell = ["", "Every cell:", "",
-                    "| cell | test % | shifted % | test sequence % | best epoch | epochs | images seen | stopped because |",
-                    "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        per_cell = ["", CODE_NOTE, "",
+                    "| cell | test % | shifted % | test sequence % | best epoch | epochs | images seen | stopped because "
+                    "| code |",
+                    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, c in cells.items():
             r = c["result"]
             shifted = f"{r['shifted_digit_error']:.2f}" if "shifted_digit_error" in r else "-"
             per_cell.append(f"| {name} | {r['test_digit_error']:.2f} | {shifted} "
                             f"| {r['test_seq_error']:.2f} | {r['best_epoch']} | {r['epochs_completed']} | {r['images_seen']:,} "
-                            f"| {r['stop_reason']} |")
+                            f"| {r['stop_reason']} | {_code(r)} |")
     curves = write_curves(folder, preset, cells)
     text = "\n".join([
         f"# {TITLES[preset]}, preset `{preset}`", "",

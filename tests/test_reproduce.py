@@ -295,6 +295,8 @@ def test_tiny_grid_skips_finished_cells_collects_and_tabulates(data_dir, tmp_pat
     assert f"| {result['test_digit_error']:.1f} (paper 5.6) |" in table
     assert "| ffn-stn-d4-s0 |" in table and "| cnn | 1 |" in table
     assert "![The learning curves of every cell](table1-curves.png)" in table
+    commit = result["code"]["commit"]
+    assert f"| {commit[:7] + ('+' if result['code']['modified'] else '') if commit else '-'} |" in table   # the code column
     assert (results / "table1-curves.png").stat().st_size > 10_000
     # the table again from the collected files alone, and a README block kept in step with it
     readme = tmp_path / "README.md"

@@ -93,6 +93,7 @@ def test_cli_end_to_end_writes_every_file(model, data_dir, tmp_path, capsys):
         assert rec["theta_spread"] >= 0.0
         assert len(rec["theta_off_canvas"]) == steps and all(0.0 <= o <= 1.0 for o in rec["theta_off_canvas"])
     result = json.loads((out / "result.json").read_text())
+    assert set(result["code"]) == {"version", "commit", "modified"}       # which code trained and tested the run
     assert result["model"] == model and result["test_n"] == 4 and result["best_epoch"] == 1
     assert result["stop_reason"] == "epoch limit (1) reached"
     # python -m minstn.evaluate on the saved best checkpoint gives the numbers of result.json
@@ -420,3 +421,18 @@ def test_epoch_line_shows_glimpses_off_the_canvas_and_warns_when_all_are():
     assert loop.off_canvas_warning(rec).startswith("warning: 98% or more of the glimpses of the theta batch lie beside the canvas")
     assert loop.off_canvas_warning({**rec, "theta_off_canvas": [1.0, 0.9]}) is None    # one step still reads the canvas
     assert loop.off_canvas_warning({"theta_steps": []}) is None      # a record without the measure (older runs)
+
+
+def test_code_version_names_the_checkout_the_package_is_imported_from(tmp_path):
+    import subprocess
+
+    import minstn
+    from minstn.training.run import code_version
+
+    here = os.path.dirname(os.path.abspath(minstn.__file__))
+    git = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True)
+    code = code_version()
+    assert code["version"] == minstn.__version__
+    assert code["commit"] == (git.stdout.strip() if git.returncode == 0 else None)
+    assert (code["modified"] is None) == (code["commit"] is None)
+    assert code_version(str(tmp_path)) == {"version": minstn.__version__, "commit": None, "modified": None}

@@ -50,7 +50,7 @@ from minstn.training.optim import (
     scale_to_norm,
     step_numbers,
 )
-from minstn.training.run import RunFolder, check_resume, check_same_data, data_fingerprint
+from minstn.training.run import RunFolder, check_resume, check_same_data, code_version, data_fingerprint
 from minstn.training.speed import host, make_runner, resolve
 
 __all__ = ["train", "load_data", "TrainingDiverged", "DIVERGE_FACTOR", "DIVERGE_STEPS"]
@@ -489,7 +489,7 @@ def finish(run: Run, splits: dict) -> dict:
         "epochs_completed": pos["epoch"] - 1, "steps": pos["global_step"], "images_seen": pos["images_seen"],
         "elapsed": pos["elapsed"], "stop_reason": pos["stop_reason"], "num_params": model.num_params(),
         "train_size": int(splits["train"]["images"].shape[0]), "val_size": int(splits["val"]["images"].shape[0]),
-        "config": cfg.to_dict(),
+        "config": cfg.to_dict(), "code": code_version(),
     }
     if "shifted" in tests:
         s = tests["shifted"]

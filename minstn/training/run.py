@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
 import time
 
 from minstn.fileio import atomic_write_bytes
@@ -45,6 +46,7 @@ __all__ = [
     "data_fingerprint",
     "check_same_data",
     "read_metrics",
+    "code_version",
 ]
 
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.npz", "last.npz", "result.json")
@@ -320,3 +322,27 @@ def check_same_data(saved: dict | None, now: dict, source: str) -> None:
 
 def _sizes(sizes: dict) -> str:
     return " / ".join(f"{sizes[s]:,}" for s in ("train", "val", "test")) + " canvases"
+
+
+def code_version(package_dir: str | None = None) -> dict:
+    """Which code is running: {'version': minstn.__version__, 'commit': the git commit of the
+    checkout the package is imported from, or None (an installed copy, or no git), 'modified':
+    whether tracked files under the package differ from that commit (None without a commit)}.
+    result.json records it, so a table can tell which code trained each of its cells."""
+    import minstn
+
+    package_dir = package_dir or os.path.dirname(os.path.abspath(minstn.__file__))
+    out = {"version": minstn.__version__, "commit": None, "modified": None}
+
+    def git(*args):
+        done = subprocess.run(["git", "-C", package_dir, *args], capture_output=True, text=True, timeout=10)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        if commit and git("ls-files", "--error-unmatch", "__init__.py") is not None:   # the package is tracked there
+            status = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+            out.update(commit=commit, modified=None if status is None else bool(status))
+    except (OSError, subprocess.SubprocessError):          # no git on the machine, or it hung
+        pass
+    return out
