@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import json
 import os
 import shlex
 
 from minstn.training.config import SEQUENCE_TASK, ConfigError, TrainConfig
-from minstn.training.run import is_locked
+from minstn.training.run import is_locked, read_metrics
 
 __all__ = ["Cell", "VARIANTS", "DIGIT_VARIANTS", "STN_DISTORTIONS", "PRESETS", "plan_cells", "cell_status",
-           "cell_options", "cell_command", "is_digit_preset", "group_order"]
+           "cell_progress", "cell_options", "cell_command", "is_digit_preset", "group_order"]
 
 #: variants: a name and the TrainConfig settings that make it, beside the defaults
 VARIANTS = {
@@ -206,6 +207,24 @@ def cell_status(cfg: TrainConfig) -> str:
     if os.path.exists(os.path.join(d, "last.npz")):
         return "resume"
     return "new"
+
+
+def cell_progress(cfg: TrainConfig) -> str:
+    """How far a cell is, from its metrics.jsonl: '' for a cell with no epoch yet, else the training
+    images seen at its last validation, e.g. '60,000 of 160,000 images' (without the budget where the
+    cell has none), and when finished its test per-digit error."""
+    d = cfg.run_dir()
+    metrics = os.path.join(d, "metrics.jsonl")
+    records = read_metrics(metrics) if os.path.exists(metrics) else []
+    if not records:
+        return ""
+    last = records[-1]
+    text = f"{last['images_seen']:,}" + (f" of {cfg.max_images:,}" if cfg.max_images else "") + " images"
+    result = os.path.join(d, "result.json")
+    if os.path.exists(result):
+        with open(result) as f:
+            text += f", test {json.load(f)['test_digit_error']:.2f}%"
+    return text
 
 
 def cell_options(cfg: TrainConfig) -> dict:

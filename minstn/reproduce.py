@@ -2,7 +2,7 @@
 independent, resumable cells: `python -m minstn.reproduce`.
 
     python -m minstn.reproduce --preset cpu --out ~/minstn-runs/table1-cpu        # every cell, in order
-    python -m minstn.reproduce --preset cpu --out DIR --list                       # the cells and their state
+    python -m minstn.reproduce --preset cpu --out DIR --list                       # the cells, their state and progress
     python -m minstn.reproduce --preset cpu --out DIR --cells 'lstm-stn-d2-*'      # some cells
     python -m minstn.reproduce --preset cpu --out DIR --print-commands             # one shell command per cell
     python -m minstn.reproduce --preset cpu --out DIR --collect results/table1-cpu # copy finished cells' small files, write the table
@@ -55,7 +55,7 @@ import sys
 import time
 
 from minstn.backend import DeviceError, resolve_device
-from minstn.grid import PRESETS, cell_command, cell_options, cell_status, plan_cells
+from minstn.grid import PRESETS, cell_command, cell_options, cell_progress, cell_status, plan_cells
 from minstn.tables import preset_cells, preset_of, read_cells, update_readme, write_table
 from minstn.train import EXIT_DIVERGED
 from minstn.training import checkpoint
@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder of the grid's run folders; each cell trains in DIR/<cell>")
     p.add_argument("--cells", nargs="+", metavar="PATTERN", help="only the cells whose names match these shell patterns "
                    "(e.g. 'lstm-stn-d2-*' cnn-s0)")
-    p.add_argument("--list", action="store_true", help="list the cells and their state (new, resume, running, done); train nothing")
+    p.add_argument("--list", action="store_true", help="list the cells, their state (new, resume, running, done), the images each has seen and its test error; train nothing")
     p.add_argument("--print-commands", action="store_true", help="print one `python -m minstn.train` command per cell "
                    "(for a job scheduler); train nothing")
     p.add_argument("--collect", metavar="DEST", help="copy the small files of every finished cell into DEST/<cell>/ and "
@@ -208,7 +208,8 @@ def main(argv=None) -> int:
         return 0
     print(f"preset {args.preset}: {PRESETS[args.preset]['description']}")
     for cell, cfg in runs:
-        print(f"  {cell.name:24s} [{cell_status(cfg)}]")
+        progress = cell_progress(cfg)
+        print(f"  {cell.name:24s} [{cell_status(cfg)}]" + (f"  {progress}" if progress else ""))
     if args.list or args.dry_run:
         return 0
     try:

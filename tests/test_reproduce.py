@@ -289,6 +289,9 @@ def test_tiny_grid_skips_finished_cells_collects_and_tabulates(data_dir, tmp_pat
     capsys.readouterr()
     assert reproduce.main(argv) == 0
     assert "ffn-stn-d4-s0: finished, skipped" in capsys.readouterr().out
+    assert reproduce.main(argv[:6] + ["--max-images", "8", "--list"]) == 0       # how far each cell is
+    assert (f"ffn-stn-d4-s0            [done]  8 of 8 images, test {result['test_digit_error']:.2f}%"
+            in capsys.readouterr().out)
     assert reproduce.main(argv[:4] + ["--cells", "ffn-stn-d4-s0", "cnn-s1", "--collect", str(results)]) == 0
     assert sorted(os.listdir(results / "cnn-s1")) == ["config.json", "metrics.jsonl", "result.json"]
     table = (results / "table1.md").read_text()
