@@ -215,7 +215,10 @@ def cell_progress(cfg: TrainConfig) -> str:
     cell has none), and when finished its test per-digit error."""
     d = cfg.run_dir()
     metrics = os.path.join(d, "metrics.jsonl")
-    records = read_metrics(metrics) if os.path.exists(metrics) else []
+    try:
+        records = read_metrics(metrics) if os.path.exists(metrics) else []
+    except ValueError:          # a line cut short by a killed run (the run drops it when it resumes)
+        return "metrics.jsonl ends in a cut line"
     if not records:
         return ""
     last = records[-1]

@@ -292,6 +292,12 @@ def test_tiny_grid_skips_finished_cells_collects_and_tabulates(data_dir, tmp_pat
     assert reproduce.main(argv[:6] + ["--max-images", "8", "--list"]) == 0       # how far each cell is
     assert (f"ffn-stn-d4-s0            [done]  8 of 8 images, test {result['test_digit_error']:.2f}%"
             in capsys.readouterr().out)
+    metrics = out / "ffn-stn-d4-s0" / "metrics.jsonl"
+    whole = metrics.read_text()
+    metrics.write_text(whole + '{"epoch": 3, "par')                       # as a kill in mid-write leaves it
+    assert reproduce.main(argv[:6] + ["--max-images", "8", "--list"]) == 0
+    assert "ffn-stn-d4-s0            [done]  metrics.jsonl ends in a cut line" in capsys.readouterr().out
+    metrics.write_text(whole)
     assert reproduce.main(argv[:4] + ["--cells", "ffn-stn-d4-s0", "cnn-s1", "--collect", str(results)]) == 0
     assert sorted(os.listdir(results / "cnn-s1")) == ["config.json", "metrics.jsonl", "result.json"]
     table = (results / "table1.md").read_text()
