@@ -123,11 +123,9 @@ def main(argv=None) -> int:
 def where_it_looks(model, images) -> str:
     """One line per step: the mean glimpse centre and size over `images`, and how many glimpses lie
     wholly beside the image (minstn.training.metrics.off_canvas: they read only zero padding)."""
-    from minstn.training.metrics import theta_stats
+    from minstn.training.metrics import attention_stats
 
-    seen = model.attend(images.astype(model.dtype))
-    grid = getattr(model, "grid_side", model.image_side)
-    stats = theta_stats(seen["thetas"], model.image_side, seen.get("perspective"), grid)
+    stats = attention_stats(model, images.astype(model.dtype))
     n = images.shape[0]
     return "\n".join(f"step {t + 1}: mean glimpse centre tx {s['tx']:+.2f} ty {s['ty']:+.2f}, size sx {s['sx']:+.2f} "
                      f"sy {s['sy']:+.2f}; off the image: {round(off * n)} of {n}"

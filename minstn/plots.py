@@ -14,7 +14,6 @@ them), so the drawn quadrilateral is exactly the area the glimpse covers.
 """
 from __future__ import annotations
 
-
 import numpy as np
 from matplotlib.figure import Figure
 

@@ -91,11 +91,12 @@ def _stuck_lines(groups: dict) -> list:
     for members in groups.values():
         for name, cell in members:
             done = [m for m in cell["metrics"] if not m.get("partial")]
-            if not done or min(m["val_digit_error"] for m in done) < STUCK_ERROR:
+            best = min((m["val_digit_error"] for m in done), default=0.0)
+            if best < STUCK_ERROR:
                 continue
             steps = done[-1].get("theta_steps") or []
             where = "; ".join(" ".join(f"{k} {s[k]:+.2f}" for k in ("tx", "ty", "sx", "sy") if k in s) for s in steps)
-            stuck.append(f"{name} (best validation error {min(m['val_digit_error'] for m in done):.1f}%"
+            stuck.append(f"{name} (best validation error {best:.1f}%"
                          + (f"; mean theta at the last epoch: {where}" if where else "") + ")")
     if not stuck:
         return []
@@ -128,6 +129,14 @@ def read_cells(folder: str) -> dict:
             metrics_path = os.path.join(folder, name, "metrics.jsonl")
             cells[name] = {"result": result, "metrics": read_metrics(metrics_path) if os.path.exists(metrics_path) else []}
     return cells
+
+
+def _groups(cells: dict) -> dict:
+    """{group: [(name, cell), ...]} of cells {name: cell}, a group's cells in the order given."""
+    groups = {}
+    for name, cell in cells.items():
+        groups.setdefault(_group_of(name), []).append((name, cell))
+    return groups
 
 
 def _in_order(groups: dict, preset: str) -> list:
@@ -201,9 +210,7 @@ def table_markdown(cells: dict, preset: str) -> str:
     """The results tables (markdown) of finished cells {name: {'result', 'metrics'}}: for the
     MNIST-sequence presets per-digit, sequence, per-position and shifted-layout errors; for the
     single-digit presets (is_digit_preset) one error per image and the parameter count."""
-    groups = {}
-    for name, cell in cells.items():
-        groups.setdefault(_group_of(name), []).append((name, cell))
+    groups = _groups(cells)
     if is_digit_preset(preset):
         return "\n".join(_digit_table(groups, preset)) + "\n"
     published = PRESETS[preset].get("published")
@@ -319,11 +326,10 @@ def write_curves(folder: str, preset: str, cells: dict) -> str:
     """folder/<the table's name>-curves.png: plots.plot_grid_curves of the cells, grouped in the preset's order."""
     from minstn.plots import plot_grid_curves
 
-    groups = {}
-    for name in sorted(cells):
-        groups.setdefault(_group_of(name), []).append(cells[name]["metrics"])
+    groups = {group: [c["metrics"] for _, c in members]
+              for group, members in _in_order(_groups(dict(sorted(cells.items()))), preset)}
     stem = os.path.splitext(PRESETS[preset]["table"])[0]
-    return plot_grid_curves(dict(_in_order(groups, preset)), os.path.join(folder, f"{stem}-curves.png"), f"{TITLES[preset]}, preset {preset}")
+    return plot_grid_curves(groups, os.path.join(folder, f"{stem}-curves.png"), f"{TITLES[preset]}, preset {preset}")
 
 
 def update_readme(readme: str, folder: str, preset: str) -> bool:

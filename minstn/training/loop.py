@@ -37,7 +37,7 @@ import numpy as np
 from minstn.backend import resolve_device
 from minstn.training.config import ConfigError, TrainConfig, config_from_dict, resolve_model_options
 from minstn.training.console import Console, DeferSignals, RunInterrupted, stop_signals
-from minstn.training.metrics import evaluate_model, model_arrays, model_meta, theta_stats
+from minstn.training.metrics import attention_stats, evaluate_model, model_arrays, model_meta
 from minstn.training.optim import (
     EarlyStopping,
     FlatAdam,
@@ -265,9 +265,7 @@ class Run:
             "images_per_s": epoch_images / epoch_time if epoch_time > 0 else 0.0, "elapsed": pos["elapsed"],
         }
         if self.stn:
-            seen = self.model.attend(self.theta_x, batch_size=self.cfg.eval_batch_size)
-            grid = getattr(self.model, "grid_side", self.model.image_side)      # the sample grid's side
-            rec.update(theta_stats(seen["thetas"], self.model.image_side, seen.get("perspective"), grid))
+            rec.update(attention_stats(self.model, self.theta_x, batch_size=self.cfg.eval_batch_size))
         rec["best"] = pos["best_val"] is None or rec["val_digit_error"] < pos["best_val"]
         if rec["best"]:
             pos["best_val"], pos["best_epoch"] = rec["val_digit_error"], pos["epoch"]
@@ -417,8 +415,9 @@ def fit(run: Run, splits: dict) -> None:
                 break
             run.end_epoch(rec)
             console.info(_epoch_line(rec, run.stn))
-            if off_canvas_warning(rec):
-                console.warn(off_canvas_warning(rec))
+            warning = off_canvas_warning(rec)
+            if warning:
+                console.warn(warning)
             pos["stop_reason"] = pos["stop_reason"] or run.budget_reached()
         pos["stop_reason"] = pos["stop_reason"] or f"epoch limit ({cfg.epochs}) reached"
     except KeyboardInterrupt as e:

@@ -81,6 +81,14 @@ def theta_stats(thetas, side: int | None = None, perspective=None, grid: int | N
     return stats
 
 
+def attention_stats(model, images, batch_size: int = 256) -> dict:
+    """theta_stats of an STN model's transforms of `images`, with theta_off_canvas measured on its
+    own image side and sample grid (the MNIST-sequence models' grid_side, else the image side)."""
+    seen = model.attend(images, batch_size=batch_size)
+    grid = getattr(model, "grid_side", model.image_side)
+    return theta_stats(seen["thetas"], model.image_side, seen.get("perspective"), grid)
+
+
 def off_canvas(thetas, side: int, perspective=None, grid: int | None = None) -> np.ndarray:
     """The share of glimpses, per step, that read nothing of a side x side image: thetas (N, T, 2, 3)
     (with `perspective` (N, T, 2), the g, h of a homography) -> (T,) in [0, 1].
