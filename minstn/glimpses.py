@@ -133,4 +133,5 @@ def where_it_looks(model, images) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from minstn.training.console import run_cli
+    run_cli(main)

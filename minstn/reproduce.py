@@ -284,4 +284,5 @@ def _fmt_time(seconds: float) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from minstn.training.console import run_cli
+    run_cli(main)

@@ -261,6 +261,21 @@ def test_list_and_print_commands_train_nothing(tmp_path, capsys):
     assert given_options(argv)["step_spread"] == 0.0    # the printed command parses back
 
 
+
+def test_a_reader_that_closes_the_pipe_early_gets_no_traceback(tmp_path):
+    """`python -m minstn.reproduce --print-commands | head -3`: the command stops quietly (status 1)."""
+    import subprocess
+    import sys
+    r, w = os.pipe()
+    os.close(r)                      # the reader is gone before the first line is written
+    try:
+        proc = subprocess.run([sys.executable, "-m", "minstn.reproduce", "--preset", "stn-paper", "--out",
+                               str(tmp_path / "grid"), "--print-commands"], stdout=w, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(w)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -15,7 +15,6 @@ import pytest
 from minstn import evaluate as evaluate_cli
 from minstn import train
 from minstn.training import checkpoint, loop
-from minstn.training import metrics as evaluate
 from minstn.data import save_sequence_file
 from minstn.models.base import Model
 from minstn.training.console import DeferSignals

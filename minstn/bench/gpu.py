@@ -285,4 +285,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from minstn.training.console import run_cli
+    run_cli(main)

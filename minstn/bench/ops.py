@@ -336,4 +336,5 @@ def _run_cases(cases, rng, torch, args) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from minstn.training.console import run_cli
+    run_cli(main)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 
 import numpy as np
@@ -301,4 +300,5 @@ def _ours(name, d, threads, common, chunk=0, workers=1, parallel="thread") -> fl
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from minstn.training.console import run_cli
+    run_cli(main)

@@ -242,4 +242,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from minstn.training.console import run_cli
+    run_cli(main)

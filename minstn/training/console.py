@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
 import time
 
-__all__ = ["Console", "RunInterrupted", "exit_code", "stop_signals", "DeferSignals", "STOP_SIGNALS"]
+__all__ = ["Console", "RunInterrupted", "exit_code", "stop_signals", "DeferSignals", "STOP_SIGNALS", "run_cli"]
 
 #: the signals that stop a run the way Ctrl-C does (save last.npz, stop the workers)
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -174,3 +175,18 @@ class DeferSignals:
                 raise KeyboardInterrupt
             raise RunInterrupted(self.hit)
         return False
+
+
+def run_cli(main) -> None:
+    """`sys.exit(main())` for a command-line entry point, quiet when its stdout is a pipe that the
+    reader closed early (`python -m minstn.reproduce --print-commands | head -3`): exit status 1,
+    as Python's own tools do, instead of a BrokenPipeError traceback."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so that the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 1
+    sys.exit(code)
