@@ -174,6 +174,43 @@ def test_sigterm_and_sighup_save_and_exit_like_ctrl_c(sig, data_dir, tmp_path):
     assert train.main(["--out", str(out), "--resume", "--epochs", str(meta["position"]["epoch"]), "--no-progress"]) == 0
 
 
+def test_a_stop_signal_while_the_best_model_is_saved_leaves_both_files_in_step(data_dir, tmp_path, monkeypatch):
+    """The signal arrives just as a new best is recorded: the save finishes first, so last.npz never
+    names a best model that checkpoint.npz does not hold, and the resumed run can be tested."""
+    from minstn.training.loop import Run
+
+    out = tmp_path / "run"
+    real = Run.save_best
+
+    def signalled(self):
+        os.kill(os.getpid(), signal.SIGTERM)       # delivered at once, inside the save
+        return real(self)
+
+    monkeypatch.setattr(Run, "save_best", signalled)
+    assert train.main(_argv(data_dir, out, "--epochs", "2")) == 128 + signal.SIGTERM
+    monkeypatch.setattr(Run, "save_best", real)
+    _, last = checkpoint.load(out / "last.npz")
+    _, best = checkpoint.load(out / "checkpoint.npz")
+    assert last["position"]["best_val"] == best["best_val_digit_error"] is not None
+    assert train.main(["--out", str(out), "--resume", "--epochs", "1", "--no-progress"]) == 0
+
+
+def test_a_resumed_run_whose_best_model_is_missing_writes_a_new_one(data_dir, tmp_path, capsys):
+    """A last.npz that names a best model (here an unbeatable 0 %) with checkpoint.npz gone: the
+    resumed run says so, forgets that best, and its next validation writes checkpoint.npz."""
+    out = tmp_path / "run"
+    assert train.main(_argv(data_dir, out, "--epochs", "1")) == 0
+    arrays, meta = checkpoint.load(out / "last.npz")
+    meta["position"]["best_val"] = 0.0
+    checkpoint.save(out / "last.npz", arrays, meta)
+    os.remove(out / "checkpoint.npz")
+    os.remove(out / "result.json")
+    capsys.readouterr()
+    assert train.main(["--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert "checkpoint.npz is missing: the next validation writes a new one" in capsys.readouterr().err
+    assert (out / "checkpoint.npz").exists() and (out / "result.json").exists()
+
+
 def test_a_signal_during_the_save_is_reported_and_the_save_finishes():
     said = []
     with pytest.raises(RunInterrupted) as e:

@@ -170,6 +170,11 @@ class Run:
         self.rng_before = self.dropout_rng.bit_generator.state
         self.pos = {**meta["position"], "stop_reason": None}
         self.elapsed0 = self.pos["elapsed"]
+        if self.pos["best_val"] is not None and not os.path.exists(self.folder.best):
+            self.console.warn(f"{self.folder.last} names a best model ({self.pos['best_val']:.2f} % at epoch "
+                              f"{self.pos['best_epoch']}) but {self.folder.best} is missing: the next validation "
+                              "writes a new one")
+            self.pos.update(best_val=None, best_epoch=0)
 
     def tick(self) -> None:
         self.pos["elapsed"] = self.elapsed0 + time.perf_counter() - self.t0
@@ -268,8 +273,11 @@ class Run:
             rec.update(attention_stats(self.model, self.theta_x, batch_size=self.cfg.eval_batch_size))
         rec["best"] = pos["best_val"] is None or rec["val_digit_error"] < pos["best_val"]
         if rec["best"]:
-            pos["best_val"], pos["best_epoch"] = rec["val_digit_error"], pos["epoch"]
-            self.save_best()
+            # The new best and its file together or not at all: a stop signal in between would leave
+            # a last.npz that names a best model that checkpoint.npz does not hold.
+            with DeferSignals():
+                pos["best_val"], pos["best_epoch"] = rec["val_digit_error"], pos["epoch"]
+                self.save_best()
         return rec
 
     def end_epoch(self, rec: dict) -> None:
