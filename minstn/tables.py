@@ -264,14 +264,24 @@ def table_markdown(cells: dict, preset: str) -> str:
 
 
 
-CODE_NOTE = ("Every cell ('code': the commit of minstn that trained and tested it, from its result.json; + where "
-             "the package had changes not committed; - where the result file does not record it):")
+CODE_NOTE = ("Every cell, from its result.json ('code': the commit of minstn that trained and tested it, + where the "
+             "package had changes not committed; 'machine': the CPU and its cores, and the GPU where one trained it; "
+             "-: not recorded in the result file):")
 
 
 def _code(result: dict) -> str:
     """A cell's code column: the short commit that tested it, '+' for local changes, '-' when unrecorded."""
     code = result.get("code") or {}
     return f"{code['commit'][:7]}{'+' if code.get('modified') else ''}" if code.get("commit") else "-"
+
+
+def _machine(result: dict) -> str:
+    """A cell's machine column: 'CPU model, N cores' (+ the device where it was not the CPU), '-' when unrecorded."""
+    m = result.get("machine")
+    if not m:
+        return "-"
+    text = f"{m['cpu']}, {m['cores']} cores"
+    return text if result.get("device", "cpu") == "cpu" else f"{text}, {result['device']}"
 
 
 def write_table(folder: str, preset: str, cells: dict | None = None) -> str:
@@ -286,24 +296,24 @@ def write_table(folder: str, preset: str, cells: dict | None = None) -> str:
     if digit:
         names = "Cell names: <model>[-<distortion>][-variant]-s<seed>" + ("; " if variants else "")
         per_cell = ["", CODE_NOTE, "",
-                    "| cell | test % | best epoch | epochs | images seen | parameters | stopped because | code |",
-                    "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                    "| cell | test % | best epoch | epochs | images seen | parameters | stopped because | code | machine |",
+                    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, c in cells.items():
             r = c["result"]
             per_cell.append(f"| {name} | {r['test_digit_error']:.2f} | {r['best_epoch']} | {r['epochs_completed']} "
-                            f"| {r['images_seen']:,} | {r.get('num_params', 0):,} | {r['stop_reason']} | {_code(r)} |")
+                            f"| {r['images_seen']:,} | {r.get('num_params', 0):,} | {r['stop_reason']} | {_code(r)} | {_machine(r)} |")
     else:
         names = "Cell names: <model>-d<d>[-variant]-s<seed>; "
         per_cell = ["", CODE_NOTE, "",
                     "| cell | test % | shifted % | test sequence % | best epoch | epochs | images seen | stopped because "
-                    "| code |",
-                    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                    "| code | machine |",
+                    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, c in cells.items():
             r = c["result"]
             shifted = f"{r['shifted_digit_error']:.2f}" if "shifted_digit_error" in r else "-"
             per_cell.append(f"| {name} | {r['test_digit_error']:.2f} | {shifted} "
                             f"| {r['test_seq_error']:.2f} | {r['best_epoch']} | {r['epochs_completed']} | {r['images_seen']:,} "
-                            f"| {r['stop_reason']} | {_code(r)} |")
+                            f"| {r['stop_reason']} | {_code(r)} | {_machine(r)} |")
     curves = write_curves(folder, preset, cells)
     text = "\n".join([
         f"# {TITLES[preset]}, preset `{preset}`", "",

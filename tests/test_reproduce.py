@@ -321,6 +321,9 @@ def test_tiny_grid_skips_finished_cells_collects_and_tabulates(data_dir, tmp_pat
     assert "![The learning curves of every cell](table1-curves.png)" in table
     commit = result["code"]["commit"]
     assert f"| {commit[:7] + ('+' if result['code']['modified'] else '') if commit else '-'} |" in table   # the code column
+    machine = result["machine"]                                       # and the machine column
+    assert machine["cores"] >= 1 and machine["cpu"] and machine["blas"]
+    assert f"| {machine['cpu']}, {machine['cores']} cores |" in table
     assert (results / "table1-curves.png").stat().st_size > 10_000
     # the table again from the collected files alone, and a README block kept in step with it
     readme = tmp_path / "README.md"

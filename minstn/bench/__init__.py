@@ -4,16 +4,6 @@ Each benchmark times its own reference in the same run and prints ratios against
 so a figure means something on any machine. Recorded results live in benchmarks/.
 """
 
-import platform
+from minstn.training.speed.host import cpu_model   # the benchmarks name the CPU with it
 
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (or platform.processor() elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+__all__ = ["cpu_model"]

@@ -496,7 +496,7 @@ def finish(run: Run, splits: dict) -> dict:
         "epochs_completed": pos["epoch"] - 1, "steps": pos["global_step"], "images_seen": pos["images_seen"],
         "elapsed": pos["elapsed"], "stop_reason": pos["stop_reason"], "num_params": model.num_params(),
         "train_size": int(splits["train"]["images"].shape[0]), "val_size": int(splits["val"]["images"].shape[0]),
-        "config": cfg.to_dict(), "code": code_version(),
+        "config": cfg.to_dict(), "code": code_version(), "machine": host.machine(),
     }
     if "shifted" in tests:
         s = tests["shifted"]

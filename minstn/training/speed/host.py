@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import sys
 from contextlib import contextmanager
 
 from threadpoolctl import threadpool_info, threadpool_limits
 
-__all__ = ["blas_threads", "set_blas_threads", "preserved_blas_threads", "keep_freed_memory", "cpu_count"]
+__all__ = ["blas_threads", "set_blas_threads", "preserved_blas_threads", "keep_freed_memory", "cpu_count",
+           "cpu_model", "machine"]
 
 
 def _blas_pools() -> list:
@@ -85,3 +87,25 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0)) or 1
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (or platform.processor() elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict:
+    """What a result was computed on, for result.json: the CPU's model, the cores this process may
+    use, and the BLAS library with the kernels it chose for this CPU (its float sums, and so the
+    last digits of a result, depend on them)."""
+    pools = _blas_pools()
+    blas = (" ".join(str(pools[0].get(k)) for k in ("internal_api", "version", "architecture") if pools[0].get(k))
+            if pools else "none found")
+    return {"cpu": cpu_model(), "cores": cpu_count(), "blas": blas}
