@@ -229,3 +229,70 @@ def test_cli_single_digit_model_with_the_wrong_file_is_one_line(tmp_path, rng, c
         assert evaluate_cli.main(["--checkpoint", ck, "--data", str(tmp_path / name)]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+def _theta_at(cx, cy, half, side=100):
+    """An axis-aligned glimpse centred on pixel position (cx, cy), `half` its half-size (normalised)."""
+    return [[half, 0.0, -1.0 + 2.0 * cx / side], [0.0, half, -1.0 + 2.0 * cy / side]]
+
+
+def test_localisation_stats_by_hand():
+    # one canvas, two digits: boxes x 10..30 and 60..80 (end-exclusive), y 40..60, on a 100x100 canvas
+    boxes = np.array([[[10, 40, 30, 60], [60, 40, 80, 60]]], float)
+    wrong = np.array([[False, True]])
+    # step 1: centred on digit 1, 12.5 pixels each way: sees it whole; step 2: a 5-pixel glimpse at x = 90
+    th = np.array([[_theta_at(20, 50, 0.25), _theta_at(90, 50, 0.1)]])
+    s = evaluate.localisation_stats(th, boxes, 100, wrong)
+    assert s["in_view"] == [100.0, 0.0] and s["centred"] == [100.0, 0.0] and s["n_not_in_view"] == [0, 1]
+    assert s["error_in_view"] == [0.0, None] and s["error_not_in_view"] == [None, 100.0]
+    assert (s["in_view_all"], s["error_in_view_all"], s["error_not_in_view_all"], s["n_not_in_view_all"]) == (50.0, 0.0, 100.0, 1)
+    # a glimpse 2 pixels too small on each side no longer holds the box whole, but stays centred
+    s = evaluate.localisation_stats(np.array([[_theta_at(20, 50, 0.18)] * 2]), boxes, 100, wrong)
+    assert s["in_view"] == [0.0, 0.0] and s["centred"] == [100.0, 0.0]
+    # one glimpse for every digit (the FFN-STN): the whole canvas sees both, centred on neither
+    s = evaluate.localisation_stats(np.array([[[[1.0, 0, 0], [0, 1.0, 0]]]]), boxes, 100, np.array([[True, False]]))
+    assert s["in_view"] == [100.0, 100.0] and s["centred"] == [0.0, 0.0]
+    assert s["error_in_view"] == [100.0, 0.0] and s["error_in_view_all"] == 50.0 and s["error_not_in_view_all"] is None
+    # a rotated glimpse: the parallelogram, not its bounding box, decides (45 degrees, the box's corners fall outside)
+    c = np.cos(np.pi / 4) * 0.25
+    rot = [[c, -c, -0.6], [c, c, 0.0]]
+    assert evaluate.localisation_stats(np.array([[rot, rot]]), boxes, 100, wrong)["in_view"][0] == 0.0
+    # a singular transform sees no digit whole, though its centre (pixel 20, 50) lies on digit 1
+    flat = [[0.0, 0.0, -0.6], [0.0, 0.0, 0.0]]
+    s = evaluate.localisation_stats(np.array([[flat, flat]]), boxes, 100, wrong)
+    assert s["in_view"] == [0.0, 0.0] and s["centred"] == [100.0, 0.0]
+    json.dumps(s)
+    with pytest.raises(ValueError, match=r"thetas must be \(N, P or 1, 2, 3\)"):
+        evaluate.localisation_stats(np.zeros((1, 3, 2, 3)), boxes, 100, wrong)
+    with pytest.raises(ValueError, match=r"boxes must be \(N, P, 4\)"):
+        evaluate.localisation_stats(th, boxes[:, :1], 100, wrong)
+
+
+def test_cli_localisation_splits_the_error_by_what_each_step_saw(tmp_path, rng, capsys):
+    from minstn.data import save_sequence_file
+    from minstn.data.sequences import empty_split
+    from minstn.models import build_model
+
+    model = build_model("lstm-stn", 4, hidden_size=16, seed=1)
+    ck = checkpoint.save(tmp_path / "m.npz", {f"param/{k}": v for k, v in model.state().items()},
+                         {"model": evaluate.model_meta(model)})
+    d = empty_split(5)
+    d["images"][:] = rng.random(d["images"].shape, dtype=np.float32)
+    d["labels"][:] = rng.integers(0, 10, d["labels"].shape)
+    d["boxes"][:] = [[5, 40, 25, 60], [30, 40, 50, 60], [55, 40, 75, 60], [78, 40, 98, 60]]
+    save_sequence_file(tmp_path / "test.npz", d)
+    argv = ["--checkpoint", ck, "--data", str(tmp_path / "test.npz"), "--batch-size", "2", "--localisation"]
+    assert evaluate_cli.main(argv + ["--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    wrong = model.predict(d["images"]).argmax(axis=-1) != d["labels"]
+    want = evaluate.localisation_stats(model.attend(d["images"])["thetas"], d["boxes"], 100, wrong)
+    assert out["localisation"] == want
+    assert evaluate_cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "where the glimpses fall" in text and "digits seen whole %" in text and "error, the rest %" in text
+    cnn = build_model("cnn", 1)
+    ck = checkpoint.save(tmp_path / "cnn.npz", {f"param/{k}": v for k, v in cnn.state().items()},
+                         {"model": evaluate.model_meta(cnn)})
+    assert evaluate_cli.main(["--checkpoint", ck, "--data", str(tmp_path / "test.npz"), "--localisation"]) == 2
+    err = capsys.readouterr().err
+    assert "--localisation needs an MNIST-sequence model with a spatial transformer" in err and err.count("\n") == 1

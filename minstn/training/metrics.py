@@ -30,7 +30,8 @@ import numpy as np
 from minstn.backend import to_numpy
 from minstn.training import checkpoint
 
-__all__ = ["error_stats", "evaluate_model", "theta_stats", "load_model", "model_meta", "model_arrays", "json_dumps"]
+__all__ = ["error_stats", "evaluate_model", "predict", "theta_stats", "localisation_stats", "load_model", "model_meta",
+           "model_arrays", "json_dumps"]
 
 
 def error_stats(logits, labels) -> dict:
@@ -52,18 +53,83 @@ def error_stats(logits, labels) -> dict:
     }
 
 
-def evaluate_model(model, images, labels, batch_size: int = 256, bar=None) -> dict:
-    """Evaluation-mode error_stats of `model` on host arrays images (N, 1, 100, 100), labels (N, 4).
-    bar: a progress bar (minstn.training.console.Bar) told of every batch, or None."""
+def predict(model, images, batch_size: int = 256, bar=None, digits: int = 4) -> np.ndarray:
+    """Evaluation-mode logits (N, P, 10) of `model` on host images (N, 1, S, S), as a host array,
+    `batch_size` images at a time. bar: a progress bar (minstn.training.console.Bar) told of every
+    batch, or None; digits: P, for the shape of an empty result."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     parts = []
     for i in range(0, images.shape[0], batch_size):
-        parts.append(model.predict(images[i:i + batch_size], batch_size=batch_size))   # (B, 4, 10) on the host
+        parts.append(model.predict(images[i:i + batch_size], batch_size=batch_size))   # (B, P, 10) on the host
         if bar is not None:
             bar.step(min(batch_size, images.shape[0] - i))
-    logits = np.concatenate(parts, axis=0) if parts else np.zeros((0, labels.shape[1], 10))
-    return error_stats(logits, labels)
+    return np.concatenate(parts, axis=0) if parts else np.zeros((0, digits, 10))
+
+
+def evaluate_model(model, images, labels, batch_size: int = 256, bar=None) -> dict:
+    """Evaluation-mode error_stats of `model` on host arrays images (N, 1, 100, 100), labels (N, 4).
+    bar: a progress bar (minstn.training.console.Bar) told of every batch, or None."""
+    return error_stats(predict(model, images, batch_size, bar, digits=labels.shape[1]), labels)
+
+
+def localisation_stats(thetas, boxes, side: int, wrong) -> dict:
+    """Where an MNIST-sequence model's glimpses fall against the digits they are meant to read, and
+    how its errors split between digits it saw whole and digits it did not.
+
+    thetas (N, T, 2, 3): the affine transforms (T = P steps, step p reads digit p; or T = 1, one
+    glimpse for all P digits, the FFN-STN); boxes (N, P, 4): each digit's ink box in pixels, (x0, y0,
+    x1, y1) end-exclusive, as the generator writes them; side: the canvas side; wrong (N, P) bool.
+
+    A glimpse covers theta [u, v, 1] for u, v in [-1, 1] (normalised coordinates, align_corners=False:
+    pixel i spans [-1 + 2 i / side, -1 + 2 (i + 1) / side]). A digit is 'in view' when all four
+    corners of its box lie in that parallelogram (|A^-1 (p - t)| <= 1 in both coordinates, A the
+    2x2 part of theta and t its last column; a singular A sees no digit whole); the glimpse is
+    'centred' when t, the image of the glimpse's centre, lies in the box.
+
+    Returns lists over the P positions and the total over all digits ('all'): 'in_view' and
+    'centred' (% of digits), 'error_in_view' and 'error_not_in_view' (per-digit error % among the
+    digits in view and among the rest; None where there are none), 'n_not_in_view' (digits)."""
+    th = np.asarray(to_numpy(thetas), dtype=np.float64)
+    bx = np.asarray(boxes, dtype=np.float64)
+    wrong = np.asarray(to_numpy(wrong), dtype=bool)
+    N, P = wrong.shape
+    if th.ndim != 4 or th.shape[0] != N or th.shape[1] not in (1, P) or th.shape[2:] != (2, 3):
+        raise ValueError(f"thetas must be (N, P or 1, 2, 3) with N = {N}, P = {P}; got {th.shape}")
+    if bx.shape != (N, P, 4):
+        raise ValueError(f"boxes must be (N, P, 4) = ({N}, {P}, 4), got {bx.shape}")
+    th = np.broadcast_to(th, (N, P, 2, 3))
+    a, b, c, d = th[..., 0, 0], th[..., 0, 1], th[..., 1, 0], th[..., 1, 1]          # (N, P) each
+    t = th[..., :, 2]                                                                 # (N, P, 2)
+    det = a * d - b * c
+    ok = np.abs(det) > 1e-12
+    safe = np.where(ok, det, 1.0)
+    inv = np.stack([np.stack([d, -b], -1), np.stack([-c, a], -1)], -2) / safe[..., None, None]   # (N, P, 2, 2)
+    norm = -1.0 + 2.0 * bx / side                                                     # box edges, normalised
+    x0, y0, x1, y1 = norm[..., 0], norm[..., 1], norm[..., 2], norm[..., 3]
+    corners = np.stack([np.stack([x0, y0], -1), np.stack([x1, y0], -1),
+                        np.stack([x1, y1], -1), np.stack([x0, y1], -1)], -2)          # (N, P, 4, 2)
+    uv = np.einsum("npij,npkj->npki", inv, corners - t[..., None, :])                 # (N, P, 4, 2)
+    in_view = ok & (np.abs(uv) <= 1.0 + 1e-9).all(axis=(-1, -2))                      # (N, P)
+    centred = (t[..., 0] >= x0) & (t[..., 0] <= x1) & (t[..., 1] >= y0) & (t[..., 1] <= y1)
+
+    def summary(axis):          # axis 0: per position, (P,) arrays; None: over all digits, scalars
+        n_in, n_out = in_view.sum(axis=axis), (~in_view).sum(axis=axis)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {"in_view": 100.0 * in_view.mean(axis=axis), "centred": 100.0 * centred.mean(axis=axis),
+                    "error_in_view": 100.0 * (wrong & in_view).sum(axis=axis) / n_in,
+                    "error_not_in_view": 100.0 * (wrong & ~in_view).sum(axis=axis) / n_out,
+                    "n_not_in_view": n_out}
+
+    def plain(v, key):          # JSON-ready: ints, floats, None for an error among no digits
+        if key == "n_not_in_view":
+            return int(v)
+        return None if not np.isfinite(v) else float(v)
+
+    per, total = summary(0), summary(None)
+    out = {key: [plain(v, key) for v in per[key]] for key in per}
+    out.update({f"{key}_all": plain(total[key], key) for key in total})
+    return out
 
 
 def theta_stats(thetas, side: int | None = None, perspective=None, grid: int | None = None) -> dict:
