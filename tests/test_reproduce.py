@@ -377,7 +377,7 @@ def test_plot_functions_write_pngs(tmp_path, rng):
     assert os.path.getsize(path) > 0
 
 
-@pytest.mark.parametrize("preset, folder", [("cpu", "table1-cpu"), ("cells", "cells"), ("sonderby", "sonderby"),
+@pytest.mark.parametrize("preset, folder", [("cpu", "table1-cpu"), ("paper", "table1-paper"), ("cells", "cells"), ("sonderby", "sonderby"),
                                             ("stn-paper", "stn-paper"), ("tstn", "tstn"), ("tied", "tied")])
 def test_the_readme_and_the_committed_tables_match_the_committed_results(preset, folder):
     """README.md's results blocks and results/*/<table>.md are what the committed result files give:
