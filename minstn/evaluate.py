@@ -65,14 +65,12 @@ def main(argv=None) -> int:
         model, meta = load_model(args.checkpoint, device)
         cfg = meta.get("config", {})
         digit = "image_size" in model.options                  # a single-digit model: one digit per image
+        if args.localisation and (digit or not model.transformer):     # before the data file is read
+            raise ModelError(f"--localisation needs an MNIST-sequence model with a spatial transformer (ffn-stn or "
+                             f"lstm-stn); {args.checkpoint} holds a {model.name!r} model. Leave --localisation out")
         data = load_digit_file(args.data, side=model.image_side) if digit else load_sequence_file(args.data)
     except (DeviceError, checkpoint.CheckpointError, DataError, ModelError, OSError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
-    if args.localisation and (digit or not model.transformer):
-        print(f"{parser.prog}: error: --localisation needs an MNIST-sequence model with a spatial transformer "
-              f"(ffn-stn or lstm-stn); {args.checkpoint} holds a {model.name!r} model. Leave --localisation out",
-              file=sys.stderr)
         return 2
     noun = "images" if digit else "canvases"
     if data["labels"].shape[0] == 0:

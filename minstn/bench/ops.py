@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from minstn.ops.switch import ops, use_fast
-from minstn.bench import cpu_model
+from minstn.training.speed.host import cpu_model
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _REEXEC_FLAG = "MINSTN_BENCH_REEXEC"

@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 from minstn.training.speed import host
-from minstn.bench import cpu_model
+from minstn.training.speed.host import cpu_model
 from minstn.training.speed import default_chunk
 
 __all__ = ["measure_images_per_sec", "measure_torch_images_per_sec", "profile_ops", "main"]
