@@ -1,5 +1,5 @@
 """Figures of training runs: validation curves, glimpse outlines on canvases (also of a trained
-model: draw_model_glimpses), theta statistics.
+model: draw_model_glimpses), what single-digit transformers do (plot_transforms), theta statistics.
 
 Every function draws onto its own matplotlib Figure (no pyplot, no global state) and saves a
 PNG; it returns the path. Records are the dicts of a run's metrics.jsonl (minstn.train).
@@ -19,8 +19,8 @@ from matplotlib.figure import Figure
 
 from minstn.fileio import atomic_open
 
-__all__ = ["plot_curves", "plot_grid_curves", "glimpse_corners", "projective_corners", "plot_glimpses", "draw_model_glimpses",
-           "plot_theta_stats", "STEP_COLOURS"]
+__all__ = ["plot_curves", "plot_grid_curves", "glimpse_corners", "projective_corners", "plot_glimpses", "model_outlines",
+           "draw_model_glimpses", "plot_transforms", "plot_theta_stats", "STEP_COLOURS"]
 
 #: one colour per glimpse step
 STEP_COLOURS = ("tab:red", "tab:orange", "tab:green", "tab:blue", "tab:purple", "tab:brown")
@@ -172,24 +172,73 @@ def projective_corners(thetas, perspective, height: int, width: int) -> tuple:
     return ((src + 1.0) * size - 1.0) / 2.0, ok                                         # pixels, as glimpse_corners
 
 
-def draw_model_glimpses(model, images, labels, path: str, title: str = "") -> str:
-    """The glimpse picture of `model` (a model with a spatial transformer) on host images
-    (N, 1, L, L) and labels (N, P); written atomically to `path`. Returns the path. For a
-    projective transformer the glimpses' quadrilaterals are outlined (projective_corners)."""
-    images = images.astype(model.dtype, copy=False)
-    att = model.attend(images)
-    predictions = model.predict(images).argmax(axis=-1)                      # (N, P)
+def model_outlines(model, images) -> tuple:
+    """Evaluation-mode glimpses of `model` (a model with a spatial transformer) on host images
+    (N, 1, L, L), and their outlines: (model.attend's dict, corners (N, T, 4, 2) as image pixels,
+    a note for the title: '' for an affine transformer). For a projective transformer the
+    glimpses' quadrilaterals are outlined (projective_corners), the affine part alone where the
+    grid crosses the horizon."""
+    att = model.attend(images.astype(model.dtype, copy=False))
     H, W = images.shape[2], images.shape[3]
     corners = glimpse_corners(att["thetas"], H, W)                           # (N, T, 4, 2): the affine part
+    note = ""
     if "perspective" in att:
         quads, ok = projective_corners(att["thetas"], att["perspective"], H, W)
         corners = np.where(ok[..., None, None], quads, corners)
         note = ("projective glimpses outlined" if ok.all() else
                 f"outlines: the affine part only for {int((~ok).sum())} of {ok.size} glimpses (their grid crosses "
                 "the projective horizon)")
+    return att, corners, note
+
+
+def draw_model_glimpses(model, images, labels, path: str, title: str = "") -> str:
+    """The glimpse picture of `model` (a model with a spatial transformer) on host images
+    (N, 1, L, L) and labels (N, P); written atomically to `path`. Returns the path. For a
+    projective transformer the glimpses' quadrilaterals are outlined (projective_corners)."""
+    images = images.astype(model.dtype, copy=False)
+    att, corners, note = model_outlines(model, images)
+    predictions = model.predict(images).argmax(axis=-1)                      # (N, P)
+    if note:
         title = f"{title}; {note}" if title else note
     return plot_glimpses(images, att["thetas"], att["glimpses"], path, labels=labels, predictions=predictions,
                          title=title, corners=corners)
+
+
+def plot_transforms(rows: list, path: str, title: str = "") -> str:
+    """What single-digit transformers do, one model per row pair (as the STN paper's Table 1, right):
+    the input images with the glimpse's outline above, the transformed images below.
+
+    rows: [{'name': str, 'images': (n, 1, L, L), 'corners': (n, 4, 2) pixel corners of the outline,
+    'glimpses': (n, 1, S, S)}], n the same in every row; L and S may differ between rows.
+    """
+    if not rows:
+        raise ValueError("plot_transforms needs at least one row")
+    n = rows[0]["images"].shape[0]
+    if any(r["images"].shape[0] != n or r["glimpses"].shape[0] != n or r["corners"].shape != (n, 4, 2) for r in rows):
+        raise ValueError("plot_transforms: every row needs n images, n glimpses and (n, 4, 2) corners, n the same")
+    fig = Figure(figsize=(1.15 * n + 1.3, 2.3 * len(rows) + (0.4 if title else 0.1)))
+    axes = np.asarray(fig.subplots(2 * len(rows), n, squeeze=False))
+    for r, row in enumerate(rows):
+        images, glimpses, corners = np.asarray(row["images"]), np.asarray(row["glimpses"]), np.asarray(row["corners"])
+        L = images.shape[2]
+        for i in range(n):
+            ax, gax = axes[2 * r, i], axes[2 * r + 1, i]
+            ax.imshow(images[i, 0], cmap="gray", vmin=0, vmax=1)
+            quad = np.vstack([corners[i], corners[i, :1]])                         # closed outline (5, 2)
+            ax.plot(quad[:, 0], quad[:, 1], "-", color=STEP_COLOURS[0], lw=1.5)
+            ax.set_xlim(-0.5, L - 0.5)
+            ax.set_ylim(L - 0.5, -0.5)
+            gax.imshow(glimpses[i, 0], cmap="gray", vmin=0, vmax=1)
+            for a in (ax, gax):
+                a.set_xticks([])
+                a.set_yticks([])
+        axes[2 * r, 0].set_ylabel(f"{row['name']}\ninput", fontsize=8)
+        axes[2 * r + 1, 0].set_ylabel("transformed", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.12, right=0.99, bottom=0.01, top=1 - (0.4 if title else 0.1) / fig.get_figheight(),
+                        wspace=0.05, hspace=0.08)
+    return _save(fig, path)
 
 
 def plot_theta_stats(records: list, path: str, title: str = "") -> str:

@@ -86,12 +86,15 @@ def collect(runs: list, dest: str) -> list:
 def make_figures(out: str, runs: list, splits_of, device, n_canvases: int = 4) -> list:
     """curves.png for all finished cells; glimpses-<cell>.png and theta-<cell>.png for the cells
     with a spatial transformer, drawn on the first test images of the cell's data (splits_of(cfg)
-    -> the cell's {'train', 'val', 'test', ...} splits)."""
-    from minstn.plots import draw_model_glimpses
+    -> the cell's {'train', 'val', 'test', ...} splits); for single-digit cells also transforms.png,
+    one row pair per seed-0 cell with a transformer: its first 6 test images and what the
+    transformer makes of them (the STN paper's Table 1, right)."""
+    from minstn.plots import draw_model_glimpses, model_outlines, plot_transforms
     from minstn.training.metrics import load_model
     from minstn.plots import plot_curves, plot_theta_stats
 
     written = []
+    rows = []              # transforms.png: the seed-0 single-digit cells with a transformer
     curves = {}
     for cell, cfg in runs:
         metrics = os.path.join(cfg.run_dir(), "metrics.jsonl")
@@ -112,6 +115,13 @@ def make_figures(out: str, runs: list, splits_of, device, n_canvases: int = 4) -
         written.append(draw_model_glimpses(model, test["images"][:n], test["labels"][:n],
                                            os.path.join(out, f"glimpses-{cell.name}.png"), title=title))
         written.append(plot_theta_stats(curves.get(cell.name, []), os.path.join(out, f"theta-{cell.name}.png"), title=cell.name))
+        if cell.digit_task and cell.seed == 0:
+            images = test["images"][:6]
+            att, corners, _ = model_outlines(model, images)
+            rows.append({"name": cell.group, "images": images, "corners": corners[:, 0], "glimpses": att["glimpses"][:, 0]})
+    if rows and len({r["images"].shape[0] for r in rows}) == 1:
+        written.append(plot_transforms(rows, os.path.join(out, "transforms.png"),
+                                       title="the first test images of each task (above) and the transformer's output (below)"))
     return written
 
 
@@ -261,8 +271,8 @@ def _train_cells(runs: list, args) -> int:
             left.append(cell.name)
     print(f"{PROG}: done in {_fmt_time(time.perf_counter() - t0)}"
           + (f"; still being trained elsewhere: {', '.join(left)}" if left else ""))
-    if args.figures and splits is not None:
-        last = {key: splits}                  # one data set in memory at a time (read from the cache again)
+    if args.figures:                          # also when every cell had finished before (splits is None)
+        last = {key: splits} if splits is not None else {}   # one data set in memory at a time (read from the cache again)
 
         def splits_of(cfg):
             if _data_key(cfg) not in last:

@@ -127,7 +127,13 @@ def test_tiny_single_digit_grid_resumes_collects_and_tabulates(digit_data_dir, t
     run = ["--data", digit_data_dir, "--batch-size", "4", "--no-progress", "--workers", "1"]
     assert reproduce.main(grid + cells + run + ["--max-images", "4", "--figures"]) == 0
     assert sorted(p.name for p in out.glob("*.png")) == ["curves.png", "glimpses-st-cnn-P-proj-s0.png",
-                                                         "theta-st-cnn-P-proj-s0.png"]
+                                                         "theta-st-cnn-P-proj-s0.png", "transforms.png"]
+    for p in out.glob("*.png"):
+        p.unlink()
+    capsys.readouterr()
+    assert reproduce.main(grid + cells + run + ["--max-images", "4", "--figures"]) == 0   # every cell finished:
+    assert "wrote 4 figures" in capsys.readouterr().out                                    # the figures all the same
+    assert (out / "transforms.png").stat().st_size > 0
     result = json.loads((out / "st-cnn-P-proj-s0" / "result.json").read_text())
     assert result["images_seen"] == 4 and "shifted_digit_error" not in result and len(result["test_position_error"]) == 1
     assert result["config"]["transform"] == "projective" and result["downsample"] == 1
@@ -375,6 +381,15 @@ def test_plot_functions_write_pngs(tmp_path, rng):
     glimpses = rng.random((2, 4, 1, 50, 50))
     path = plots.plot_glimpses(canvases, thetas, glimpses, str(tmp_path / "g.png"), labels=np.zeros((2, 4), int))
     assert os.path.getsize(path) > 0
+    rows = [{"name": "st-cnn-R", "images": rng.random((3, 1, 28, 28)), "glimpses": rng.random((3, 1, 28, 28)),
+             "corners": plots.glimpse_corners(np.tile(np.array([[1.0, 0, 0], [0, 1.0, 0]]), (3, 1, 1, 1)), 28, 28)[:, 0]},
+            {"name": "st-cnn-TC", "images": rng.random((3, 1, 60, 60)), "glimpses": rng.random((3, 1, 60, 60)),
+             "corners": rng.random((3, 4, 2)) * 60}]
+    assert os.path.getsize(plots.plot_transforms(rows, str(tmp_path / "tr.png"), title="t")) > 0
+    with pytest.raises(ValueError, match="n the same"):
+        plots.plot_transforms([rows[0], {**rows[1], "corners": rows[1]["corners"][:2]}], str(tmp_path / "x.png"))
+    with pytest.raises(ValueError, match="at least one row"):
+        plots.plot_transforms([], str(tmp_path / "x.png"))
 
 
 @pytest.mark.parametrize("preset, folder", [("cpu", "table1-cpu"), ("paper", "table1-paper"), ("cells", "cells"), ("sonderby", "sonderby"),
