@@ -234,9 +234,10 @@ def plot_transforms(rows: list, path: str, title: str = "") -> str:
                 a.set_yticks([])
         axes[2 * r, 0].set_ylabel(f"{row['name']}\ninput", fontsize=8)
         axes[2 * r + 1, 0].set_ylabel("transformed", fontsize=8)
+    height = fig.get_figheight()
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.12, right=0.99, bottom=0.01, top=1 - (0.4 if title else 0.1) / fig.get_figheight(),
+        fig.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")       # inches from the top edge
+    fig.subplots_adjust(left=0.12, right=0.99, bottom=0.01, top=1 - (0.4 if title else 0.1) / height,
                         wspace=0.05, hspace=0.08)
     return _save(fig, path)
 
