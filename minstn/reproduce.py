@@ -89,9 +89,8 @@ def make_figures(out: str, runs: list, splits_of, device, n_canvases: int = 4) -
     -> the cell's {'train', 'val', 'test', ...} splits); for single-digit cells also transforms.png,
     one row pair per seed-0 cell with a transformer: its first 6 test images and what the
     transformer makes of them (the STN paper's Table 1, right)."""
-    from minstn.plots import draw_model_glimpses, model_outlines, plot_transforms
+    from minstn.plots import draw_model_glimpses, model_outlines, plot_curves, plot_theta_stats, plot_transforms
     from minstn.training.metrics import load_model
-    from minstn.plots import plot_curves, plot_theta_stats
 
     written = []
     rows = []              # transforms.png: the seed-0 single-digit cells with a transformer
@@ -119,7 +118,9 @@ def make_figures(out: str, runs: list, splits_of, device, n_canvases: int = 4) -
             images = test["images"][:6]
             att, corners, _ = model_outlines(model, images)
             rows.append({"name": cell.group, "images": images, "corners": corners[:, 0], "glimpses": att["glimpses"][:, 0]})
-    if rows and len({r["images"].shape[0] for r in rows}) == 1:
+    if rows:
+        n = min(r["images"].shape[0] for r in rows)          # a task whose test set holds fewer than 6 images
+        rows = [{**r, "images": r["images"][:n], "corners": r["corners"][:n], "glimpses": r["glimpses"][:n]} for r in rows]
         written.append(plot_transforms(rows, os.path.join(out, "transforms.png"),
                                        title="the first test images of each task (above) and the transformer's output (below)"))
     return written
