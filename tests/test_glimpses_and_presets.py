@@ -113,6 +113,7 @@ def test_sonderby_layout_trains_a_gru_model_end_to_end(tmp_path, capsys):
     cfg = json.loads((out / "config.json").read_text())
     result = json.loads((out / "result.json").read_text())
     assert cfg["digits"] == 3 and cfg["cell"] == "gru" and cfg["optimizer"] == "rmsprop" and cfg["clip_value"] == 1.0
+    assert cfg["loc_lr_mult"] == 0.1       # at 1 (one rate, as Sønderby's code) the GRU model's glimpses leave the canvas
     assert len(result["test_position_error"]) == 3 and len(result["shifted_position_error"]) == 3
     bad = [a if a != str(out) else str(tmp_path / "bad") for a in argv]
     capsys.readouterr()
